@@ -1,0 +1,27 @@
+//! The protocol's enforced limits. Documented in docs/protocol.md and sent in the hello response.
+
+/// The largest encoded message in one frame (the varint length prefix not counted).
+pub const MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
+/// The largest key, and the largest map key.
+pub const MAX_KEY_BYTES: u32 = 64 * 1024;
+/// The largest single value (a value-state value, a list element, a map value).
+pub const MAX_VALUE_BYTES: u32 = 8 * 1024 * 1024;
+/// The most ops in one write batch, and the most keys in one multi-get.
+pub const MAX_BATCH_OPS: u32 = 10_000;
+/// The most entries in one map-iteration page.
+pub const MAX_PAGE_ENTRIES: u32 = 10_000;
+/// Entries per page when the client does not say.
+pub const DEFAULT_PAGE_ENTRIES: u32 = 1_000;
+/// The longest state name.
+pub const MAX_STATE_NAME_BYTES: usize = 200;
+
+pub fn limits() -> crate::proto::Limits {
+    crate::proto::Limits {
+        max_frame_bytes: MAX_FRAME_BYTES,
+        max_key_bytes: MAX_KEY_BYTES,
+        max_value_bytes: MAX_VALUE_BYTES,
+        max_batch_ops: MAX_BATCH_OPS,
+        max_page_entries: MAX_PAGE_ENTRIES,
+        default_page_entries: DEFAULT_PAGE_ENTRIES,
+    }
+}

@@ -1,0 +1,209 @@
+"""Writes testdata/behaviour.json: the behaviour scenarios every Stator client must pass.
+
+Keys are picked (with an independent murmur3 implementation, PyPI mmh3) so that the scenarios'
+"own" keys belong to replica 0 of parallelism 2 and "foreign" keys to replica 1, at maxParallelism 128.
+Run: python tools/gen_behaviour.py  (needs `pip install mmh3`)
+"""
+import json
+import mmh3
+
+M, P = 128, 2
+
+
+def owner(k: str) -> int:
+    return (mmh3.hash(k.encode(), 0, signed=False) % M) * P // M
+
+
+def pick(prefix: str, want_owner: int, n: int):
+    out, i = [], 0
+    while len(out) < n:
+        k = f"{prefix}{i}"
+        if owner(k) == want_owner:
+            out.append(k)
+        i += 1
+    return out
+
+
+own = pick("key-", 0, 12)
+foreign = pick("key-", 1, 2)
+
+def err(code, **kw):
+    return {"code": code, **kw}
+
+scenarios = [
+    {
+        "name": "value state: put, get, overwrite, clear",
+        "steps": [
+            {"declare": {"states": [{"name": "v1", "kind": "value"}]}},
+            {"get": {"state": "v1", "key": own[0]}, "expect": None},
+            {"write": [{"value_put": {"state": "v1", "key": own[0], "value": "one"}}], "expect": 1},
+            {"get": {"state": "v1", "key": own[0]}, "expect": "one"},
+            {"write": [{"value_put": {"state": "v1", "key": own[0], "value": "two"}}], "expect": 1},
+            {"get": {"state": "v1", "key": own[0]}, "expect": "two"},
+            {"write": [{"value_clear": {"state": "v1", "key": own[0]}}], "expect": 1},
+            {"get": {"state": "v1", "key": own[0]}, "expect": None},
+            {"write": [{"value_put": {"state": "v1", "key": "", "value": "empty key is a key"}}], "expect": None, "expect_error": None, "if_owner_of": ""},
+        ],
+    },
+    {
+        "name": "multi-get returns values in request order, absent as null",
+        "steps": [
+            {"declare": {"states": [{"name": "v2", "kind": "value"}]}},
+            {"write": [{"value_put": {"state": "v2", "key": own[1], "value": "b"}},
+                       {"value_put": {"state": "v2", "key": own[3], "value": "d"}}], "expect": 2},
+            {"multi_get": {"state": "v2", "keys": [own[3], own[2], own[1]]}, "expect": ["d", None, "b"]},
+        ],
+    },
+    {
+        "name": "list state: append, get, set, clear",
+        "steps": [
+            {"declare": {"states": [{"name": "l1", "kind": "list"}]}},
+            {"list_get": {"state": "l1", "key": own[0]}, "expect": []},
+            {"write": [{"list_append": {"state": "l1", "key": own[0], "values": ["a", "b"]}}], "expect": 1},
+            {"write": [{"list_append": {"state": "l1", "key": own[0], "values": ["c"]}}], "expect": 1},
+            {"list_get": {"state": "l1", "key": own[0]}, "expect": ["a", "b", "c"]},
+            {"write": [{"list_set": {"state": "l1", "key": own[0], "values": ["z"]}}], "expect": 1},
+            {"list_get": {"state": "l1", "key": own[0]}, "expect": ["z"]},
+            {"write": [{"list_clear": {"state": "l1", "key": own[0]}}], "expect": 1},
+            {"list_get": {"state": "l1", "key": own[0]}, "expect": []},
+        ],
+    },
+    {
+        "name": "map state: put, get, contains, remove, paged iteration, clear",
+        "steps": [
+            {"declare": {"states": [{"name": "m1", "kind": "map"}]}},
+            {"write": [{"map_put": {"state": "m1", "key": own[0], "map_key": mk, "value": f"v-{mk}"}} for mk in ["c", "a", "e", "b", "d"]], "expect": 5},
+            {"write": [{"map_put": {"state": "m1", "key": own[1], "map_key": "a", "value": "other key"}}], "expect": 1},
+            {"map_get": {"state": "m1", "key": own[0], "map_key": "c"}, "expect": "v-c"},
+            {"map_get": {"state": "m1", "key": own[0], "map_key": "x"}, "expect": None},
+            {"map_contains": {"state": "m1", "key": own[0], "map_key": "e"}, "expect": True},
+            {"map_contains": {"state": "m1", "key": own[0], "map_key": "x"}, "expect": False},
+            {"map_iter": {"state": "m1", "key": own[0], "after": "", "start_inclusive": False, "limit": 2},
+             "expect": {"entries": [["a", "v-a"], ["b", "v-b"]], "has_more": True, "next_after": "b"}},
+            {"map_iter": {"state": "m1", "key": own[0], "after": "b", "start_inclusive": False, "limit": 2},
+             "expect": {"entries": [["c", "v-c"], ["d", "v-d"]], "has_more": True, "next_after": "d"}},
+            {"map_iter": {"state": "m1", "key": own[0], "after": "d", "start_inclusive": False, "limit": 2},
+             "expect": {"entries": [["e", "v-e"]], "has_more": False, "next_after": "e"}},
+            {"map_iter": {"state": "m1", "key": own[0], "after": "c", "start_inclusive": True, "limit": 0},
+             "expect": {"entries": [["c", "v-c"], ["d", "v-d"], ["e", "v-e"]], "has_more": False, "next_after": "e"}},
+            {"write": [{"map_remove": {"state": "m1", "key": own[0], "map_key": "c"}}], "expect": 1},
+            {"map_contains": {"state": "m1", "key": own[0], "map_key": "c"}, "expect": False},
+            {"write": [{"map_clear": {"state": "m1", "key": own[0]}}], "expect": 1},
+            {"map_iter": {"state": "m1", "key": own[0], "after": "", "start_inclusive": False, "limit": 0},
+             "expect": {"entries": [], "has_more": False, "next_after": ""}},
+            {"map_get": {"state": "m1", "key": own[1], "map_key": "a"}, "expect": "other key"},
+        ],
+    },
+    {
+        "name": "TTL: expired entries are hidden in every kind",
+        "steps": [
+            {"declare": {"states": [{"name": "tv", "kind": "value", "ttl_ms": 800},
+                                    {"name": "tl", "kind": "list", "ttl_ms": 800},
+                                    {"name": "tm", "kind": "map", "ttl_ms": 800}]}},
+            {"write": [{"value_put": {"state": "tv", "key": own[0], "value": "x"}},
+                       {"list_append": {"state": "tl", "key": own[0], "values": ["old"]}},
+                       {"map_put": {"state": "tm", "key": own[0], "map_key": "old", "value": "1"}}], "expect": 3},
+            {"get": {"state": "tv", "key": own[0]}, "expect": "x"},
+            {"sleep_ms": 500},
+            {"write": [{"list_append": {"state": "tl", "key": own[0], "values": ["new"]}},
+                       {"map_put": {"state": "tm", "key": own[0], "map_key": "new", "value": "2"}}], "expect": 2},
+            {"list_get": {"state": "tl", "key": own[0]}, "expect": ["old", "new"]},
+            {"sleep_ms": 500},
+            {"get": {"state": "tv", "key": own[0]}, "expect": None},
+            {"list_get": {"state": "tl", "key": own[0]}, "expect": ["new"]},
+            {"map_contains": {"state": "tm", "key": own[0], "map_key": "old"}, "expect": False},
+            {"map_get": {"state": "tm", "key": own[0], "map_key": "new"}, "expect": "2"},
+            {"map_iter": {"state": "tm", "key": own[0], "after": "", "start_inclusive": False, "limit": 0},
+             "expect": {"entries": [["new", "2"]], "has_more": False, "next_after": "new"}},
+            {"multi_get": {"state": "tv", "keys": [own[0]]}, "expect": [None]},
+        ],
+    },
+    {
+        "name": "a failing batch changes nothing",
+        "steps": [
+            {"declare": {"states": [{"name": "b1", "kind": "value"}, {"name": "b2", "kind": "list"}]}},
+            {"write": [{"value_put": {"state": "b1", "key": own[4], "value": "before"}}], "expect": 1},
+            {"write": [{"value_put": {"state": "b1", "key": own[4], "value": "after"}},
+                       {"list_append": {"state": "b2", "key": own[4], "values": ["x"]}},
+                       {"value_put": {"state": "nope", "key": own[4], "value": "y"}}],
+             "expect_error": err("UNKNOWN_STATE", op_index=2)},
+            {"write": [{"value_put": {"state": "b1", "key": own[4], "value": "after"}},
+                       {"value_put": {"state": "b2", "key": own[4], "value": "wrong kind"}}],
+             "expect_error": err("WRONG_KIND", op_index=1)},
+            {"write": [{"value_put": {"state": "b1", "key": own[4], "value": "after"}},
+                       {"value_put": {"state": "b1", "key": foreign[0], "value": "foreign"}}],
+             "expect_error": err("WRONG_KEY_GROUP", op_index=1, owner=1)},
+            {"get": {"state": "b1", "key": own[4]}, "expect": "before"},
+            {"list_get": {"state": "b2", "key": own[4]}, "expect": []},
+        ],
+    },
+    {
+        "name": "foreign keys are refused with the owning replica",
+        "steps": [
+            {"declare": {"states": [{"name": "f1", "kind": "value"}, {"name": "f2", "kind": "map"}]}},
+            {"get": {"state": "f1", "key": foreign[0]}, "expect_error": err("WRONG_KEY_GROUP", owner=1)},
+            {"map_get": {"state": "f2", "key": foreign[1], "map_key": "a"}, "expect_error": err("WRONG_KEY_GROUP", owner=1)},
+            {"multi_get": {"state": "f1", "keys": [own[0], foreign[1]]}, "expect_error": err("WRONG_KEY_GROUP", owner=1)},
+        ],
+    },
+    {
+        "name": "unknown states, wrong kinds and conflicting declarations are typed errors",
+        "steps": [
+            {"declare": {"states": [{"name": "k1", "kind": "map"}]}},
+            {"get": {"state": "missing", "key": own[0]}, "expect_error": err("UNKNOWN_STATE")},
+            {"get": {"state": "k1", "key": own[0]}, "expect_error": err("WRONG_KIND")},
+            {"list_get": {"state": "k1", "key": own[0]}, "expect_error": err("WRONG_KIND")},
+            {"declare": {"states": [{"name": "k1", "kind": "value"}]}, "expect_error": err("STATE_CONFLICT")},
+            {"declare": {"states": [{"name": "k1", "kind": "map"}]}},
+            {"declare": {"states": [{"name": "", "kind": "map"}]}, "expect_error": err("INVALID_ARGUMENT")},
+        ],
+    },
+    {
+        "name": "limits are enforced with TOO_LARGE",
+        "steps": [
+            {"declare": {"states": [{"name": "big", "kind": "value"}]}},
+            {"get": {"state": "big", "key": {"repeat": "k", "times": 65537}}, "expect_error": err("TOO_LARGE")},
+            {"write": [{"value_put": {"state": "big", "key": own[0], "value": {"repeat": "v", "times": 8388609}}}],
+             "expect_error": err("TOO_LARGE", op_index=0)},
+            {"write": [{"value_put": {"state": "big", "key": own[0], "value": {"repeat": "v", "times": 8388608}}}], "expect": 1},
+            {"write": {"repeat_op": {"value_put": {"state": "big", "key": own[1], "value": "x"}}, "times": 10001},
+             "expect_error": err("TOO_LARGE")},
+            {"get": {"state": "big", "key": own[1]}, "expect": None},
+        ],
+    },
+    {
+        "name": "operator state: per-replica named lists",
+        "steps": [
+            {"declare": {"operator_states": [{"name": "offsets", "redistribution": "split"},
+                                             {"name": "config", "redistribution": "union"}]}},
+            {"operator_state_get": {"name": "offsets"}, "expect": []},
+            {"write": [{"operator_state_set": {"name": "offsets", "values": ["p0:10", "p1:20"]}}], "expect": 1},
+            {"operator_state_get": {"name": "offsets"}, "expect": ["p0:10", "p1:20"]},
+            {"write": [{"operator_state_set": {"name": "offsets", "values": ["p0:11"]}}], "expect": 1},
+            {"operator_state_get": {"name": "offsets"}, "expect": ["p0:11"]},
+            {"operator_state_get": {"name": "nope"}, "expect_error": err("UNKNOWN_STATE")},
+        ],
+    },
+]
+
+# The empty key only belongs here if replica 0 owns it; otherwise expect the refusal.
+for s in scenarios:
+    for step in s["steps"]:
+        if "if_owner_of" in step:
+            k = step.pop("if_owner_of")
+            step.pop("expect_error")
+            if owner(k) == 0:
+                step["expect"] = 1
+            else:
+                step.pop("expect")
+                step["expect_error"] = err("WRONG_KEY_GROUP", op_index=0, owner=owner(k))
+
+doc = {
+    "comment": "Behaviour every Stator client must show. See docs/protocol.md#behaviour-suite for the format.",
+    "sidecar": {"replica_index": 0, "parallelism": P, "max_parallelism": M},
+    "scenarios": scenarios,
+}
+with open("testdata/behaviour.json", "w") as f:
+    json.dump(doc, f, indent=1)
+    f.write("\n")
+print(f"{len(scenarios)} scenarios; own keys {own[:3]}..., foreign {foreign}")
