@@ -1,1 +1,251 @@
-fn main() {}
+//! `stator-bench`: measures the sidecar's state protocol against Redis on a Unix socket, on the
+//! same machine, in the same run, with the same keys, values and pipeline depths, and prints one
+//! table with the ratios. Both peers are driven by the same load loop over raw sockets (framed
+//! protobuf for the sidecar, RESP for Redis), so the comparison is server against server.
+
+mod peer;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use peer::{Peer, Protocol, Workload};
+
+#[derive(Parser, Debug)]
+#[command(about = "Sidecar vs Redis on a Unix socket: ops/s and latency for get, put and a 50/50 mix")]
+struct Args {
+    /// Number of distinct keys, loaded before measuring.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Seconds measured per row and peer.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Pipeline depths to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    depths: Vec<usize>,
+    /// Connection counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    connections: Vec<usize>,
+    /// The sidecar binary (default: next to this program).
+    #[arg(long)]
+    sidecar_bin: Option<PathBuf>,
+    /// The redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// Extra flags for the sidecar, e.g. "--disable-wal".
+    #[arg(long, allow_hyphen_values = true)]
+    sidecar_flag: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct RowResult {
+    ops: u64,
+    elapsed: Duration,
+    latencies: Vec<u32>,
+    errors: u64,
+}
+
+impl RowResult {
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile_us(&mut self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies[i]) / 1000.0
+    }
+}
+
+/// Xorshift: the same key sequence for both peers, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+pub fn key(i: u64) -> Vec<u8> {
+    format!("key:{i:010}").into_bytes()
+}
+
+async fn load(peer: &Peer, keys: u64, value: &[u8]) -> anyhow::Result<()> {
+    let mut stream = UnixStream::connect(&peer.socket).await?;
+    let chunk = 1000;
+    let mut out = Vec::new();
+    let mut input = bytes::BytesMut::new();
+    let mut start = 0;
+    let started = Instant::now();
+    while start < keys {
+        let end = (start + chunk).min(keys);
+        out.clear();
+        let n = peer.protocol.encode_load(start..end, value, &mut out);
+        stream.write_all(&out).await?;
+        let mut got = 0;
+        while got < n {
+            if stream.read_buf(&mut input).await? == 0 {
+                bail!("{} closed the connection during load", peer.name);
+            }
+            while let Some(ok) = peer.protocol.decode(&mut input)? {
+                if !ok {
+                    bail!("{} refused a load write", peer.name);
+                }
+                got += 1;
+            }
+        }
+        start = end;
+        if start % 200_000 == 0 {
+            eprintln!("  {}: loaded {start}/{keys} keys ({:.1} s)", peer.name, started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+/// One connection's sliding window of `depth` requests for `seconds`.
+async fn drive(
+    socket: PathBuf,
+    protocol: Protocol,
+    workload: Workload,
+    depth: usize,
+    keys: u64,
+    value: Vec<u8>,
+    seed: u64,
+    until: Instant,
+) -> anyhow::Result<RowResult> {
+    let mut stream = UnixStream::connect(&socket).await?;
+    let mut rng = Rng(seed | 1);
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut input = bytes::BytesMut::with_capacity(64 * 1024);
+    let mut sent: std::collections::VecDeque<Instant> = Default::default();
+    let mut result = RowResult::default();
+    let started = Instant::now();
+    let mut id = 0u64;
+    loop {
+        let now = Instant::now();
+        if now < until {
+            out.clear();
+            while sent.len() < depth {
+                let k = key(rng.next() % keys);
+                let put = match workload {
+                    Workload::Get => false,
+                    Workload::Put => true,
+                    Workload::Mix => rng.next() % 2 == 0,
+                };
+                id += 1;
+                protocol.encode(id, put, &k, &value, &mut out);
+                sent.push_back(now);
+            }
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
+            }
+        } else if sent.is_empty() {
+            break;
+        }
+        if stream.read_buf(&mut input).await? == 0 {
+            bail!("peer closed the connection");
+        }
+        let now = Instant::now();
+        while let Some(ok) = protocol.decode(&mut input)? {
+            let at = sent.pop_front().context("answer without a request")?;
+            result.latencies.push(now.duration_since(at).as_nanos().min(u128::from(u32::MAX)) as u32);
+            result.ops += 1;
+            if !ok {
+                result.errors += 1;
+            }
+        }
+    }
+    result.elapsed = started.elapsed();
+    Ok(result)
+}
+
+async fn measure(peer: &Peer, workload: Workload, depth: usize, conns: usize, args: &Args) -> anyhow::Result<RowResult> {
+    let until = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        tasks.push(tokio::spawn(drive(
+            peer.socket.clone(),
+            peer.protocol,
+            workload,
+            depth,
+            args.keys,
+            vec![b'v'; args.value_size],
+            0x5eed_0000 + c as u64 * 7919,
+            until,
+        )));
+    }
+    let mut total = RowResult::default();
+    for t in tasks {
+        let r = t.await??;
+        total.ops += r.ops;
+        total.errors += r.errors;
+        total.elapsed = total.elapsed.max(r.elapsed);
+        total.latencies.extend(r.latencies);
+    }
+    Ok(total)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Two worker threads: the load generator gets the same share of the machine for both peers.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let sidecar_bin = match &args.sidecar_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("stator-sidecar"),
+    };
+    let value = vec![b'v'; args.value_size];
+    let peers = [
+        Peer::start_sidecar(&sidecar_bin, dir.path(), &args.sidecar_flag).await?,
+        Peer::start_redis(&args.redis_server, dir.path()).await?,
+    ];
+    for peer in &peers {
+        eprintln!("loading {} keys of {} bytes into {}", args.keys, args.value_size, peer.name);
+        load(peer, args.keys, &value).await?;
+    }
+    println!(
+        "stator-bench: {} keys, {}-byte values, {:.1} s per cell, uniform random keys; sidecar/redis ratios: ops/s >1 and latency <1 favour the sidecar",
+        args.keys, args.value_size, args.seconds
+    );
+    println!(
+        "| workload | depth | conns | sidecar ops/s | redis ops/s | ops/s ratio | sidecar p50 us | redis p50 us | p50 ratio | sidecar p99 us | redis p99 us | p99 ratio | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for workload in [Workload::Get, Workload::Put, Workload::Mix] {
+        for &depth in &args.depths {
+            for &conns in &args.connections {
+                let mut s = measure(&peers[0], workload, depth, conns, &args).await?;
+                let mut r = measure(&peers[1], workload, depth, conns, &args).await?;
+                let (s50, r50, s99, r99) = (s.percentile_us(0.5), r.percentile_us(0.5), s.percentile_us(0.99), r.percentile_us(0.99));
+                println!(
+                    "| {workload} | {depth} | {conns} | {:.0} | {:.0} | {:.2} | {s50:.1} | {r50:.1} | {:.2} | {s99:.1} | {r99:.1} | {:.2} | {} |",
+                    s.ops_per_sec(),
+                    r.ops_per_sec(),
+                    s.ops_per_sec() / r.ops_per_sec(),
+                    s50 / r50,
+                    s99 / r99,
+                    s.errors + r.errors,
+                );
+            }
+        }
+    }
+    for peer in peers {
+        peer.stop();
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Command-line flags and environment variables. Every flag has an env twin (`STATOR_*`), which is
+//! how the operator configures the sidecar container.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::Parser;
+
+use crate::store::{Compression, Kind, OperatorStateDecl, Redistribution, RocksOptions, StateDecl};
+
+#[derive(Debug, Parser)]
+#[command(name = "stator-sidecar", version, about = "Stator's state store: keyed state in RocksDB over a Unix socket")]
+pub struct Args {
+    /// Path of the Unix socket the app connects to.
+    #[arg(long, env = "STATOR_SOCKET")]
+    pub socket: PathBuf,
+    /// Directory for the RocksDB files (the replica's volume).
+    #[arg(long, env = "STATOR_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// This replica's index, 0 to parallelism - 1.
+    #[arg(long, env = "STATOR_REPLICA_INDEX", default_value_t = 0)]
+    pub replica_index: u32,
+    /// Number of replicas of the job.
+    #[arg(long, env = "STATOR_PARALLELISM", default_value_t = 1)]
+    pub parallelism: u32,
+    /// Number of key groups; fixed for the life of the job's state.
+    #[arg(long, env = "STATOR_MAX_PARALLELISM", default_value_t = stator_core::keygroup::DEFAULT_MAX_PARALLELISM)]
+    pub max_parallelism: u32,
+    /// A keyed state to declare at start-up, as NAME:KIND[:TTL_MS] (KIND: value, list or map).
+    /// Repeat the flag, or separate with commas in the env variable. Apps may also declare states
+    /// at run time over the socket.
+    #[arg(long = "state", env = "STATOR_STATES", value_delimiter = ',')]
+    pub states: Vec<StateArg>,
+    /// An operator state to declare at start-up, as NAME:split or NAME:union.
+    #[arg(long = "operator-state", env = "STATOR_OPERATOR_STATES", value_delimiter = ',')]
+    pub operator_states: Vec<OperatorStateArg>,
+    /// Address of the admin HTTP endpoint (health, readiness, metrics, admin API).
+    #[arg(long, env = "STATOR_ADMIN_ADDR", default_value = "127.0.0.1:9601")]
+    pub admin_addr: SocketAddr,
+    /// File holding the bearer token for the admin API. Without it the admin API refuses all
+    /// requests; /healthz, /readyz and /metrics stay open.
+    #[arg(long, env = "STATOR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// RocksDB block cache size in MiB, shared by all states.
+    #[arg(long, env = "STATOR_BLOCK_CACHE_MB", default_value_t = 64)]
+    pub block_cache_mb: usize,
+    /// RocksDB memtable size per state in MiB.
+    #[arg(long, env = "STATOR_WRITE_BUFFER_MB", default_value_t = 64)]
+    pub write_buffer_mb: usize,
+    /// Compression of RocksDB files: none, lz4 or zstd.
+    #[arg(long, env = "STATOR_COMPRESSION", default_value = "lz4", value_parser = parse_compression)]
+    pub compression: Compression,
+    /// Disable the RocksDB write-ahead log (faster writes; a crash loses writes since the last
+    /// flush, and the replica recovers from its latest checkpoint).
+    #[arg(long, env = "STATOR_DISABLE_WAL", default_value_t = false)]
+    pub disable_wal: bool,
+    /// Log format: json or text.
+    #[arg(long, env = "STATOR_LOG_FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "none" => Ok(Compression::None),
+        "lz4" => Ok(Compression::Lz4),
+        "zstd" => Ok(Compression::Zstd),
+        other => Err(format!("unknown compression {other:?}; use none, lz4 or zstd")),
+    }
+}
+
+impl Args {
+    pub fn rocks_options(&self) -> RocksOptions {
+        RocksOptions {
+            block_cache_bytes: self.block_cache_mb << 20,
+            compression: self.compression,
+            write_buffer_bytes: self.write_buffer_mb << 20,
+            wal: !self.disable_wal,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StateArg(pub StateDecl);
+
+impl FromStr for StateArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.trim().split(':');
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            return Err(format!("state {s:?} must look like NAME:KIND[:TTL_MS]"));
+        };
+        let kind = match kind {
+            "value" => Kind::Value,
+            "list" => Kind::List,
+            "map" => Kind::Map,
+            other => return Err(format!("state {name:?}: unknown kind {other:?}; use value, list or map")),
+        };
+        let ttl_ms = match parts.next() {
+            None => 0,
+            Some(t) => t.parse().map_err(|_| format!("state {name:?}: TTL {t:?} is not a number of milliseconds"))?,
+        };
+        if parts.next().is_some() {
+            return Err(format!("state {s:?} must look like NAME:KIND[:TTL_MS]"));
+        }
+        Ok(Self(StateDecl { name: name.to_owned(), kind, ttl_ms }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OperatorStateArg(pub OperatorStateDecl);
+
+impl FromStr for OperatorStateArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, mode) = s
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("operator state {s:?} must look like NAME:split or NAME:union"))?;
+        let redistribution = match mode {
+            "split" => Redistribution::Split,
+            "union" => Redistribution::Union,
+            other => return Err(format!("operator state {name:?}: unknown redistribution {other:?}; use split or union")),
+        };
+        Ok(Self(OperatorStateDecl { name: name.to_owned(), redistribution }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_state_declarations() {
+        let s: StateArg = "counts:map:60000".parse().unwrap();
+        assert_eq!(s.0, StateDecl { name: "counts".into(), kind: Kind::Map, ttl_ms: 60_000 });
+        assert!("counts".parse::<StateArg>().is_err());
+        assert!("counts:set".parse::<StateArg>().unwrap_err().contains("unknown kind"));
+        assert!("counts:value:soon".parse::<StateArg>().is_err());
+        let o: OperatorStateArg = "offsets:union".parse().unwrap();
+        assert_eq!(o.0.redistribution, Redistribution::Union);
+    }
+}

@@ -1,0 +1,144 @@
+//! Prometheus metrics: operations by kind, errors by code, a latency histogram, RocksDB sizes.
+//!
+//! Per-request counters are created once at start-up, so the hot path only bumps atomics.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use stator_core::proto::{ErrorCode, request::Op};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Hello,
+    Declare,
+    Get,
+    MultiGet,
+    Write,
+    ListGet,
+    MapGet,
+    MapContains,
+    MapIter,
+    OperatorStateGet,
+    Ping,
+}
+
+const OP_KINDS: [(OpKind, &str); 11] = [
+    (OpKind::Hello, "hello"),
+    (OpKind::Declare, "declare"),
+    (OpKind::Get, "get"),
+    (OpKind::MultiGet, "multi_get"),
+    (OpKind::Write, "write"),
+    (OpKind::ListGet, "list_get"),
+    (OpKind::MapGet, "map_get"),
+    (OpKind::MapContains, "map_contains"),
+    (OpKind::MapIter, "map_iter"),
+    (OpKind::OperatorStateGet, "operator_state_get"),
+    (OpKind::Ping, "ping"),
+];
+
+impl OpKind {
+    pub fn of(op: &Op) -> Self {
+        match op {
+            Op::Hello(_) => OpKind::Hello,
+            Op::Declare(_) => OpKind::Declare,
+            Op::Get(_) => OpKind::Get,
+            Op::MultiGet(_) => OpKind::MultiGet,
+            Op::Write(_) => OpKind::Write,
+            Op::ListGet(_) => OpKind::ListGet,
+            Op::MapGet(_) => OpKind::MapGet,
+            Op::MapContains(_) => OpKind::MapContains,
+            Op::MapIter(_) => OpKind::MapIter,
+            Op::OperatorStateGet(_) => OpKind::OperatorStateGet,
+            Op::Ping(_) => OpKind::Ping,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PropertyLabel {
+    property: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    ops: Vec<Counter>,
+    errors: Family<CodeLabel, Counter>,
+    latency: Histogram,
+    pub connections: Gauge,
+    pub frame_errors: Counter,
+    rocksdb: Family<PropertyLabel, Gauge<u64, AtomicU64>>,
+}
+
+/// RocksDB properties exported as gauges, summed over all column families.
+pub const ROCKSDB_PROPERTIES: [(&str, &str); 4] = [
+    ("rocksdb.total-sst-files-size", "sst_bytes"),
+    ("rocksdb.cur-size-all-mem-tables", "memtable_bytes"),
+    ("rocksdb.estimate-num-keys", "estimated_keys"),
+    ("rocksdb.estimate-live-data-size", "live_data_bytes"),
+];
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("stator_sidecar");
+        let op_family = Family::<OpLabel, Counter>::default();
+        let ops = OP_KINDS
+            .iter()
+            .map(|(_, name)| op_family.get_or_create(&OpLabel { op: name }).clone())
+            .collect();
+        registry.register("operations", "State protocol requests handled, by operation", op_family);
+        let errors = Family::<CodeLabel, Counter>::default();
+        registry.register("errors", "Requests answered with an error, by error code", errors.clone());
+        // 2 us to ~1 s.
+        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(2e-6, 2.5, 15));
+        registry.register("request_duration_seconds", "Time to handle one request inside the sidecar", latency.clone());
+        let connections = Gauge::default();
+        registry.register("connections", "Open state protocol connections", connections.clone());
+        let frame_errors = Counter::default();
+        registry.register("frame_errors", "Connections closed for a malformed, truncated or oversized frame", frame_errors.clone());
+        let rocksdb = Family::<PropertyLabel, Gauge<u64, AtomicU64>>::default();
+        registry.register("rocksdb", "RocksDB size properties, summed over column families", rocksdb.clone());
+        Arc::new(Self { registry, ops, errors, latency, connections, frame_errors, rocksdb })
+    }
+
+    pub fn observe(&self, kind: OpKind, elapsed: Duration) {
+        if let Some(i) = OP_KINDS.iter().position(|(k, _)| *k == kind) {
+            self.ops[i].inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        self.errors
+            .get_or_create(&CodeLabel { code: code.as_str_name().to_owned() })
+            .inc();
+    }
+
+    pub fn set_rocksdb(&self, property: &'static str, value: u64) {
+        self.rocksdb.get_or_create(&PropertyLabel { property }).set(value);
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,218 @@
+//! The protocol edge: turns one decoded `Request` into store calls and one `Response`.
+//! Bad input becomes a typed error response here; nothing below sees protobuf.
+
+use bytes::Bytes;
+use prost::Message;
+use stator_core::keygroup::HASH_NAME;
+use stator_core::proto::{
+    self, ErrorCode, Request, Response, request::Op, response::Result as R, write_op,
+};
+
+use crate::metrics::{Metrics, OpKind};
+use crate::store::{
+    BatchError, Kind, OperatorStateDecl, Redistribution, StateDecl, Store, StoreError, WriteOp,
+};
+
+pub fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
+    proto::Error {
+        code: code as i32,
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+fn store_error(e: &StoreError) -> proto::Error {
+    let mut out = error(e.code(), e.to_string());
+    if let StoreError::WrongKeyGroup { group, owner, .. } = e {
+        out.key_group = *group;
+        out.owner = *owner;
+    }
+    out
+}
+
+fn batch_error(e: &BatchError) -> proto::Error {
+    let mut out = store_error(&e.source);
+    if let Some(i) = e.index {
+        out.op_index = i as u32;
+        out.message = format!("op {i}: {}", out.message);
+    }
+    out
+}
+
+/// Decodes and handles one frame. `Err` means the frame was not a valid request: the caller sends
+/// the error and closes the connection.
+pub fn handle_frame(store: &Store, metrics: &Metrics, frame: Bytes) -> Result<Response, proto::Error> {
+    let request = Request::decode(frame)
+        .map_err(|e| error(ErrorCode::Malformed, format!("cannot decode request: {e}")))?;
+    let id = request.id;
+    let Some(op) = request.op else {
+        return Ok(Response {
+            id,
+            result: Some(R::Error(error(ErrorCode::InvalidArgument, "request has no operation"))),
+        });
+    };
+    let kind = OpKind::of(&op);
+    let started = std::time::Instant::now();
+    let result = match handle(store, op) {
+        Ok(r) => r,
+        Err(e) => {
+            metrics.error(e.code());
+            R::Error(e)
+        }
+    };
+    metrics.observe(kind, started.elapsed());
+    Ok(Response { id, result: Some(result) })
+}
+
+fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
+    let se = |e: StoreError| store_error(&e);
+    Ok(match op {
+        Op::Hello(_) => R::Hello(hello(store)),
+        Op::Ping(_) => R::Pong(proto::PongResponse {}),
+        Op::Declare(d) => {
+            let states = d.states.into_iter().map(state_decl).collect::<Result<Vec<_>, _>>()?;
+            let ops = d
+                .operator_states
+                .into_iter()
+                .map(operator_decl)
+                .collect::<Result<Vec<_>, _>>()?;
+            store.declare(&states, &ops).map_err(se)?;
+            R::Declare(proto::DeclareResponse {})
+        }
+        Op::Get(g) => R::Value(optional(store.get(&g.state, &g.key).map_err(se)?)),
+        Op::MultiGet(g) => R::MultiGet(proto::MultiGetResponse {
+            values: store
+                .multi_get(&g.state, &g.keys)
+                .map_err(se)?
+                .into_iter()
+                .map(optional)
+                .collect(),
+        }),
+        Op::ListGet(g) => R::List(list(store.list_get(&g.state, &g.key).map_err(se)?)),
+        Op::MapGet(g) => R::Value(optional(store.map_get(&g.state, &g.key, &g.map_key).map_err(se)?)),
+        Op::MapContains(g) => R::Contains(proto::BoolValue {
+            value: store.map_contains(&g.state, &g.key, &g.map_key).map_err(se)?,
+        }),
+        Op::MapIter(g) => {
+            let page = store
+                .map_iter(&g.state, &g.key, &g.after, g.start_inclusive, g.limit)
+                .map_err(se)?;
+            R::MapIter(proto::MapIterResponse {
+                entries: page
+                    .entries
+                    .into_iter()
+                    .map(|(k, v)| proto::MapEntry { map_key: k.into(), value: v.into() })
+                    .collect(),
+                has_more: page.has_more,
+                next_after: page.next_after.into(),
+            })
+        }
+        Op::OperatorStateGet(g) => R::List(list(store.operator_state_get(&g.name).map_err(se)?)),
+        Op::Write(batch) => {
+            let ops = batch
+                .ops
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| {
+                    write_op(op).map_err(|mut e| {
+                        e.op_index = i as u32;
+                        e
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let applied = store.write(&ops).map_err(|e| batch_error(&e))?;
+            R::Write(proto::WriteResponse { applied: applied as u32 })
+        }
+    })
+}
+
+pub fn hello(store: &Store) -> proto::HelloResponse {
+    let p = store.placement();
+    proto::HelloResponse {
+        replica_index: p.replica,
+        parallelism: p.layout.parallelism(),
+        max_parallelism: p.layout.max_parallelism(),
+        key_group_start: p.range.start,
+        key_group_end: p.range.end,
+        states: store.states().iter().map(to_proto_decl).collect(),
+        operator_states: store
+            .operator_states()
+            .iter()
+            .map(|d| proto::OperatorStateDecl {
+                name: d.name.clone(),
+                redistribution: match d.redistribution {
+                    Redistribution::Split => proto::Redistribution::Split,
+                    Redistribution::Union => proto::Redistribution::Union,
+                } as i32,
+            })
+            .collect(),
+        limits: Some(stator_core::limits::limits()),
+        key_group_hash: HASH_NAME.to_owned(),
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn to_proto_decl(d: &StateDecl) -> proto::StateDecl {
+    proto::StateDecl {
+        name: d.name.clone(),
+        kind: match d.kind {
+            Kind::Value => proto::StateKind::Value,
+            Kind::List => proto::StateKind::List,
+            Kind::Map => proto::StateKind::Map,
+        } as i32,
+        ttl_ms: d.ttl_ms,
+    }
+}
+
+fn state_decl(d: proto::StateDecl) -> Result<StateDecl, proto::Error> {
+    let kind = match proto::StateKind::try_from(d.kind) {
+        Ok(proto::StateKind::Value) => Kind::Value,
+        Ok(proto::StateKind::List) => Kind::List,
+        Ok(proto::StateKind::Map) => Kind::Map,
+        _ => {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!("state {:?}: kind must be VALUE, LIST or MAP", d.name),
+            ));
+        }
+    };
+    Ok(StateDecl { name: d.name, kind, ttl_ms: d.ttl_ms })
+}
+
+fn operator_decl(d: proto::OperatorStateDecl) -> Result<OperatorStateDecl, proto::Error> {
+    let redistribution = match proto::Redistribution::try_from(d.redistribution) {
+        Ok(proto::Redistribution::Split) => Redistribution::Split,
+        Ok(proto::Redistribution::Union) => Redistribution::Union,
+        _ => {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!("operator state {:?}: redistribution must be SPLIT or UNION", d.name),
+            ));
+        }
+    };
+    Ok(OperatorStateDecl { name: d.name, redistribution })
+}
+
+fn write_op(op: proto::WriteOp) -> Result<WriteOp, proto::Error> {
+    use write_op::Op as W;
+    Ok(match op.op {
+        Some(W::ValuePut(o)) => WriteOp::ValuePut { state: o.state, key: o.key, value: o.value },
+        Some(W::ValueClear(o)) => WriteOp::ValueClear { state: o.state, key: o.key },
+        Some(W::ListAppend(o)) => WriteOp::ListAppend { state: o.state, key: o.key, values: o.values },
+        Some(W::ListSet(o)) => WriteOp::ListSet { state: o.state, key: o.key, values: o.values },
+        Some(W::ListClear(o)) => WriteOp::ListClear { state: o.state, key: o.key },
+        Some(W::MapPut(o)) => WriteOp::MapPut { state: o.state, key: o.key, map_key: o.map_key, value: o.value },
+        Some(W::MapRemove(o)) => WriteOp::MapRemove { state: o.state, key: o.key, map_key: o.map_key },
+        Some(W::MapClear(o)) => WriteOp::MapClear { state: o.state, key: o.key },
+        Some(W::OperatorStateSet(o)) => WriteOp::OperatorStateSet { name: o.name, values: o.values },
+        None => return Err(error(ErrorCode::InvalidArgument, "write op has no operation")),
+    })
+}
+
+fn optional(value: Option<Vec<u8>>) -> proto::OptionalValue {
+    proto::OptionalValue { value: value.map(Bytes::from) }
+}
+
+fn list(values: Vec<Vec<u8>>) -> proto::ListValue {
+    proto::ListValue { values: values.into_iter().map(Bytes::from).collect() }
+}

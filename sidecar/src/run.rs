@@ -1,0 +1,103 @@
+//! Wiring: open the store, bind the socket, serve until SIGTERM/SIGINT, shut down cleanly.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use stator_core::keygroup::Layout;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::Args;
+use crate::metrics::Metrics;
+use crate::server;
+use crate::store::{Placement, Store};
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let layout = Layout::new(args.parallelism, args.max_parallelism)?;
+    let placement = Placement::new(layout, args.replica_index)?;
+    let token = match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the admin token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    if token.as_deref() == Some("") {
+        anyhow::bail!("the admin token file is empty");
+    }
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+
+    // The admin endpoint comes up first so probes answer (not ready) during a long open/restore.
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin endpoint on {}", args.admin_addr))?;
+    let states: Vec<_> = args.states.iter().map(|s| s.0.clone()).collect();
+    let operator_states: Vec<_> = args.operator_states.iter().map(|s| s.0.clone()).collect();
+    let store = {
+        let (path, rocks) = (args.data_dir.join("db"), args.rocks_options());
+        tokio::task::spawn_blocking(move || Store::open(&path, placement, &rocks, &states, &operator_states))
+            .await?
+            .with_context(|| format!("cannot open the state store in {}", args.data_dir.display()))?
+    };
+    let admin_state = Arc::new(AdminState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        ready: Default::default(),
+        token,
+    });
+    let admin_shutdown = shutdown.clone();
+    let admin_task = tokio::spawn(
+        axum::serve(admin_listener, admin::router(admin_state.clone()))
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .into_future(),
+    );
+
+    let listener = server::bind(&args.socket)?;
+    let p = store.placement();
+    tracing::info!(
+        socket = %args.socket.display(),
+        admin = %args.admin_addr,
+        replica = p.replica,
+        parallelism = p.layout.parallelism(),
+        max_parallelism = p.layout.max_parallelism(),
+        key_groups = %p.range,
+        states = store.states().len(),
+        "serving state"
+    );
+    admin_state.ready.store(true, Ordering::SeqCst);
+
+    let signal_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        signal_shutdown.cancel();
+    });
+    server::serve(listener, store.clone(), metrics, shutdown.clone()).await;
+    admin_state.ready.store(false, Ordering::SeqCst);
+    let _ = std::fs::remove_file(&args.socket);
+    let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
+    flushed.context("flushing the state store on shutdown failed")?;
+    admin_task.await??;
+    tracing::info!("state store closed cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stopping only when killed");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The keyed-state store: value, list and map state with TTL, and operator state, in RocksDB.
+//!
+//! One column family per state, named `<kind letter>:<state name>` so that each family's options
+//! (merge operator, compaction filter) are known before the database opens. Declarations (with
+//! TTLs) are persisted in the `__meta` family; operator-state lists live in `__operator`.
+//! Every read and write checks that the key's group is in this replica's range.
+
+pub mod encoding;
+mod error;
+mod ops;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode,
+    MultiThreaded, Options, WriteOptions, compaction_filter::Decision,
+};
+use stator_core::keygroup::{KeyGroupRange, Layout};
+
+pub use error::StoreError;
+pub use ops::{BatchError, MapPage, WriteOp};
+
+use encoding::{decode_value, is_live, list_elements, now_ms};
+
+pub type Db = DBWithThreadMode<MultiThreaded>;
+
+const META_CF: &str = "__meta";
+const OPERATOR_CF: &str = "__operator";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Value,
+    List,
+    Map,
+}
+
+impl Kind {
+    fn letter(self) -> char {
+        match self {
+            Kind::Value => 'v',
+            Kind::List => 'l',
+            Kind::Map => 'm',
+        }
+    }
+
+    fn from_letter(c: char) -> Option<Self> {
+        match c {
+            'v' => Some(Kind::Value),
+            'l' => Some(Kind::List),
+            'm' => Some(Kind::Map),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Value => "value",
+            Kind::List => "list",
+            Kind::Map => "map",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateDecl {
+    pub name: String,
+    pub kind: Kind,
+    #[serde(default)]
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redistribution {
+    Split,
+    Union,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorStateDecl {
+    pub name: String,
+    pub redistribution: Redistribution,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+}
+
+/// RocksDB tuning a user may set.
+#[derive(Debug, Clone)]
+pub struct RocksOptions {
+    pub block_cache_bytes: usize,
+    pub compression: Compression,
+    pub write_buffer_bytes: usize,
+    /// Write the RocksDB WAL. Without it, a crash loses writes since the last flush; restoring
+    /// from the latest checkpoint is then the only recovery.
+    pub wal: bool,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes: 64 << 20,
+            compression: Compression::Lz4,
+            write_buffer_bytes: 64 << 20,
+            wal: true,
+        }
+    }
+}
+
+/// Where this replica sits in the job.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    pub layout: Layout,
+    pub replica: u32,
+    pub range: KeyGroupRange,
+}
+
+impl Placement {
+    pub fn new(layout: Layout, replica: u32) -> Result<Self, stator_core::keygroup::LayoutError> {
+        Ok(Self {
+            layout,
+            replica,
+            range: layout.range(replica)?,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Catalog {
+    states: HashMap<String, StateDecl>,
+    operator_states: HashMap<String, OperatorStateDecl>,
+}
+
+pub struct Store {
+    db: Db,
+    path: PathBuf,
+    placement: Placement,
+    catalog: RwLock<Catalog>,
+    cf_options: CfOptions,
+    write_options: WriteOptions,
+    fenced: AtomicBool,
+    /// Held shared by every write, exclusively by fencing and checkpoint cuts.
+    gate: RwLock<()>,
+}
+
+/// Shared per-family options: one block cache for all families.
+struct CfOptions {
+    base: Options,
+}
+
+impl CfOptions {
+    fn new(rocks: &RocksOptions) -> Self {
+        let mut table = BlockBasedOptions::default();
+        let cache = Cache::new_lru_cache(rocks.block_cache_bytes);
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        let mut base = Options::default();
+        base.set_block_based_table_factory(&table);
+        base.set_write_buffer_size(rocks.write_buffer_bytes);
+        base.set_compression_type(match rocks.compression {
+            Compression::None => DBCompressionType::None,
+            Compression::Lz4 => DBCompressionType::Lz4,
+            Compression::Zstd => DBCompressionType::Zstd,
+        });
+        Self { base }
+    }
+
+    fn for_family(&self, cf_name: &str) -> Options {
+        let mut opts = self.base.clone();
+        match cf_name.split_once(':').and_then(|(k, _)| k.chars().next()).and_then(Kind::from_letter) {
+            Some(Kind::Value) | Some(Kind::Map) => {
+                opts.set_compaction_filter("stator-ttl", |_level, _key, value| {
+                    match decode_value(value) {
+                        Some((expiry, _)) if !is_live(expiry, now_ms()) => Decision::Remove,
+                        _ => Decision::Keep,
+                    }
+                });
+            }
+            Some(Kind::List) => {
+                opts.set_merge_operator_associative("stator-list-append", merge_list);
+                opts.set_compaction_filter("stator-ttl-list", |_level, _key, value| {
+                    let now = now_ms();
+                    if !value.is_empty() && list_elements(value).all(|(e, _)| !is_live(e, now)) {
+                        Decision::Remove
+                    } else {
+                        Decision::Keep
+                    }
+                });
+            }
+            None => {}
+        }
+        opts
+    }
+}
+
+/// List append: concatenation, dropping elements that have expired (the expiry is absolute, so
+/// dropping them at any merge is safe and keeps appended lists from growing without bound).
+fn merge_list(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let now = now_ms();
+    let mut out = Vec::with_capacity(
+        existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>(),
+    );
+    for part in existing.into_iter().chain(operands.iter()) {
+        for (expiry, value) in list_elements(part) {
+            if is_live(expiry, now) {
+                encoding::encode_list(expiry, [value], &mut out);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn cf_name(decl: &StateDecl) -> String {
+    format!("{}:{}", decl.kind.letter(), decl.name)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and declares `states` and `operator_states`.
+    pub fn open(
+        path: &Path,
+        placement: Placement,
+        rocks: &RocksOptions,
+        states: &[StateDecl],
+        operator_states: &[OperatorStateDecl],
+    ) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cf_options = CfOptions::new(rocks);
+        let mut db_opts = cf_options.base.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        let mut names = Db::list_cf(&db_opts, path).unwrap_or_default();
+        for fixed in ["default", META_CF, OPERATOR_CF] {
+            if !names.iter().any(|n| n == fixed) {
+                names.push(fixed.to_owned());
+            }
+        }
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options.for_family(n)));
+        let db = Db::open_cf_descriptors(&db_opts, path, descriptors)?;
+        let mut write_options = WriteOptions::default();
+        write_options.disable_wal(!rocks.wal);
+        let store = Self {
+            db,
+            path: path.to_owned(),
+            placement,
+            catalog: RwLock::new(Catalog::default()),
+            cf_options,
+            write_options,
+            fenced: AtomicBool::new(false),
+            gate: RwLock::new(()),
+        };
+        store.load_catalog()?;
+        store.declare(states, operator_states)?;
+        Ok(Arc::new(store))
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn load_catalog(&self) -> Result<(), StoreError> {
+        let meta = self.meta_cf()?;
+        let mut catalog = self.catalog.write().map_err(|_| StoreError::Poisoned)?;
+        for item in self.db.iterator_cf(&meta, rocksdb::IteratorMode::Start) {
+            let (key, value) = item?;
+            if let Some(name) = key.strip_prefix(b"state/") {
+                let decl: StateDecl = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("state declaration {:?}: {e}", String::from_utf8_lossy(name))))?;
+                catalog.states.insert(decl.name.clone(), decl);
+            } else if let Some(name) = key.strip_prefix(b"operator/") {
+                let decl: OperatorStateDecl = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("operator state declaration {:?}: {e}", String::from_utf8_lossy(name))))?;
+                catalog.operator_states.insert(decl.name.clone(), decl);
+            }
+        }
+        Ok(())
+    }
+
+    fn meta_cf(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {
+        self.db
+            .cf_handle(META_CF)
+            .ok_or_else(|| StoreError::Corrupt("the __meta column family is missing".into()))
+    }
+
+    fn operator_cf(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {
+        self.db
+            .cf_handle(OPERATOR_CF)
+            .ok_or_else(|| StoreError::Corrupt("the __operator column family is missing".into()))
+    }
+
+    /// Declares states. Redeclaring with the same kind is allowed (a new TTL applies to later
+    /// writes); another kind is a conflict. All declarations are checked before any applies.
+    pub fn declare(
+        &self,
+        states: &[StateDecl],
+        operator_states: &[OperatorStateDecl],
+    ) -> Result<(), StoreError> {
+        let mut catalog = self.catalog.write().map_err(|_| StoreError::Poisoned)?;
+        for decl in states {
+            validate_name(&decl.name)?;
+            if let Some(existing) = catalog.states.get(&decl.name)
+                && existing.kind != decl.kind
+            {
+                return Err(StoreError::Conflict {
+                    name: decl.name.clone(),
+                    existing: existing.kind.to_string(),
+                    requested: decl.kind.to_string(),
+                });
+            }
+        }
+        for decl in operator_states {
+            validate_name(&decl.name)?;
+            if let Some(existing) = catalog.operator_states.get(&decl.name)
+                && existing.redistribution != decl.redistribution
+            {
+                return Err(StoreError::Conflict {
+                    name: decl.name.clone(),
+                    existing: format!("{:?}", existing.redistribution).to_lowercase(),
+                    requested: format!("{:?}", decl.redistribution).to_lowercase(),
+                });
+            }
+        }
+        let meta = self.meta_cf()?;
+        for decl in states {
+            if catalog.states.get(&decl.name) == Some(decl) {
+                continue;
+            }
+            let name = cf_name(decl);
+            if self.db.cf_handle(&name).is_none() {
+                self.db.create_cf(&name, &self.cf_options.for_family(&name))?;
+            }
+            let encoded = serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.db.put_cf(&meta, format!("state/{}", decl.name), encoded)?;
+            catalog.states.insert(decl.name.clone(), decl.clone());
+        }
+        for decl in operator_states {
+            if catalog.operator_states.get(&decl.name) == Some(decl) {
+                continue;
+            }
+            let encoded = serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.db.put_cf(&meta, format!("operator/{}", decl.name), encoded)?;
+            catalog.operator_states.insert(decl.name.clone(), decl.clone());
+        }
+        Ok(())
+    }
+
+    pub fn states(&self) -> Vec<StateDecl> {
+        let Ok(catalog) = self.catalog.read() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = catalog.states.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn operator_states(&self) -> Vec<OperatorStateDecl> {
+        let Ok(catalog) = self.catalog.read() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = catalog.operator_states.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Refuses every later write with SUSPENDED (stop-with-savepoint).
+    /// Waits for in-flight batches, so every write acknowledged before this returns is in the
+    /// store and every later one is refused.
+    pub fn fence(&self) {
+        let _gate = self.gate.write();
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Flushes memtables so a clean shutdown leaves nothing only in the WAL.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(true);
+        let names = Db::list_cf(&Options::default(), &self.path)?;
+        let handles: Vec<_> = names.iter().filter_map(|n| self.db.cf_handle(n)).collect();
+        self.db.flush_cfs_opt(&handles.iter().collect::<Vec<_>>(), &opts)?;
+        Ok(())
+    }
+
+    /// A RocksDB property summed over all families, for metrics.
+    pub fn property_sum(&self, property: &str) -> u64 {
+        let Ok(names) = Db::list_cf(&Options::default(), &self.path) else {
+            return 0;
+        };
+        names
+            .iter()
+            .filter_map(|n| self.db.cf_handle(n))
+            .filter_map(|cf| self.db.property_int_value_cf(&cf, property).ok().flatten())
+            .sum()
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > stator_core::limits::MAX_STATE_NAME_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "state names must be 1 to {} bytes, got {} bytes",
+            stator_core::limits::MAX_STATE_NAME_BYTES,
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "state name {name:?} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

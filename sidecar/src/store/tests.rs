@@ -1,0 +1,99 @@
+//! Store-level behaviour that the wire tests cannot see: fencing, the TTL compaction filter,
+//! list pruning on merge, and atomicity at the RocksDB level.
+
+use bytes::Bytes;
+use stator_core::keygroup::Layout;
+
+use super::*;
+
+fn open(dir: &Path, states: &[StateDecl]) -> Arc<Store> {
+    let placement = Placement::new(Layout::new(1, 128).unwrap(), 0).unwrap();
+    Store::open(dir, placement, &RocksOptions::default(), states, &[]).unwrap()
+}
+
+fn decl(name: &str, kind: Kind, ttl_ms: u64) -> StateDecl {
+    StateDecl { name: name.into(), kind, ttl_ms }
+}
+
+fn put(state: &str, key: &str, value: &str) -> WriteOp {
+    WriteOp::ValuePut { state: state.into(), key: Bytes::from(key.to_owned()), value: Bytes::from(value.to_owned()) }
+}
+
+#[test]
+fn fenced_store_refuses_writes_but_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &[decl("v", Kind::Value, 0)]);
+    store.write(&[put("v", "a", "1")]).unwrap();
+    store.fence();
+    let err = store.write(&[put("v", "a", "2")]).unwrap_err();
+    assert!(matches!(err.source, StoreError::Suspended));
+    assert_eq!(err.source.code(), stator_core::proto::ErrorCode::Suspended);
+    assert_eq!(store.get("v", b"a").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+#[test]
+fn compaction_filter_drops_expired_entries_physically() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &[decl("t", Kind::Value, 50), decl("keep", Kind::Value, 0), decl("l", Kind::List, 50)]);
+    let mut ops: Vec<_> = (0..100).map(|i| put("t", &format!("k{i}"), "x")).collect();
+    ops.push(put("keep", "k", "forever"));
+    ops.push(WriteOp::ListAppend { state: "l".into(), key: Bytes::from_static(b"k"), values: vec![Bytes::from_static(b"e")] });
+    store.write(&ops).unwrap();
+    store.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    for name in ["v:t", "v:keep", "l:l"] {
+        let cf = store.db.cf_handle(name).unwrap();
+        store.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+    }
+    let raw_count = |name: &str| {
+        let cf = store.db.cf_handle(name).unwrap();
+        store.db.iterator_cf(&cf, rocksdb::IteratorMode::Start).count()
+    };
+    assert_eq!(raw_count("v:t"), 0, "expired values are removed by compaction");
+    assert_eq!(raw_count("l:l"), 0, "fully expired lists are removed by compaction");
+    assert_eq!(raw_count("v:keep"), 1, "entries without TTL stay");
+}
+
+#[test]
+fn list_merge_prunes_expired_elements() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &[decl("l", Kind::List, 50)]);
+    let append = |v: &'static [u8]| WriteOp::ListAppend { state: "l".into(), key: Bytes::from_static(b"k"), values: vec![Bytes::from_static(v)] };
+    store.write(&[append(b"old")]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    store.write(&[append(b"new")]).unwrap();
+    store.flush().unwrap();
+    let cf = store.db.cf_handle("l:l").unwrap();
+    store.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+    let raw = store.db.get_cf(&cf, encoding::plain_key(store.placement.layout.key_group(b"k"), b"k")).unwrap().unwrap();
+    let elements: Vec<_> = encoding::list_elements(&raw).map(|(_, v)| v.to_vec()).collect();
+    assert_eq!(elements, vec![b"new".to_vec()], "the expired element is gone from storage");
+}
+
+#[test]
+fn failing_batch_writes_nothing_even_to_other_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &[decl("a", Kind::Value, 0), decl("m", Kind::Map, 0)]);
+    let err = store
+        .write(&[
+            put("a", "k", "1"),
+            WriteOp::MapPut { state: "m".into(), key: Bytes::from_static(b"k"), map_key: Bytes::from_static(b"x"), value: Bytes::from_static(b"y") },
+            WriteOp::MapPut { state: "m".into(), key: Bytes::from_static(b"k"), map_key: Bytes::from(vec![0; 70_000]), value: Bytes::new() },
+        ])
+        .unwrap_err();
+    assert_eq!(err.index, Some(2));
+    assert!(matches!(err.source, StoreError::TooLarge { what: "map key", .. }));
+    assert_eq!(store.get("a", b"k").unwrap(), None);
+    assert!(!store.map_contains("m", b"k", b"x").unwrap());
+}
+
+#[test]
+fn redeclaring_with_a_new_ttl_applies_to_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &[decl("v", Kind::Value, 0)]);
+    store.declare(&[decl("v", Kind::Value, 30)], &[]).unwrap();
+    store.write(&[put("v", "k", "x")]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(store.get("v", b"k").unwrap(), None);
+    assert_eq!(store.states(), vec![decl("v", Kind::Value, 30)]);
+}

@@ -1,0 +1,136 @@
+//! Starts a real `stator-sidecar` process on a temporary socket and data directory, and stops it
+//! (SIGTERM, then SIGKILL) when dropped, also when a test fails.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Sidecar {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub admin: SocketAddr,
+    pub args: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Sidecar {
+    /// Starts a sidecar in a fresh temporary directory with `extra` flags.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Self::start_in(dir.path(), extra);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a sidecar whose socket and data live under `dir` (kept by the caller).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        let socket = dir.join("run/state.sock");
+        let data_dir = dir.join("data");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut args: Vec<String> = vec![
+            "--socket".into(),
+            socket.display().to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--admin-addr".into(),
+            admin.to_string(),
+            "--log-format".into(),
+            "text".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Self { child: None, socket, data_dir, admin, args, _dir: None };
+        s.spawn();
+        s.wait_ready();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_stator-sidecar"))
+            .args(&self.args)
+            .env("STATOR_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stator-sidecar");
+        self.child = Some(child);
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sidecar exited during start-up: {status}");
+            }
+            if http_get(self.admin, "/readyz", None).map(|(code, _)| code == 200).unwrap_or(false) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sidecar not ready in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("sidecar running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sidecar did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.terminate().success());
+        self.spawn();
+        self.wait_ready();
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {response:?}")))?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((code, body))
+}
