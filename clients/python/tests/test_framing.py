@@ -9,8 +9,14 @@ from stator.v1 import state_pb2 as pb
 
 @pytest.mark.parametrize(
     "value, encoded",
-    [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02"),
-     (2**64 - 1, b"\xff" * 9 + b"\x01")],
+    [
+        (0, b"\x00"),
+        (1, b"\x01"),
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        (300, b"\xac\x02"),
+        (2**64 - 1, b"\xff" * 9 + b"\x01"),
+    ],
 )
 def test_varint_known_encodings(value, encoded):
     assert encode_varint(value) == encoded
@@ -27,8 +33,14 @@ def test_frames_match_protobufs_own_delimited_form():
 
 def test_round_trips_pipelined_frames_split_anywhere():
     msgs = [pb.Request(id=i * 1_000_003, ping=pb.PingRequest()) for i in range(50)]
-    msgs.append(pb.Request(id=1, write=pb.WriteBatch(ops=[
-        pb.WriteOp(value_put=pb.ValuePut(state="s", key=b"k", value=b"v" * 20_000))])))
+    msgs.append(
+        pb.Request(
+            id=1,
+            write=pb.WriteBatch(
+                ops=[pb.WriteOp(value_put=pb.ValuePut(state="s", key=b"k", value=b"v" * 20_000))]
+            ),
+        )
+    )
     whole = b"".join(encode_frame(m.SerializeToString()) for m in msgs)
     for chunk in [1, 2, 3, 7, 64, 4096, len(whole)]:
         decoder = FrameDecoder(1 << 20)

@@ -57,8 +57,12 @@ def test_ranges_partition_all_groups_and_agree_with_owner(p, m):
 
 
 def test_invalid_layouts_are_refused():
-    for bad in [lambda: key_group(b"k", 0), lambda: owner(b"k", 3, 2),
-                lambda: key_group_range(2, 2, 128), lambda: key_group(b"k", 32769)]:
+    for bad in [
+        lambda: key_group(b"k", 0),
+        lambda: owner(b"k", 3, 2),
+        lambda: key_group_range(2, 2, 128),
+        lambda: key_group(b"k", 32769),
+    ]:
         with pytest.raises(ValueError):
             bad()
 

@@ -1,5 +1,7 @@
 """Python client for Stator: Flink-like keyed state served by the ``stator-sidecar``.
 
+Usage::
+
     from stator import Client, State
 
     with Client("/run/stator/state.sock") as client:

@@ -10,16 +10,11 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
-    Iterable,
-    Iterator,
-    List,
-    Optional,
-    Sequence,
-    Tuple,
     Union,
 )
 
@@ -46,7 +41,7 @@ def _value(value: Value) -> bytes:
     raise TypeError(f"a value must be bytes, not {type(value).__name__} (encode it first)")
 
 
-def _values(values: Iterable[Value]) -> List[bytes]:
+def _values(values: Iterable[Value]) -> list[bytes]:
     if isinstance(values, (bytes, bytearray, memoryview, str)):
         raise TypeError("values must be a sequence of bytes values, not a single value")
     return [_value(v) for v in values]
@@ -73,7 +68,7 @@ def _hello() -> _Call:
     return _Call(_request(hello=pb.HelloRequest()), "hello", lambda r: r)
 
 
-def _declare(decls: Sequence[Union[State, OperatorState]]) -> _Call:
+def _declare(decls: Sequence[State | OperatorState]) -> _Call:
     states, operator_states = [], []
     for d in decls:
         if isinstance(d, State):
@@ -86,7 +81,7 @@ def _declare(decls: Sequence[Union[State, OperatorState]]) -> _Call:
     return _Call(_request(declare=req), "declare", lambda r: None)
 
 
-def _optional(v: pb.OptionalValue) -> Optional[bytes]:
+def _optional(v: pb.OptionalValue) -> bytes | None:
     return v.value if v.HasField("value") else None
 
 
@@ -143,7 +138,7 @@ def _ping() -> _Call:
     return _Call(_request(ping=pb.PingRequest()), "pong", lambda r: None)
 
 
-def _write(batch: "Batch") -> _Call:
+def _write(batch: Batch) -> _Call:
     req = pb.WriteBatch(ops=batch.ops)
     return _Call(_request(write=req), "write", lambda r: r.applied, is_write=True)
 
@@ -156,56 +151,56 @@ class Batch:
     pass it to ``client.write``. The op methods chain and take the protocol's field names.
     """
 
-    def __init__(self, client: Optional["Client"] = None) -> None:
-        self.ops: List[pb.WriteOp] = []
+    def __init__(self, client: Client | None = None) -> None:
+        self.ops: list[pb.WriteOp] = []
         self._client = client
         #: How many ops the last commit applied.
-        self.applied: Optional[int] = None
+        self.applied: int | None = None
 
     def __len__(self) -> int:
         return len(self.ops)
 
-    def value_put(self, state: str, key: Key, value: Value) -> "Batch":
+    def value_put(self, state: str, key: Key, value: Value) -> Batch:
         op = pb.ValuePut(state=state, key=key_bytes(key), value=_value(value))
         self.ops.append(pb.WriteOp(value_put=op))
         return self
 
-    def value_clear(self, state: str, key: Key) -> "Batch":
+    def value_clear(self, state: str, key: Key) -> Batch:
         self.ops.append(pb.WriteOp(value_clear=pb.ValueClear(state=state, key=key_bytes(key))))
         return self
 
-    def list_append(self, state: str, key: Key, values: Iterable[Value]) -> "Batch":
+    def list_append(self, state: str, key: Key, values: Iterable[Value]) -> Batch:
         op = pb.ListAppend(state=state, key=key_bytes(key), values=_values(values))
         self.ops.append(pb.WriteOp(list_append=op))
         return self
 
-    def list_set(self, state: str, key: Key, values: Iterable[Value]) -> "Batch":
+    def list_set(self, state: str, key: Key, values: Iterable[Value]) -> Batch:
         """Replaces the whole list."""
         op = pb.ListSet(state=state, key=key_bytes(key), values=_values(values))
         self.ops.append(pb.WriteOp(list_set=op))
         return self
 
-    def list_clear(self, state: str, key: Key) -> "Batch":
+    def list_clear(self, state: str, key: Key) -> Batch:
         self.ops.append(pb.WriteOp(list_clear=pb.ListClear(state=state, key=key_bytes(key))))
         return self
 
-    def map_put(self, state: str, key: Key, map_key: Key, value: Value) -> "Batch":
+    def map_put(self, state: str, key: Key, map_key: Key, value: Value) -> Batch:
         op = pb.MapPut(
             state=state, key=key_bytes(key), map_key=key_bytes(map_key), value=_value(value)
         )
         self.ops.append(pb.WriteOp(map_put=op))
         return self
 
-    def map_remove(self, state: str, key: Key, map_key: Key) -> "Batch":
+    def map_remove(self, state: str, key: Key, map_key: Key) -> Batch:
         op = pb.MapRemove(state=state, key=key_bytes(key), map_key=key_bytes(map_key))
         self.ops.append(pb.WriteOp(map_remove=op))
         return self
 
-    def map_clear(self, state: str, key: Key) -> "Batch":
+    def map_clear(self, state: str, key: Key) -> Batch:
         self.ops.append(pb.WriteOp(map_clear=pb.MapClear(state=state, key=key_bytes(key))))
         return self
 
-    def operator_state_set(self, name: str, values: Iterable[Value]) -> "Batch":
+    def operator_state_set(self, name: str, values: Iterable[Value]) -> Batch:
         """Replaces this replica's list for one operator state."""
         op = pb.OperatorStateSet(name=name, values=_values(values))
         self.ops.append(pb.WriteOp(operator_state_set=op))
@@ -225,7 +220,7 @@ class Batch:
         self.ops = []
         return self.applied
 
-    def __enter__(self) -> "Batch":
+    def __enter__(self) -> Batch:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -247,9 +242,9 @@ class Client:
 
     def __init__(
         self,
-        socket_path: Optional[PathLike] = None,
+        socket_path: PathLike | None = None,
         *,
-        timeout: Optional[float] = 30.0,
+        timeout: float | None = 30.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if socket_path is None:
@@ -261,7 +256,7 @@ class Client:
         self._decoder = FrameDecoder(max_response_bytes)
         self._next_id = 1
         self._max_frame_bytes = 0  # unknown until the hello
-        self._sock: Optional[socket.socket] = None
+        self._sock: socket.socket | None = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
@@ -292,7 +287,7 @@ class Client:
     def closed(self) -> bool:
         return self._sock is None
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -334,24 +329,24 @@ class Client:
         self._max_frame_bytes = info.limits.max_frame_bytes
         return info
 
-    def declare(self, *decls: Union[State, OperatorState]) -> None:
+    def declare(self, *decls: State | OperatorState) -> None:
         """Declares keyed and operator states. Re-declaring the same state is a no-op; another
         kind raises StateConflictError; another TTL applies to future writes."""
         self._call(_declare(decls))
 
-    def get(self, state: str, key: Key) -> Optional[bytes]:
+    def get(self, state: str, key: Key) -> bytes | None:
         """The value of ``key`` in a value state, or ``None``."""
         return self._call(_get(state, key))  # type: ignore[no-any-return]
 
-    def multi_get(self, state: str, keys: Iterable[Key]) -> List[Optional[bytes]]:
+    def multi_get(self, state: str, keys: Iterable[Key]) -> list[bytes | None]:
         """The values of many keys of one value state, in the order asked (``None`` if absent)."""
         return self._call(_multi_get(state, keys))  # type: ignore[no-any-return]
 
-    def list_get(self, state: str, key: Key) -> List[bytes]:
+    def list_get(self, state: str, key: Key) -> list[bytes]:
         """The list of ``key`` in a list state (empty if none)."""
         return self._call(_list_get(state, key))  # type: ignore[no-any-return]
 
-    def map_get(self, state: str, key: Key, map_key: Key) -> Optional[bytes]:
+    def map_get(self, state: str, key: Key, map_key: Key) -> bytes | None:
         """The value under ``map_key`` in the map of ``key``, or ``None``."""
         return self._call(_map_get(state, key, map_key))  # type: ignore[no-any-return]
 
@@ -382,7 +377,7 @@ class Client:
         after: Key = b"",
         start_inclusive: bool = False,
         page_size: int = 0,
-    ) -> Iterator[Tuple[bytes, bytes]]:
+    ) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(map_key, value)`` of the map of ``key``, fetched a page at a time.
 
         The iteration is not a snapshot: writes between pages may or may not be seen.
@@ -399,7 +394,7 @@ class Client:
             after = page.next_after
             page = self.map_iter_page(state, key, after=after, limit=page_size)
 
-    def operator_state_get(self, name: str) -> List[bytes]:
+    def operator_state_get(self, name: str) -> list[bytes]:
         """This replica's list for one operator state."""
         return self._call(_operator_state_get(name))  # type: ignore[no-any-return]
 
@@ -415,7 +410,7 @@ class Client:
         """A new write batch bound to this client; see ``Batch``."""
         return Batch(self)
 
-    def pipeline(self) -> "Pipeline":
+    def pipeline(self) -> Pipeline:
         """A pipeline on this connection; see ``Pipeline``."""
         return Pipeline(self)
 
@@ -425,7 +420,7 @@ class Client:
         (result,) = self._run([call], raise_on_error=True)
         return result
 
-    def _run(self, calls: Sequence[_Call], *, raise_on_error: bool) -> List[Any]:
+    def _run(self, calls: Sequence[_Call], *, raise_on_error: bool) -> list[Any]:
         """Sends ``calls``, reads their answers, and decodes them in order.
 
         Errors the sidecar answers with leave the connection usable; they are raised (the first
@@ -453,8 +448,8 @@ class Client:
         except BaseException:
             self.close()
             raise
-        results: List[Any] = []
-        first_error: Optional[StatorError] = None
+        results: list[Any] = []
+        first_error: StatorError | None = None
         for call, resp in zip(calls, responses):
             if resp.id != call.request.id:
                 self.close()
@@ -471,7 +466,7 @@ class Client:
                     key_group=e.key_group,
                     op_index=e.op_index if call.is_write else None,
                 )
-                if e.code == errors.ErrorCode.MALFORMED:
+                if e.code == pb.MALFORMED:
                     self.close()  # the sidecar closes the connection after MALFORMED
                 first_error = first_error or err
                 results.append(err)
@@ -484,7 +479,7 @@ class Client:
             raise first_error
         return results
 
-    def _exchange(self, out: bytes, count: int) -> List[pb.Response]:
+    def _exchange(self, out: bytes, count: int) -> list[pb.Response]:
         sock = self._sock
         assert sock is not None
         try:
@@ -492,7 +487,7 @@ class Client:
                 # One request: the sidecar reads it whole before answering, so sending it all
                 # first cannot deadlock.
                 sock.sendall(out)
-                frames: List[bytes] = []
+                frames: list[bytes] = []
                 while not frames:
                     frames = self._receive(sock)
             else:
@@ -517,12 +512,12 @@ class Client:
             responses.append(resp)
         return responses
 
-    def _exchange_interleaved(self, sock: socket.socket, out: bytes, count: int) -> List[bytes]:
+    def _exchange_interleaved(self, sock: socket.socket, out: bytes, count: int) -> list[bytes]:
         # Many requests: keep reading answers while sending, or both sides could block on
         # full socket buffers, the sidecar writing answers and this client writing requests.
         view = memoryview(out)
         sent = 0
-        frames: List[bytes] = []
+        frames: list[bytes] = []
         with selectors.DefaultSelector() as sel:
             sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
             while len(frames) < count:
@@ -538,7 +533,7 @@ class Client:
                     frames += self._receive(sock)
         return frames
 
-    def _receive(self, sock: socket.socket) -> List[bytes]:
+    def _receive(self, sock: socket.socket) -> list[bytes]:
         data = sock.recv(_RECV_BYTES)
         if not data:
             self._decoder.finish()
@@ -557,31 +552,31 @@ class Pipeline:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._calls: List[_Call] = []
+        self._calls: list[_Call] = []
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def _add(self, call: _Call) -> "Pipeline":
+    def _add(self, call: _Call) -> Pipeline:
         self._calls.append(call)
         return self
 
-    def declare(self, *decls: Union[State, OperatorState]) -> "Pipeline":
+    def declare(self, *decls: State | OperatorState) -> Pipeline:
         return self._add(_declare(decls))
 
-    def get(self, state: str, key: Key) -> "Pipeline":
+    def get(self, state: str, key: Key) -> Pipeline:
         return self._add(_get(state, key))
 
-    def multi_get(self, state: str, keys: Iterable[Key]) -> "Pipeline":
+    def multi_get(self, state: str, keys: Iterable[Key]) -> Pipeline:
         return self._add(_multi_get(state, keys))
 
-    def list_get(self, state: str, key: Key) -> "Pipeline":
+    def list_get(self, state: str, key: Key) -> Pipeline:
         return self._add(_list_get(state, key))
 
-    def map_get(self, state: str, key: Key, map_key: Key) -> "Pipeline":
+    def map_get(self, state: str, key: Key, map_key: Key) -> Pipeline:
         return self._add(_map_get(state, key, map_key))
 
-    def map_contains(self, state: str, key: Key, map_key: Key) -> "Pipeline":
+    def map_contains(self, state: str, key: Key, map_key: Key) -> Pipeline:
         return self._add(_map_contains(state, key, map_key))
 
     def map_iter_page(
@@ -592,19 +587,19 @@ class Pipeline:
         after: Key = b"",
         start_inclusive: bool = False,
         limit: int = 0,
-    ) -> "Pipeline":
+    ) -> Pipeline:
         return self._add(_map_iter_page(state, key, after, start_inclusive, limit))
 
-    def operator_state_get(self, name: str) -> "Pipeline":
+    def operator_state_get(self, name: str) -> Pipeline:
         return self._add(_operator_state_get(name))
 
-    def ping(self) -> "Pipeline":
+    def ping(self) -> Pipeline:
         return self._add(_ping())
 
-    def write(self, batch: Batch) -> "Pipeline":
+    def write(self, batch: Batch) -> Pipeline:
         return self._add(_write(batch))
 
-    def execute(self, *, raise_on_error: bool = True) -> List[Any]:
+    def execute(self, *, raise_on_error: bool = True) -> list[Any]:
         """Sends every queued request and returns the results in order; empties the pipeline."""
         calls, self._calls = self._calls, []
         return self._client._run(calls, raise_on_error=raise_on_error)

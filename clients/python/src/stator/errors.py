@@ -7,7 +7,6 @@ says whether the same request may succeed later without any change on the caller
 from __future__ import annotations
 
 import enum
-from typing import Dict, Optional, Type
 
 __all__ = [
     "ErrorCode",
@@ -52,7 +51,7 @@ class StatorError(Exception):
     code: ErrorCode = ErrorCode.ERROR_CODE_UNSPECIFIED
     transient: bool = False
 
-    def __init__(self, message: str, *, op_index: Optional[int] = None) -> None:
+    def __init__(self, message: str, *, op_index: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.op_index = op_index
@@ -80,7 +79,7 @@ class WrongKeyGroupError(StatorError):
     code = ErrorCode.WRONG_KEY_GROUP
 
     def __init__(
-        self, message: str, *, owner: int, key_group: int, op_index: Optional[int] = None
+        self, message: str, *, owner: int, key_group: int, op_index: int | None = None
     ) -> None:
         super().__init__(message, op_index=op_index)
         self.owner = owner
@@ -140,7 +139,7 @@ class ProtocolError(MalformedError):
     """The sidecar sent something this client cannot use; the connection is closed."""
 
 
-_BY_CODE: Dict[int, Type[StatorError]] = {
+_BY_CODE: dict[int, type[StatorError]] = {
     cls.code: cls
     for cls in (
         MalformedError,
@@ -158,7 +157,7 @@ _BY_CODE: Dict[int, Type[StatorError]] = {
 
 
 def from_wire(
-    code: int, message: str, *, owner: int, key_group: int, op_index: Optional[int]
+    code: int, message: str, *, owner: int, key_group: int, op_index: int | None
 ) -> StatorError:
     """The exception for an ``Error`` the sidecar sent."""
     cls = _BY_CODE.get(code)

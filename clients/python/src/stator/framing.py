@@ -7,8 +7,6 @@ prefix (say, from something that is not a sidecar) cannot make the client buffer
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 from .errors import ProtocolError
 
 __all__ = ["encode_varint", "decode_varint", "encode_frame", "FrameDecoder"]
@@ -28,7 +26,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(buf: bytes, pos: int = 0) -> Optional[Tuple[int, int]]:
+def decode_varint(buf: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None:
     """Decodes a varint at ``buf[pos:]``: ``(value, next_pos)``, or ``None`` if it is incomplete.
 
     Raises ProtocolError for a varint longer than 10 bytes or above 2**64 - 1.
@@ -58,7 +56,7 @@ class FrameDecoder:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> List[bytes]:
+    def feed(self, data: bytes) -> list[bytes]:
         """Adds bytes from the stream; returns the frames they complete, in order."""
         self._buf += data
         frames = []

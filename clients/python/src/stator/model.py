@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple, Union
 
 from .keygroups import KeyGroupRange
 from .v1 import state_pb2 as pb
@@ -19,11 +18,11 @@ class Kind(enum.Enum):
     LIST = "list"
     MAP = "map"
 
-    def to_pb(self) -> int:
+    def to_pb(self) -> pb.StateKind:
         return _KIND_TO_PB[self]
 
     @classmethod
-    def from_pb(cls, kind: int) -> Optional["Kind"]:
+    def from_pb(cls, kind: int) -> Kind | None:
         return _PB_TO_KIND.get(kind)
 
 
@@ -33,11 +32,11 @@ class Redistribution(enum.Enum):
     SPLIT = "split"
     UNION = "union"
 
-    def to_pb(self) -> int:
+    def to_pb(self) -> pb.Redistribution:
         return _REDIST_TO_PB[self]
 
     @classmethod
-    def from_pb(cls, r: int) -> Optional["Redistribution"]:
+    def from_pb(cls, r: int) -> Redistribution | None:
         return _PB_TO_REDIST.get(r)
 
 
@@ -46,12 +45,12 @@ _KIND_TO_PB = {
     Kind.LIST: pb.STATE_KIND_LIST,
     Kind.MAP: pb.STATE_KIND_MAP,
 }
-_PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
+_PB_TO_KIND: dict[int, Kind] = {v: k for k, v in _KIND_TO_PB.items()}
 _REDIST_TO_PB = {
     Redistribution.SPLIT: pb.REDISTRIBUTION_SPLIT,
     Redistribution.UNION: pb.REDISTRIBUTION_UNION,
 }
-_PB_TO_REDIST = {v: k for k, v in _REDIST_TO_PB.items()}
+_PB_TO_REDIST: dict[int, Redistribution] = {v: k for k, v in _REDIST_TO_PB.items()}
 
 
 @dataclass(frozen=True)
@@ -63,10 +62,10 @@ class State:
     """
 
     name: str
-    kind: Optional[Kind]
+    kind: Kind | None
     ttl_ms: int = 0
 
-    def __init__(self, name: str, kind: Union[Kind, str, None], ttl_ms: int = 0) -> None:
+    def __init__(self, name: str, kind: Kind | str | None, ttl_ms: int = 0) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "kind", Kind(kind) if kind is not None else None)
         object.__setattr__(self, "ttl_ms", ttl_ms)
@@ -79,7 +78,7 @@ class State:
         return pb.StateDecl(name=self.name, kind=self.kind.to_pb(), ttl_ms=self.ttl_ms)
 
     @classmethod
-    def from_pb(cls, decl: pb.StateDecl) -> "State":
+    def from_pb(cls, decl: pb.StateDecl) -> State:
         return cls(decl.name, Kind.from_pb(decl.kind), decl.ttl_ms)
 
 
@@ -88,9 +87,9 @@ class OperatorState:
     """An operator-state declaration: ``OperatorState("offsets", "split")``."""
 
     name: str
-    redistribution: Optional[Redistribution]
+    redistribution: Redistribution | None
 
-    def __init__(self, name: str, redistribution: Union[Redistribution, str, None]) -> None:
+    def __init__(self, name: str, redistribution: Redistribution | str | None) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(
             self,
@@ -104,7 +103,7 @@ class OperatorState:
         return pb.OperatorStateDecl(name=self.name, redistribution=self.redistribution.to_pb())
 
     @classmethod
-    def from_pb(cls, decl: pb.OperatorStateDecl) -> "OperatorState":
+    def from_pb(cls, decl: pb.OperatorStateDecl) -> OperatorState:
         return cls(decl.name, Redistribution.from_pb(decl.redistribution))
 
 
@@ -120,7 +119,7 @@ class Limits:
     default_page_entries: int
 
     @classmethod
-    def from_pb(cls, limits: pb.Limits) -> "Limits":
+    def from_pb(cls, limits: pb.Limits) -> Limits:
         return cls(
             max_frame_bytes=limits.max_frame_bytes,
             max_key_bytes=limits.max_key_bytes,
@@ -139,14 +138,14 @@ class ServerInfo:
     parallelism: int
     max_parallelism: int
     key_groups: KeyGroupRange
-    states: List[State]
-    operator_states: List[OperatorState]
+    states: list[State]
+    operator_states: list[OperatorState]
     limits: Limits
     key_group_hash: str
     server_version: str
 
     @classmethod
-    def from_pb(cls, hello: pb.HelloResponse) -> "ServerInfo":
+    def from_pb(cls, hello: pb.HelloResponse) -> ServerInfo:
         return cls(
             replica_index=hello.replica_index,
             parallelism=hello.parallelism,
@@ -164,6 +163,6 @@ class ServerInfo:
 class MapPage:
     """One page of a map iteration. Continue with ``after=next_after`` while ``has_more``."""
 
-    entries: List[Tuple[bytes, bytes]] = field(default_factory=list)
+    entries: list[tuple[bytes, bytes]] = field(default_factory=list)
     has_more: bool = False
     next_after: bytes = b""
