@@ -9,6 +9,7 @@ from stator import (
     Batch,
     Client,
     ConnectionFailed,
+    MalformedError,
     ProtocolError,
     State,
     StatorError,
@@ -78,6 +79,18 @@ def test_answer_with_wrong_id_closes_the_connection(fake_sidecar):
     assert client.closed
     with pytest.raises(ConnectionFailed, match="closed"):
         client.ping()
+
+
+def test_frame_rejection_with_id_zero_raises_its_code(fake_sidecar):
+    def reject(req):
+        err = pb.Error(code=pb.MALFORMED, message="cannot decode request")
+        return SendAndClose(frame(pb.Response(id=0, error=err)))
+
+    client = Client(fake_sidecar(reject).socket_path)
+    with pytest.raises(MalformedError, match="cannot decode request") as e:
+        client.ping()
+    assert not isinstance(e.value, ProtocolError), "the sidecar's own verdict, not the client's"
+    assert client.closed
 
 
 def test_answer_of_the_wrong_type_is_refused(fake_sidecar):

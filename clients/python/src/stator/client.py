@@ -453,6 +453,13 @@ class Client:
         for call, resp in zip(calls, responses):
             if resp.id != call.request.id:
                 self.close()
+                if resp.id == 0 and resp.WhichOneof("result") == "error":
+                    # The sidecar rejected a frame it could not read (id unknown to it), and
+                    # closed the connection.
+                    e = resp.error
+                    raise errors.from_wire(
+                        e.code, e.message, owner=e.owner, key_group=e.key_group, op_index=None
+                    )
                 raise ProtocolError(
                     f"expected the answer to request {call.request.id}, got {resp.id}"
                 )
