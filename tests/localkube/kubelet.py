@@ -1,0 +1,1133 @@
+"""A kubelet stand-in that runs each pod's containers as local processes.
+
+Every pod gets its own loopback address (127.1.x.y), known before any container starts (status.podIP,
+also through the downward API). Volumes are directories under the pod's directory (emptyDir, Secret,
+ConfigMap, downward API, projected) or the provisioned PersistentVolume's directory (PVCs), so data on a
+PVC survives the pod. Since processes see the host's filesystem, every argument, env value and working
+directory that names a path under a volumeMount's mountPath is rewritten to the volume's local directory.
+
+Lifecycle follows the real kubelet: init containers in order; native sidecars (init containers with
+restartPolicy Always) start before the app containers, keep running, and stop after them; restart policy
+with exponential back-off (CrashLoopBackOff); readiness, liveness and startup probes (HTTP, TCP, exec);
+deletion sends SIGTERM to each container's process group, waits for the grace period, then SIGKILL; the
+pod goes to a terminal phase and the kubelet then removes it with a zero-grace delete.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from . import errors as E
+from .api import Api
+from .controllers import set_condition
+from .images import ImageMap
+from .util import micro_time, rfc3339
+
+log = logging.getLogger("localkube.kubelet")
+
+
+# ---------------------------------------------------------------------------------------------------
+# $(VAR) expansion, as k8s.io/kubernetes/third_party/forked/golang/expansion
+
+
+def expand(s: str, lookup) -> str:
+    out = []
+    checkpoint = 0
+    i = 0
+    n = len(s)
+    while i < n:
+        if s[i] == "$" and i + 1 < n:
+            out.append(s[checkpoint:i])
+            nxt = s[i + 1]
+            if nxt == "$":
+                out.append("$")
+                advance = 1
+            elif nxt == "(":
+                close = s.find(")", i + 2)
+                if close == -1:
+                    out.append("$(")
+                    advance = 1
+                else:
+                    name = s[i + 2:close]
+                    val = lookup(name)
+                    out.append(val if val is not None else f"$({name})")
+                    advance = close - i
+            else:
+                out.append("$" + nxt)
+                advance = 1
+            i += advance
+            checkpoint = i + 1
+        i += 1
+    out.append(s[checkpoint:])
+    return "".join(out)
+
+
+class ConfigError(Exception):
+    pass
+
+
+class MountError(Exception):
+    pass
+
+
+def _b64(s: str) -> bytes:
+    return base64.b64decode(s or "")
+
+
+def _quantity_to_int(q, divisor="1") -> str:
+    units = {"m": 0.001, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 1024, "Mi": 1024 ** 2,
+             "Gi": 1024 ** 3, "Ti": 1024 ** 4}
+
+    def val(x):
+        m = re.match(r"^([0-9.]+)([A-Za-z]*)$", str(x))
+        if not m:
+            return 0.0
+        return float(m.group(1)) * units.get(m.group(2), 1)
+    import math  # noqa: PLC0415
+    return str(int(math.ceil(val(q) / (val(divisor) or 1))))
+
+
+# ---------------------------------------------------------------------------------------------------
+# containers
+
+
+class Probe:
+    def __init__(self, spec: dict | None):
+        self.spec = spec
+        self.successes = 0
+        self.failures = 0
+        self.next_at = 0.0
+        self.ok: bool | None = None
+
+    def reset(self, started_at: float) -> None:
+        self.successes = self.failures = 0
+        self.ok = None
+        if self.spec:
+            self.next_at = started_at + self.spec.get("initialDelaySeconds", 0)
+
+
+class Container:
+    def __init__(self, spec: dict, kind: str):
+        self.spec = spec
+        self.name = spec["name"]
+        self.kind = kind  # "init", "sidecar", "main"
+        self.proc: subprocess.Popen | None = None
+        self.state = "waiting"
+        self.waiting_reason = "PodInitializing" if kind == "main" else "ContainerCreating"
+        self.waiting_message = ""
+        self.started_at: str | None = None
+        self.started_mono = 0.0
+        self.terminated: dict | None = None
+        self.last_terminated: dict | None = None
+        self.restarts = 0
+        self.ready = False
+        self.started = False
+        self.backoff_until = 0.0
+        self.backoff = 0.0
+        self.log_path: str | None = None
+        self.prev_log_path: str | None = None
+        self.container_id = ""
+        self.pulled = False
+        self.image_backoff = 0.0
+        self.image_retry_at = 0.0
+        self.pull_error = ""
+        self.readiness = Probe(spec.get("readinessProbe"))
+        self.liveness = Probe(spec.get("livenessProbe"))
+        self.startup = Probe(spec.get("startupProbe"))
+        self.entry = None
+        self.killing = False
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def status(self) -> dict:
+        st = {"name": self.name, "image": self.spec.get("image", ""),
+              "imageID": f"localkube://{self.spec.get('image', '')}" if self.pulled else "",
+              "ready": self.ready, "restartCount": self.restarts, "started": self.started and self.running}
+        if self.container_id:
+            st["containerID"] = self.container_id
+        if self.state == "running":
+            st["state"] = {"running": {"startedAt": self.started_at}}
+        elif self.state == "terminated":
+            st["state"] = {"terminated": dict(self.terminated)}
+        else:
+            w = {"reason": self.waiting_reason}
+            if self.waiting_message:
+                w["message"] = self.waiting_message
+            st["state"] = {"waiting": w}
+        st["lastState"] = {"terminated": dict(self.last_terminated)} if self.last_terminated else {}
+        return st
+
+
+# ---------------------------------------------------------------------------------------------------
+# pods
+
+
+class PodWorker(threading.Thread):
+    def __init__(self, kubelet: "Kubelet", pod: dict):
+        md = pod["metadata"]
+        super().__init__(name=f"pod-{md['namespace']}-{md['name']}", daemon=True)
+        self.k = kubelet
+        self.api: Api = kubelet.api
+        self.ns, self.name, self.uid = md["namespace"], md["name"], md["uid"]
+        self.dir = os.path.join(kubelet.root, "pods", f"{self.ns}_{self.name}_{self.uid}")
+        self.pod = pod
+        spec = pod["spec"]
+        self.inits = [Container(c, "sidecar" if c.get("restartPolicy") == "Always" else "init")
+                      for c in spec.get("initContainers") or []]
+        self.mains = [Container(c, "main") for c in spec.get("containers") or []]
+        self.ip: str | None = None
+        self.volumes: dict[str, str] = {}
+        self.volumes_ready = False
+        self.stage = "init"
+        self.init_index = 0
+        self.phase = "Pending"
+        self.terminal = False
+        self.start_time = rfc3339()
+        self.last_status: dict | None = None
+        self.stop_now = threading.Event()
+        self.removed = False
+        self.mount_error = ""
+        self.next_volume_refresh = 0.0
+        self.sandbox_ready = False
+
+    @property
+    def containers(self) -> list[Container]:
+        return self.inits + self.mains
+
+    def find(self, name: str) -> Container | None:
+        return next((c for c in self.containers if c.name == name), None)
+
+    # -- main loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception:  # noqa: BLE001
+            log.exception("pod worker %s/%s failed", self.ns, self.name)
+        finally:
+            self._kill_all(0.0 if self.k.stopping.is_set() else 2.0)
+            if self.ip:
+                self.k.release_ip(self.ip)
+            self.k.worker_done(self)
+
+    def _latest(self) -> dict | None:
+        p = self.api.store.get("pods", self.ns, self.name)
+        if p is None or p["metadata"]["uid"] != self.uid:
+            return None
+        return p
+
+    def _run(self) -> None:
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        pod = self._latest()
+        if pod is None:
+            return
+        self.ip = "127.0.0.1" if pod["spec"].get("hostNetwork") else self.k.alloc_ip()
+        self.sandbox_ready = True
+        self.pod = pod
+        self._write_status()
+        while not self.k.stopping.is_set():
+            pod = self._latest()
+            if pod is None:
+                self.removed = True
+                self._terminate(2.0)
+                return
+            self.pod = pod
+            if pod["metadata"].get("deletionTimestamp"):
+                grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+                self._terminate(grace)
+                self._write_status()
+                try:
+                    self.api.delete(self.k.pods_rt, self.ns, self.name, {"gracePeriodSeconds": 0,
+                                                                         "preconditions": {"uid": self.uid}})
+                except E.ApiError as e:
+                    if e.code not in (404, 409):
+                        log.warning("final delete of %s/%s: %s", self.ns, self.name, e.message)
+                # finalizers may hold the object; wait until it is gone
+                while not self.k.stopping.is_set() and self._latest() is not None:
+                    time.sleep(0.2)
+                return
+            if not self.terminal:
+                self._step()
+            self._write_status()
+            time.sleep(self.k.tick)
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        if not self.volumes_ready or now >= self.next_volume_refresh:
+            try:
+                self._setup_volumes()
+                if not self.volumes_ready:
+                    self.volumes_ready = True
+                self.mount_error = ""
+            except MountError as e:
+                if self.mount_error != str(e):
+                    self.k.event(self.pod, "Warning", "FailedMount", str(e))
+                self.mount_error = str(e)
+            self.next_volume_refresh = now + self.k.volume_refresh
+        if not self.volumes_ready:
+            return
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        for c in self.containers:
+            self._reap(c, policy)
+        if self.stage == "init":
+            while self.init_index < len(self.inits):
+                c = self.inits[self.init_index]
+                if c.kind == "sidecar":
+                    self._ensure_running(c)
+                    if c.running and c.started:
+                        self.init_index += 1
+                        continue
+                    break
+                if c.state == "terminated" and c.terminated.get("exitCode") == 0:
+                    self.init_index += 1
+                    continue
+                if c.state == "terminated" and policy == "Never":
+                    self._go_terminal("Failed")
+                    return
+                self._ensure_running(c)
+                break
+            if self.init_index >= len(self.inits):
+                self.stage = "main"
+                for c in self.mains:
+                    c.waiting_reason = "ContainerCreating"
+        if self.stage == "main":
+            for c in self.inits:
+                if c.kind == "sidecar":
+                    self._ensure_running(c)
+            for c in self.mains:
+                if c.state == "terminated" and not self._should_restart(c, policy):
+                    continue
+                self._ensure_running(c)
+            if policy != "Always" and self.mains and all(
+                    c.state == "terminated" and not self._should_restart(c, policy) for c in self.mains):
+                ok = all(c.terminated.get("exitCode") == 0 for c in self.mains)
+                self._go_terminal("Succeeded" if ok else "Failed")
+                return
+        self._probe_all()
+        if self.stage == "main" and any(c.running or c.state == "terminated" or c.restarts for c in self.mains):
+            self.phase = "Running"
+
+    def _should_restart(self, c: Container, policy: str) -> bool:
+        if c.kind == "sidecar":
+            return not self.terminal
+        if policy == "Always":
+            return True
+        if policy == "OnFailure":
+            return (c.terminated or {}).get("exitCode") != 0
+        return False
+
+    def _go_terminal(self, phase: str) -> None:
+        sidecars = [c for c in reversed(self.inits) if c.kind == "sidecar"]
+        self.terminal = True
+        grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+        self._stop(sidecars, time.monotonic() + grace, sequential=True)
+        self.phase = phase
+        for c in self.containers:
+            c.ready = False
+
+    # -- containers --------------------------------------------------------------------------------
+
+    def _reap(self, c: Container, policy: str) -> None:
+        if c.proc is None or c.proc.poll() is None:
+            return
+        rc = c.proc.returncode
+        c.proc = None
+        sig = -rc if rc < 0 else None
+        code = 128 + sig if sig else rc
+        t = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": c.started_at,
+             "finishedAt": rfc3339(), "containerID": c.container_id}
+        if sig:
+            t["signal"] = sig
+        if code != 0 and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and c.log_path:
+            try:
+                with open(c.log_path, "rb") as f:
+                    data = f.read()[-2048:].decode(errors="replace")
+                t["message"] = "\n".join(data.splitlines()[-80:])
+            except OSError:
+                pass
+        c.state = "terminated"
+        c.terminated = t
+        c.ready = False
+        c.started = False
+        ran = time.monotonic() - c.started_mono
+        if ran > self.k.backoff_max * 2:
+            c.backoff = 0.0
+        if not c.killing and self._should_restart(c, policy):
+            c.backoff_until = time.monotonic() + c.backoff
+            c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
+        c.killing = False
+
+    def _ensure_running(self, c: Container) -> None:
+        if c.running or c.proc is not None:
+            return
+        now = time.monotonic()
+        if c.state == "terminated":
+            if now < c.backoff_until:
+                c.last_terminated = c.terminated
+                return self._crashloop(c)
+        if not c.pulled:
+            image = c.spec.get("image", "")
+            if now < c.image_retry_at:
+                c.waiting_reason = "ImagePullBackOff"
+                c.waiting_message = f'Back-off pulling image "{image}": ErrImagePull: {c.pull_error}'
+                return
+            c.entry = self.k.images.resolve(image)
+            if c.entry is None:
+                c.state = "waiting"
+                c.waiting_reason = "ErrImagePull"
+                c.pull_error = (f'failed to pull and unpack image "{image}": localkube has no image map entry '
+                                f'for it (see STATOR_IMAGE_MAP)')
+                c.waiting_message = c.pull_error
+                c.image_backoff = min(self.k.backoff_max, max(self.k.backoff_base, c.image_backoff * 2))
+                c.image_retry_at = now + c.image_backoff
+                self.k.event(self.pod, "Warning", "Failed", f'Failed to pull image "{image}": {c.pull_error}',
+                             self._field_path(c))
+                return
+            c.pulled = True
+            self.k.event(self.pod, "Normal", "Pulled", f'Container image "{c.spec.get("image")}" already present on machine',
+                         self._field_path(c))
+        try:
+            argv, env, cwd = self._command(c)
+        except ConfigError as e:
+            c.state = "waiting"
+            c.waiting_reason = "CreateContainerConfigError"
+            c.waiting_message = str(e)
+            return
+        if c.state == "terminated":
+            c.last_terminated = c.terminated
+            c.restarts += 1
+        if c.log_path:
+            c.prev_log_path = c.log_path
+        c.log_path = os.path.join(self.dir, "logs", f"{c.name}.{c.restarts}.log")
+        c.container_id = f"localkube://{self.uid[:8]}-{c.name}-{c.restarts}"
+        try:
+            with open(c.log_path, "ab") as logf:
+                c.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=logf,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            c.proc = None
+            c.state = "terminated"
+            c.terminated = {"exitCode": 128, "reason": "StartError", "startedAt": rfc3339(), "finishedAt": rfc3339(),
+                            "containerID": c.container_id,
+                            "message": f'failed to create containerd task: failed to create shim task: OCI runtime create '
+                                       f'failed: runc create failed: unable to start container process: exec: '
+                                       f'"{argv[0]}": {e.strerror.lower() if e.strerror else e}'}
+            c.backoff_until = time.monotonic() + c.backoff
+            c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
+            self.k.event(self.pod, "Warning", "Failed", f"Error: {c.terminated['message']}", self._field_path(c))
+            return
+        c.state = "running"
+        c.started_at = rfc3339()
+        c.started_mono = time.monotonic()
+        c.ready = False
+        c.started = c.startup.spec is None
+        for p in (c.readiness, c.liveness, c.startup):
+            p.reset(c.started_mono)
+        if c.readiness.spec is None:
+            c.ready = c.started
+        self.k.event(self.pod, "Normal", "Created", f"Created container: {c.name}", self._field_path(c))
+        self.k.event(self.pod, "Normal", "Started", f"Started container {c.name}", self._field_path(c))
+
+    def _crashloop(self, c: Container) -> None:
+        left = int(round(c.backoff_until - time.monotonic()))
+        delay = int(c.backoff / 2) if c.backoff > self.k.backoff_base else int(self.k.backoff_base)
+        c.waiting_reason = "CrashLoopBackOff"
+        c.waiting_message = f"back-off {delay or left}s restarting failed container={c.name} pod={self.name}_{self.ns}({self.uid})"
+
+    def _field_path(self, c: Container) -> str:
+        kind = "initContainers" if c.kind != "main" else "containers"
+        return f"spec.{kind}{{{c.name}}}"
+
+    # -- environment and command -------------------------------------------------------------------
+
+    def _mounts(self, c: Container) -> list[tuple[str, str]]:
+        out = []
+        for m in c.spec.get("volumeMounts") or []:
+            local = self.volumes.get(m.get("name"))
+            if local is None:
+                continue
+            if m.get("subPath"):
+                local = os.path.join(local, m["subPath"])
+                if not os.path.exists(local):
+                    os.makedirs(local, exist_ok=True)
+            out.append((m["mountPath"].rstrip("/") or "/", local))
+        out.sort(key=lambda x: len(x[0]), reverse=True)
+        return out
+
+    @staticmethod
+    def localize(s: str, mounts: list[tuple[str, str]]) -> str:
+        for mp, local in mounts:
+            if mp == "/":
+                continue
+            s = re.sub(r"(?<![\w.\-])" + re.escape(mp) + r"(?=/|$|[\s,;:\"'=])", lambda _m, l=local: l, s)
+        return s
+
+    def _field(self, path: str) -> str:
+        md, spec, st = self.pod["metadata"], self.pod["spec"], self.pod.get("status") or {}
+        m = re.match(r"^metadata\.(labels|annotations)\['(.+)'\]$", path)
+        if m:
+            return (md.get(m.group(1)) or {}).get(m.group(2), "")
+        simple = {
+            "metadata.name": md["name"], "metadata.namespace": md["namespace"], "metadata.uid": md["uid"],
+            "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+            "status.podIP": self.ip or "", "status.podIPs": self.ip or "", "status.hostIP": "127.0.0.1",
+            "status.hostIPs": "127.0.0.1",
+        }
+        if path in ("metadata.labels", "metadata.annotations"):
+            d = md.get(path.split(".")[1]) or {}
+            return "\n".join(f'{k}="{v}"' for k, v in sorted(d.items()))
+        if path not in simple:
+            raise ConfigError(f'unsupported fieldPath: {path}')
+        return simple[path]
+
+    def _resource_field(self, ref: dict, c: Container) -> str:
+        target = c
+        if ref.get("containerName"):
+            target = self.find(ref["containerName"]) or c
+        res = ref.get("resource", "")
+        kind, _, name = res.partition(".")
+        value = ((target.spec.get("resources") or {}).get(kind) or {}).get(name)
+        if value is None:
+            node = self.api.store.peek("nodes", "", self.k.node_name) or {}
+            value = ((node.get("status") or {}).get("allocatable") or {}).get(name, "0")
+        return _quantity_to_int(value, ref.get("divisor", "1"))
+
+    def _lookup(self, kind: str, name: str, key: str | None, optional: bool):
+        gr = "secrets" if kind == "secret" else "configmaps"
+        obj = self.api.store.peek(gr, self.ns, name)
+        if obj is None:
+            if optional:
+                return None
+            raise ConfigError(f'{kind} "{name}" not found')
+        if key is None:
+            return obj
+        if kind == "secret":
+            data = obj.get("data") or {}
+            if key not in data:
+                if optional:
+                    return None
+                raise ConfigError(f"couldn't find key {key} in Secret {self.ns}/{name}")
+            return _b64(data[key]).decode(errors="replace")
+        data = obj.get("data") or {}
+        if key not in data:
+            if optional:
+                return None
+            raise ConfigError(f"couldn't find key {key} in ConfigMap {self.ns}/{name}")
+        return data[key]
+
+    def _env(self, c: Container) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for ef in c.spec.get("envFrom") or []:
+            prefix = ef.get("prefix", "")
+            for kind, ref in (("configmap", ef.get("configMapRef")), ("secret", ef.get("secretRef"))):
+                if not ref:
+                    continue
+                obj = self._lookup(kind, ref.get("name", ""), None, bool(ref.get("optional")))
+                if obj is None:
+                    continue
+                for k, v in (obj.get("data") or {}).items():
+                    env[prefix + k] = _b64(v).decode(errors="replace") if kind == "secret" else v
+        for e in c.spec.get("env") or []:
+            name = e["name"]
+            if "valueFrom" in e:
+                vf = e["valueFrom"]
+                if "fieldRef" in vf:
+                    val = self._field(vf["fieldRef"]["fieldPath"])
+                elif "resourceFieldRef" in vf:
+                    val = self._resource_field(vf["resourceFieldRef"], c)
+                elif "secretKeyRef" in vf:
+                    r = vf["secretKeyRef"]
+                    val = self._lookup("secret", r.get("name", ""), r["key"], bool(r.get("optional")))
+                elif "configMapKeyRef" in vf:
+                    r = vf["configMapKeyRef"]
+                    val = self._lookup("configmap", r.get("name", ""), r["key"], bool(r.get("optional")))
+                else:
+                    val = None
+                if val is None:
+                    continue
+                env[name] = val
+            else:
+                env[name] = expand(e.get("value", ""), lambda n, d=dict(env): d.get(n))
+        return env
+
+    def _command(self, c: Container) -> tuple[list[str], dict[str, str], str]:
+        entry = c.entry
+        kenv = self._env(c)
+        mounts = self._mounts(c)
+        base_dir = os.path.join(self.dir, "containers", c.name)
+        os.makedirs(base_dir, exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOSTNAME": self.name, "HOME": base_dir}
+        env.update(entry.env)
+        env.update(kenv)
+        lookup = kenv.get
+        cmd = c.spec.get("command")
+        args = c.spec.get("args")
+        if cmd:
+            argv = [expand(x, lookup) for x in cmd] + [expand(x, lookup) for x in args or []]
+        elif args is not None:
+            argv = list(entry.command) + [expand(x, lookup) for x in args]
+        else:
+            argv = list(entry.command) + list(entry.args)
+        if not argv:
+            raise ConfigError("no command specified")
+        if argv[0] in entry.paths:
+            argv[0] = entry.paths[argv[0]]
+        argv = [argv[0]] + [self.localize(a, mounts) for a in argv[1:]]
+        argv[0] = self.localize(argv[0], mounts)
+        env = {k: self.localize(v, mounts) for k, v in env.items()}
+        cwd = base_dir
+        wd = c.spec.get("workingDir") or entry.working_dir
+        if wd:
+            lw = self.localize(wd, mounts)
+            cwd = lw if lw != wd else os.path.join(base_dir, "rootfs", wd.lstrip("/"))
+            os.makedirs(cwd, exist_ok=True)
+        return argv, env, cwd
+
+    # -- volumes -----------------------------------------------------------------------------------
+
+    def _write_files(self, d: str, files: dict[str, bytes], mode: int | None) -> None:
+        os.makedirs(d, exist_ok=True)
+        for rel, data in files.items():
+            p = os.path.join(d, rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            try:
+                with open(p, "rb") as f:
+                    if f.read() == data:
+                        continue
+            except OSError:
+                pass
+            tmp = p + ".localkube-tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            if mode is not None:
+                os.chmod(tmp, mode | 0o600)
+            os.replace(tmp, p)
+
+    def _keyed(self, kind: str, src: dict) -> dict[str, bytes]:
+        name = src.get("secretName") if kind == "secret" else src.get("name")
+        obj = self.api.store.peek("secrets" if kind == "secret" else "configmaps", self.ns, name or "")
+        if obj is None:
+            if src.get("optional"):
+                return {}
+            raise MountError(f'MountVolume.SetUp failed for volume: {kind} "{name}" not found')
+        data = {k: (_b64(v) if kind == "secret" else v.encode()) for k, v in (obj.get("data") or {}).items()}
+        if kind == "configmap":
+            data.update({k: _b64(v) for k, v in (obj.get("binaryData") or {}).items()})
+        items = src.get("items")
+        if items:
+            out = {}
+            for it in items:
+                if it["key"] not in data:
+                    if src.get("optional"):
+                        continue
+                    raise MountError(f'MountVolume.SetUp failed: configmap references non-existent config key: {it["key"]}')
+                out[it["path"]] = data[it["key"]]
+            return out
+        return data
+
+    def _downward(self, src: dict) -> dict[str, bytes]:
+        out = {}
+        for it in src.get("items") or []:
+            if "fieldRef" in it:
+                try:
+                    out[it["path"]] = self._field(it["fieldRef"]["fieldPath"]).encode()
+                except ConfigError as e:
+                    raise MountError(str(e)) from None
+            elif "resourceFieldRef" in it:
+                c = self.find(it["resourceFieldRef"].get("containerName", "")) or self.mains[0]
+                out[it["path"]] = self._resource_field(it["resourceFieldRef"], c).encode()
+        return out
+
+    def _setup_volumes(self) -> None:
+        for v in self.pod["spec"].get("volumes") or []:
+            name = v["name"]
+            d = os.path.join(self.dir, "volumes", name)
+            if "emptyDir" in v:
+                os.makedirs(d, exist_ok=True)
+            elif "persistentVolumeClaim" in v:
+                cn = v["persistentVolumeClaim"]["claimName"]
+                pvc = self.api.store.peek("persistentvolumeclaims", self.ns, cn)
+                if pvc is None:
+                    raise MountError(f'persistentvolumeclaim "{cn}" not found')
+                path = self.k.controllers.pv_path(pvc) if (pvc.get("status") or {}).get("phase") == "Bound" else None
+                if not path:
+                    raise MountError(f'Unable to attach or mount volumes: unmounted volumes=[{name}]: '
+                                     f'persistentvolumeclaim "{cn}" is not bound')
+                os.makedirs(path, exist_ok=True)
+                d = path
+            elif "secret" in v:
+                self._write_files(d, self._keyed("secret", v["secret"]), v["secret"].get("defaultMode"))
+            elif "configMap" in v:
+                self._write_files(d, self._keyed("configmap", v["configMap"]), v["configMap"].get("defaultMode"))
+            elif "downwardAPI" in v:
+                self._write_files(d, self._downward(v["downwardAPI"]), v["downwardAPI"].get("defaultMode"))
+            elif "projected" in v:
+                files: dict[str, bytes] = {}
+                for s in v["projected"].get("sources") or []:
+                    if "secret" in s:
+                        files.update(self._keyed("secret", dict(s["secret"], secretName=s["secret"].get("name"))))
+                    elif "configMap" in s:
+                        files.update(self._keyed("configmap", s["configMap"]))
+                    elif "downwardAPI" in s:
+                        files.update(self._downward(s["downwardAPI"]))
+                    elif "serviceAccountToken" in s:
+                        files[s["serviceAccountToken"].get("path", "token")] = b"localkube-service-account-token"
+                self._write_files(d, files, v["projected"].get("defaultMode"))
+            elif "hostPath" in v:
+                d = v["hostPath"]["path"]
+                if v["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
+                    os.makedirs(d, exist_ok=True)
+            else:
+                os.makedirs(d, exist_ok=True)
+            self.volumes[name] = d
+
+    # -- probes ------------------------------------------------------------------------------------
+
+    def _probe_all(self) -> None:
+        now = time.monotonic()
+        for c in self.containers:
+            if not c.running or c.proc is None:
+                continue
+            if c.startup.spec and not c.started:
+                r = self._run_probe(c, c.startup, now)
+                if r is True:
+                    c.started = True
+                    if c.readiness.spec is None:
+                        c.ready = True
+                    for p in (c.readiness, c.liveness):
+                        p.reset(now)
+                elif r is False and c.startup.failures >= c.startup.spec.get("failureThreshold", 3):
+                    self.k.event(self.pod, "Normal", "Killing", f"Container {c.name} failed startup probe, will be restarted",
+                                 self._field_path(c))
+                    self._restart_container(c)
+                continue
+            if c.liveness.spec:
+                r = self._run_probe(c, c.liveness, now)
+                if r is False and c.liveness.failures >= c.liveness.spec.get("failureThreshold", 3):
+                    self.k.event(self.pod, "Normal", "Killing", f"Container {c.name} failed liveness probe, will be restarted",
+                                 self._field_path(c))
+                    self._restart_container(c)
+                    continue
+            if c.readiness.spec:
+                r = self._run_probe(c, c.readiness, now)
+                if r is True and c.readiness.successes >= c.readiness.spec.get("successThreshold", 1):
+                    c.ready = True
+                elif r is False and c.readiness.failures >= c.readiness.spec.get("failureThreshold", 3):
+                    c.ready = False
+
+    def _restart_container(self, c: Container) -> None:
+        grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+        self._stop([c], time.monotonic() + grace)
+        c.killing = False
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        if c.kind == "sidecar" or policy != "Never":
+            c.backoff_until = time.monotonic() + c.backoff
+            c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
+
+    def _run_probe(self, c: Container, p: Probe, now: float) -> bool | None:
+        if now < p.next_at:
+            return None
+        spec = p.spec
+        p.next_at = now + spec.get("periodSeconds", 10)
+        timeout = spec.get("timeoutSeconds", 1)
+        ok, why = False, ""
+        try:
+            if "httpGet" in spec:
+                hg = spec["httpGet"]
+                port = self._port(c, hg.get("port"))
+                conn_cls = http.client.HTTPSConnection if hg.get("scheme") == "HTTPS" else http.client.HTTPConnection
+                kw = {}
+                if hg.get("scheme") == "HTTPS":
+                    import ssl  # noqa: PLC0415
+                    kw["context"] = ssl._create_unverified_context()  # noqa: SLF001  (the kubelet skips verification)
+                conn = conn_cls(hg.get("host") or self.ip, port, timeout=timeout, **kw)
+                headers = {h["name"]: h["value"] for h in hg.get("httpHeaders") or []}
+                headers.setdefault("User-Agent", "kube-probe/1.33")
+                conn.request("GET", hg.get("path", "/"), headers=headers)
+                resp = conn.getresponse()
+                body = resp.read(10240)
+                conn.close()
+                ok = 200 <= resp.status < 400
+                if not ok:
+                    why = f"HTTP probe failed with statuscode: {resp.status}"
+                    _ = body
+            elif "tcpSocket" in spec:
+                ts = spec["tcpSocket"]
+                with socket.create_connection((ts.get("host") or self.ip, self._port(c, ts.get("port"))), timeout=timeout):
+                    ok = True
+            elif "exec" in spec:
+                argv = list(spec["exec"].get("command") or [])
+                if c.entry and argv and argv[0] in c.entry.paths:
+                    argv[0] = c.entry.paths[argv[0]]
+                _, env, cwd = self._command(c)
+                mounts = self._mounts(c)
+                argv = [self.localize(a, mounts) for a in argv]
+                r = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                                   timeout=timeout)
+                ok = r.returncode == 0
+                if not ok:
+                    why = (r.stdout + r.stderr).decode(errors="replace").strip()
+            else:
+                ok = True  # gRPC probes are not supported: see DIFFERENCES.md
+        except (OSError, http.client.HTTPException, subprocess.TimeoutExpired, ConfigError) as e:
+            ok, why = False, str(e)
+            if isinstance(e, socket.timeout) or "timed out" in str(e):
+                why = f"Get \"http://{self.ip}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            elif isinstance(e, ConnectionRefusedError):
+                why = f"dial tcp {self.ip}: connect: connection refused"
+        if ok:
+            p.successes += 1
+            p.failures = 0
+        else:
+            p.failures += 1
+            p.successes = 0
+            kind = "Readiness" if p is c.readiness else "Liveness" if p is c.liveness else "Startup"
+            self.k.event(self.pod, "Warning", "Unhealthy", f"{kind} probe failed: {why}", self._field_path(c))
+        p.ok = ok
+        return ok
+
+    def _port(self, c: Container, port) -> int:
+        if isinstance(port, int):
+            return port
+        if isinstance(port, str) and port.isdigit():
+            return int(port)
+        for p in c.spec.get("ports") or []:
+            if p.get("name") == port:
+                return int(p["containerPort"])
+        raise OSError(f"unable to find port {port!r} in container {c.name}")
+
+    # -- termination -------------------------------------------------------------------------------
+
+    def _pre_stop(self, cs: list[Container], deadline: float) -> None:
+        for c in cs:
+            hook = ((c.spec.get("lifecycle") or {}).get("preStop")) or {}
+            if not hook or not c.running:
+                continue
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                if "exec" in hook:
+                    argv = list(hook["exec"].get("command") or [])
+                    if c.entry and argv and argv[0] in c.entry.paths:
+                        argv[0] = c.entry.paths[argv[0]]
+                    _, env, cwd = self._command(c)
+                    subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=left)
+                elif "httpGet" in hook:
+                    hg = hook["httpGet"]
+                    conn = http.client.HTTPConnection(hg.get("host") or self.ip, self._port(c, hg.get("port")), timeout=left)
+                    conn.request("GET", hg.get("path", "/"))
+                    conn.getresponse().read()
+                    conn.close()
+                elif "sleep" in hook:
+                    time.sleep(min(left, float(hook["sleep"].get("seconds", 0))))
+            except (OSError, subprocess.TimeoutExpired, http.client.HTTPException, ConfigError) as e:
+                self.k.event(self.pod, "Warning", "FailedPreStopHook", f"PreStopHook failed: {e}", self._field_path(c))
+
+    def _stop(self, cs: list[Container], deadline: float, sequential: bool = False) -> None:
+        """SIGTERM, wait until the deadline, SIGKILL; with `sequential`, one container after another (the
+        native sidecars' reverse order)."""
+        groups = [[c] for c in cs] if sequential else [cs]
+        for group in groups:
+            live = [c for c in group if c.proc is not None and c.proc.poll() is None]
+            self._pre_stop(live, deadline)
+            for c in live:
+                c.killing = True
+                self.k.event(self.pod, "Normal", "Killing", f"Stopping container {c.name}", self._field_path(c))
+                _signal(c.proc, signal.SIGTERM)
+            while live and time.monotonic() < deadline:
+                live = [c for c in live if c.proc is not None and c.proc.poll() is None]
+                if live:
+                    time.sleep(0.05)
+            for c in live:
+                _signal(c.proc, signal.SIGKILL)
+            for c in group:
+                if c.proc is not None:
+                    try:
+                        c.proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    self._reap(c, "Never")
+                    c.killing = False
+
+    def _terminate(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        self._stop(self.mains + [c for c in self.inits if c.kind == "init"], deadline)
+        sidecars = [c for c in reversed(self.inits) if c.kind == "sidecar"]
+        # sidecars get what is left of the grace period, at least a moment, as the real kubelet gives them
+        self._stop(sidecars, max(deadline, time.monotonic() + min(2.0, grace)) if grace > 0 else deadline,
+                   sequential=True)
+        self.terminal = True
+        for c in self.containers:
+            c.ready = False
+            if c.state == "waiting" and c.waiting_reason in ("ContainerCreating", "PodInitializing"):
+                pass
+        if self.mains and all(c.state == "terminated" for c in self.mains):
+            self.phase = "Succeeded" if all(c.terminated.get("exitCode") == 0 for c in self.mains) else "Failed"
+        elif self.phase not in ("Succeeded", "Failed"):
+            self.phase = "Failed"
+
+    def _kill_all(self, grace: float) -> None:
+        procs = [c.proc for c in self.containers if c.proc is not None and c.proc.poll() is None]
+        for p in procs:
+            _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(0.05)
+        for p in procs:
+            _signal(p, signal.SIGKILL)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def _status(self, old: dict) -> dict:
+        st = dict(old)
+        st["phase"] = self.phase
+        st["hostIP"] = "127.0.0.1"
+        st["hostIPs"] = [{"ip": "127.0.0.1"}]
+        if self.ip:
+            st["podIP"] = self.ip
+            st["podIPs"] = [{"ip": self.ip}]
+        st["startTime"] = old.get("startTime") or self.start_time
+        conds = [dict(c) for c in old.get("conditions") or []]
+        init_done = self.stage == "main" or self.terminal and self.init_index >= len(self.inits)
+        pending_inits = [c.name for c in self.inits[self.init_index:]] if not init_done else []
+        unready = [c.name for c in self.mains + [c for c in self.inits if c.kind == "sidecar"] if not c.ready]
+        set_condition(conds, _cond("PodReadyToStartContainers", "True" if self.sandbox_ready and not
+                                   (self.terminal and self.removed) else "False"))
+        set_condition(conds, _cond("Initialized", "True" if init_done or not self.inits else "False",
+                                   "" if init_done or not self.inits else "ContainersNotInitialized",
+                                   "" if init_done or not self.inits else f"containers with incomplete status: [{' '.join(pending_inits)}]"))
+        if self.terminal:
+            set_condition(conds, _cond("Ready", "False", "PodCompleted"))
+            set_condition(conds, _cond("ContainersReady", "False", "PodCompleted"))
+        elif unready:
+            msg = f"containers with unready status: [{' '.join(unready)}]"
+            set_condition(conds, _cond("Ready", "False", "ContainersNotReady", msg))
+            set_condition(conds, _cond("ContainersReady", "False", "ContainersNotReady", msg))
+        else:
+            set_condition(conds, _cond("Ready", "True"))
+            set_condition(conds, _cond("ContainersReady", "True"))
+        order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+        conds.sort(key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
+        st["conditions"] = conds
+        if self.inits:
+            st["initContainerStatuses"] = [c.status() for c in self.inits]
+        st["containerStatuses"] = [c.status() for c in self.mains]
+        if self.terminal and self.removed:
+            pass
+        return st
+
+    def _write_status(self) -> None:
+        def fn(p):
+            new = self._status(p.get("status") or {})
+            if new == p.get("status"):
+                return False
+            p["status"] = new
+        try:
+            self.api.mutate(self.k.pods_rt, self.ns, self.name, fn, "kubelet", "status", uid=self.uid)
+        except E.ApiError as e:
+            log.warning("status update of %s/%s failed: %s", self.ns, self.name, e.message)
+
+
+def _cond(ctype: str, status: str, reason: str = "", message: str = "") -> dict:
+    c = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": rfc3339()}
+    if reason:
+        c["reason"] = reason
+    if message:
+        c["message"] = message
+    return c
+
+
+def _signal(proc: subprocess.Popen | None, sig) -> None:
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+class Kubelet:
+    def __init__(self, api: Api, controllers, root: str, images: ImageMap | None = None, node_name: str = "localkube",
+                 backoff_base: float = 10.0, backoff_max: float = 300.0, tick: float = 0.1,
+                 volume_refresh: float = 2.0):
+        self.api = api
+        self.controllers = controllers
+        self.root = root
+        self.images = images or ImageMap([])
+        self.node_name = node_name
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.tick = tick
+        self.volume_refresh = volume_refresh
+        self.pods_rt = api.registry.by_gr("pods")
+        self.events_rt = api.registry.by_gr("events")
+        self.workers: dict[str, PodWorker] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self._ips_in_use: set[str] = set()
+        self._next_ip = 0
+        self._events: dict[tuple, str] = {}
+        self._finished: set[str] = set()
+
+    # -- addresses ---------------------------------------------------------------------------------
+
+    def alloc_ip(self) -> str:
+        with self.lock:
+            for _ in range(65000):
+                self._next_ip = self._next_ip % 65023 + 1
+                n = self._next_ip
+                ip = f"127.1.{n // 254}.{n % 254 + 1}"
+                if ip not in self._ips_in_use:
+                    self._ips_in_use.add(ip)
+                    return ip
+        raise RuntimeError("out of pod addresses")
+
+    def release_ip(self, ip: str) -> None:
+        with self.lock:
+            self._ips_in_use.discard(ip)
+
+    # -- loop --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        os.makedirs(os.path.join(self.root, "pods"), exist_ok=True)
+        self.thread = threading.Thread(target=self._run, name="localkube-kubelet", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                for p in self.api.store.iter_all("pods"):
+                    if p["spec"].get("nodeName") != self.node_name:
+                        continue
+                    uid = p["metadata"]["uid"]
+                    with self.lock:
+                        if uid in self.workers or uid in self._finished:
+                            continue
+                        w = PodWorker(self, p)
+                        self.workers[uid] = w
+                    w.start()
+            except Exception:  # noqa: BLE001
+                log.exception("kubelet loop")
+            self.stopping.wait(0.1)
+
+    def worker_done(self, w: PodWorker) -> None:
+        with self.lock:
+            self.workers.pop(w.uid, None)
+            self._finished.add(w.uid)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        with self.lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.join(timeout=15)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def event(self, pod: dict, etype: str, reason: str, message: str, field_path: str = "") -> None:
+        md = pod["metadata"]
+        key = (md["uid"], etype, reason, message, field_path)
+        now = rfc3339()
+        try:
+            name = self._events.get(key)
+            if name and self.api.store.peek("events", md["namespace"], name) is not None:
+                def bump(e):
+                    e["count"] = int(e.get("count") or 1) + 1
+                    e["lastTimestamp"] = now
+                self.api.mutate(self.events_rt, md["namespace"], name, bump, "kubelet")
+                return
+            name = f"{md['name']}.{time.time_ns():x}"
+            self._events[key] = name
+            from .api import WriteOptions  # noqa: PLC0415
+            io = {"kind": "Pod", "namespace": md["namespace"], "name": md["name"], "uid": md["uid"], "apiVersion": "v1",
+                  "resourceVersion": md.get("resourceVersion", "")}
+            if field_path:
+                io["fieldPath"] = field_path
+            self.api.create(self.events_rt, md["namespace"], {
+                "metadata": {"name": name}, "involvedObject": io, "reason": reason, "message": message,
+                "source": {"component": "kubelet", "host": self.node_name}, "firstTimestamp": now, "lastTimestamp": now,
+                "count": 1, "type": etype, "eventTime": None, "reportingComponent": "kubelet",
+                "reportingInstance": self.node_name}, WriteOptions(manager="kubelet"))
+        except E.ApiError:
+            pass  # e.g. the namespace is being deleted
+
+    # -- logs --------------------------------------------------------------------------------------
+
+    def _worker_for(self, ns: str, name: str) -> PodWorker | None:
+        pod = self.api.store.peek("pods", ns, name)
+        if pod is None:
+            return None
+        with self.lock:
+            return self.workers.get(pod["metadata"]["uid"])
+
+    def logs(self, ns: str, name: str, container: str, previous: bool, follow: bool, tail: int | None):
+        w = self._worker_for(ns, name)
+        path = None
+        c = w.find(container) if w else None
+        if c is None:
+            pod = self.api.store.peek("pods", ns, name)
+            if pod is not None:
+                d = os.path.join(self.root, "pods", f"{ns}_{name}_{pod['metadata']['uid']}", "logs")
+                files = sorted((f for f in os.listdir(d) if f.startswith(container + ".")),
+                               key=lambda f: int(f.rsplit(".", 2)[1])) if os.path.isdir(d) else []
+                if files:
+                    path = os.path.join(d, files[-2] if previous and len(files) > 1 else files[-1])
+        else:
+            path = c.prev_log_path if previous else c.log_path
+        if path is None:
+            if previous:
+                raise E.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+            raise E.bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
+                                f'{(c.waiting_reason if c else "ContainerCreating")}')
+        return self._read(path, c if follow else None, tail)
+
+    def _read(self, path: str, follow_container: Container | None, tail: int | None):
+        with open(path, "rb") as f:
+            data = f.read()
+        if tail is not None:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-tail:]) if tail > 0 else b""
+        yield data
+        if follow_container is None:
+            return
+        pos = os.path.getsize(path)
+        while not self.stopping.is_set():
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+            if chunk:
+                pos += len(chunk)
+                yield chunk
+            elif not follow_container.running or follow_container.log_path != path:
+                return
+            else:
+                time.sleep(0.2)
+
+
+__all__ = ["Kubelet", "expand"]
+_ = (json, shutil, micro_time)
