@@ -293,6 +293,7 @@ class Api:
                 md["generation"] = 1
             else:
                 md.pop("generation", None)
+            normalize_meta(obj)
             self._prune(rt, obj, opts, name)
             rt.strategy.prepare_create(obj, self)
             rt.strategy.default(obj, None, self)
@@ -368,6 +369,7 @@ class Api:
                 else:
                     new.pop("status", None)
             rt.strategy.prepare_update(new, old, self)
+        normalize_meta(new)
         self._prune(rt, new, opts, name)
         rt.strategy.default(new, old, self)
         self._validate(rt, new, old)
@@ -530,7 +532,8 @@ class Api:
     @staticmethod
     def _conflict_error(rt: ResourceType, name: str, e: ApplyConflict) -> E.ApiError:
         from .merge import path_str  # noqa: PLC0415
-        causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": path_str(p)}
+        from .merge import print_manager  # noqa: PLC0415
+        causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {print_manager(m)}", "field": path_str(p)}
                   for m, p in e.conflicts]
         return E.ApiError(409, "Conflict", str(e), {"name": name, "group": rt.group, "kind": rt.plural,
                                                      "causes": causes})
@@ -723,6 +726,14 @@ class Api:
                     raise
         lst["items"] = lst["items"]
         return lst
+
+
+def normalize_meta(obj: dict) -> None:
+    """ObjectMeta's fields are omitempty: an empty list or map is not stored."""
+    md = obj.get("metadata") or {}
+    for k in ("labels", "annotations", "finalizers", "ownerReferences", "managedFields", "generateName"):
+        if k in md and not md[k]:
+            del md[k]
 
 
 def _same(a: dict, b: dict) -> bool:

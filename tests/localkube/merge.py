@@ -252,8 +252,14 @@ def _reorder(items: list, order: list, t: T) -> list:
 # field sets
 
 
-def _key_elem(item: dict, keys: list[str]) -> str:
-    return "k:" + json.dumps({k: item[k] for k in sorted(keys) if k in item}, separators=(",", ":"))
+def _key_elem(item: dict, keys: list[str], defaults: dict | None = None) -> str:
+    kv = {}
+    for k in sorted(keys):
+        if k in item:
+            kv[k] = item[k]
+        elif defaults and k in defaults:
+            kv[k] = defaults[k]
+    return "k:" + json.dumps(kv, separators=(",", ":"))
 
 
 def _val_elem(v) -> str:
@@ -276,7 +282,7 @@ def _walk(v, t: T, p: tuple, out: set) -> None:
         if not v and p:
             out.add(p)
         for item in v:
-            kp = p + (_key_elem(item, t.keys),)
+            kp = p + (_key_elem(item, t.keys, t.key_defaults),)
             out.add(kp)
             for k, sub in item.items():
                 _walk(sub, t.item().field(k), kp + ("f:" + k,), out)
@@ -289,7 +295,7 @@ def _walk(v, t: T, p: tuple, out: set) -> None:
         out.add(p)
 
 
-def _step(cur, elem: str):
+def _step(cur, elem: str, t: T | None = None):
     if elem.startswith("f:"):
         if isinstance(cur, dict) and elem[2:] in cur:
             return cur[elem[2:]]
@@ -299,13 +305,22 @@ def _step(cur, elem: str):
             return MISSING
         want = json.loads(elem[2:])
         for x in cur:
-            if isinstance(x, dict) and all(x.get(k) == v for k, v in want.items()):
+            if isinstance(x, dict) and all(_kget(x, k) == v for k, v in want.items()):
                 return x
         return MISSING
     if elem.startswith("v:"):
         want = json.loads(elem[2:])
         return want if isinstance(cur, list) and want in cur else MISSING
     return MISSING
+
+
+_KEY_DEFAULTS = {"protocol": "TCP"}
+
+
+def _kget(item: dict, k: str):
+    # The only list-map key with a default among the types served here is ports' protocol; CRD keys with
+    # defaults are already defaulted in stored objects.
+    return item.get(k, _KEY_DEFAULTS.get(k))
 
 
 def value_at(obj, path: tuple):
@@ -318,6 +333,8 @@ def value_at(obj, path: tuple):
 
 
 def remove_path(obj, path: tuple) -> None:
+    """Removes one member. A list or map that this empties becomes null, which the server then drops
+    (structured-merge-diff's removingWalker followed by null pruning)."""
     parent = value_at(obj, path[:-1]) if len(path) > 1 else obj
     last = path[-1]
     if parent is MISSING:
@@ -326,10 +343,16 @@ def remove_path(obj, path: tuple) -> None:
         parent.pop(last[2:], None)
     elif last.startswith("k:") and isinstance(parent, list):
         want = json.loads(last[2:])
-        parent[:] = [x for x in parent if not (isinstance(x, dict) and all(x.get(k) == v for k, v in want.items()))]
+        parent[:] = [x for x in parent if not (isinstance(x, dict) and all(_kget(x, k) == v for k, v in want.items()))]
     elif last.startswith("v:") and isinstance(parent, list):
         want = json.loads(last[2:])
         parent[:] = [x for x in parent if x != want]
+    else:
+        return
+    if not parent and len(path) > 1 and path[-2].startswith("f:"):
+        grand = value_at(obj, path[:-2]) if len(path) > 2 else obj
+        if isinstance(grand, dict):
+            grand.pop(path[-2][2:], None)
 
 
 def encode_fields(paths: set) -> dict:
@@ -375,7 +398,7 @@ def path_str(path: tuple) -> str:
             kv = json.loads(e[2:])
             s += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in kv.items()) + "]"
         elif e.startswith("v:"):
-            s += "[" + e[2:] + "]"
+            s += "[=" + e[2:] + "]"
     return s
 
 
@@ -393,8 +416,8 @@ def ssa_merge(live, cfg, t: T):
         if t.list_type == "map" and all(isinstance(x, dict) for x in cfg + live):
             out = copy.deepcopy(live)
             for item in cfg:
-                ke = _key_elem(item, t.keys)
-                idx = next((i for i, o in enumerate(out) if _key_elem(o, t.keys) == ke), None)
+                ke = _key_elem(item, t.keys, t.key_defaults)
+                idx = next((i for i, o in enumerate(out) if _key_elem(o, t.keys, t.key_defaults) == ke), None)
                 if idx is None:
                     out.append(copy.deepcopy(item))
                 else:
@@ -405,16 +428,33 @@ def ssa_merge(live, cfg, t: T):
     return copy.deepcopy(cfg)
 
 
+def print_manager(e: dict) -> str:
+    """fieldmanager's printManager: how a manager is named in conflict messages."""
+    out = json.dumps(e["manager"])
+    if e.get("subresource"):
+        out += f' with subresource {json.dumps(e["subresource"])}'
+    if e.get("operation") == "Update":
+        out += f' using {e.get("apiVersion", "")}'
+        if e.get("time"):
+            out += f' at {e["time"]}'
+    return out
+
+
 class ApplyConflict(Exception):
-    def __init__(self, conflicts: list[tuple[str, tuple]], api_version: str):
+    def __init__(self, conflicts: list[tuple[dict, tuple]]):
         self.conflicts = conflicts
-        self.api_version = api_version
-        lines = [f'conflict with "{m}"{" using " + api_version if api_version else ""}: {path_str(p)}'
-                 for m, p in conflicts]
-        if len(lines) == 1:
-            msg = f"Apply failed with 1 conflict: {lines[0]}"
+        if len(conflicts) == 1:
+            e, p = conflicts[0]
+            msg = f"Apply failed with 1 conflict: conflict with {print_manager(e)}: {path_str(p)}"
         else:
-            msg = f"Apply failed with {len(lines)} conflicts: " + "\n".join(lines)
+            by: dict[str, list] = {}
+            for e, p in conflicts:
+                by.setdefault(print_manager(e), []).append(p)
+            lines = []
+            for m in sorted(by):
+                lines.append(f"conflicts with {m}:")
+                lines += [f"- {path_str(p)}" for p in by[m]]
+            msg = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
         super().__init__(msg)
 
 
@@ -473,7 +513,7 @@ def ssa_apply(live: dict, cfg: dict, t: T, managed: Managed, manager: str, force
             if value_at(live, p) != value_at(merged, p):
                 conflicts.append((e, p))
     if conflicts and not force:
-        raise ApplyConflict([(e["manager"], p) for e, p in conflicts], api_version)
+        raise ApplyConflict(conflicts)
     for e, p in conflicts:
         e["fields"].discard(p)
     prev = me["fields"] if me else set()
@@ -481,7 +521,7 @@ def ssa_apply(live: dict, cfg: dict, t: T, managed: Managed, manager: str, force
     for e in managed.entries:
         if e is not me:
             others |= e["fields"]
-    for p in sorted(prev - cfg_set, key=len, reverse=True):
+    for p in sorted(prev - cfg_set, key=len):
         if p in others or any(o[:len(p)] == p for o in others) or any(c[:len(p)] == p for c in cfg_set):
             continue
         remove_path(merged, p)

@@ -46,8 +46,10 @@ def type_from_schema(s: dict | None, root: bool = False) -> T:
         item = type_from_schema(s.get("items"))
         if lt == "map":
             keys = s.get("x-kubernetes-list-map-keys") or []
+            props = (s.get("items") or {}).get("properties") or {}
+            kd = {k: props[k]["default"] for k in keys if "default" in (props.get(k) or {})}
             return T("list", elem=item, list_type="map", keys=keys, smp_key=keys[0] if keys else None,
-                     smp_strategy="merge", schema=s)
+                     smp_strategy="merge", schema=s, key_defaults=kd)
         if lt == "set":
             return T("list", elem=SCALAR, list_type="set", schema=s)
         return LATOMIC(item)
@@ -91,7 +93,8 @@ def prune(obj, s: dict | None, path: str = "", root: bool = False) -> list[str]:
 
 
 def drop_nulls(obj, s: dict | None):
-    """Null values of non-nullable fields are dropped before defaulting, as the real server does."""
+    """Null values of non-nullable fields are dropped before defaulting (and then defaulted, if the schema
+    has a default), as apiextensions' PruneNonNullableNullsWithoutDefaults and defaulting do."""
     if s is None:
         return
     if isinstance(obj, dict):
@@ -99,7 +102,7 @@ def drop_nulls(obj, s: dict | None):
         ap = s.get("additionalProperties")
         for k in list(obj.keys()):
             sub = props.get(k) if k in props else (ap if isinstance(ap, dict) else None)
-            if obj[k] is None and sub is not None and not sub.get("nullable") and "default" in sub:
+            if obj[k] is None and sub is not None and not sub.get("nullable"):
                 del obj[k]
             elif sub is not None:
                 drop_nulls(obj[k], sub)

@@ -264,6 +264,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(e.code, e.status())
 
     def _body(self) -> bytes:
+        if self._drained:
+            return b""
+        self._drained = True
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = b""
             while True:
@@ -325,6 +328,7 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str):
+        self._drained = False
         url = urllib.parse.urlsplit(self.path)
         q = _params(url.query)
         try:
@@ -345,12 +349,11 @@ class Handler(BaseHTTPRequestHandler):
                 pass
 
     def _body_drain(self):
-        if not getattr(self, "_drained", False) and self.command in ("POST", "PUT", "PATCH", "DELETE"):
+        if self.command in ("POST", "PUT", "PATCH", "DELETE"):
             try:
                 self._body()
             except Exception:  # noqa: BLE001
                 pass
-        self._drained = True
 
     def _handle(self, method: str, path: str, q: dict):
         srv = self.srv

@@ -14,10 +14,10 @@ class T:
     """A type node: struct (named fields), map (uniform values), list, or scalar."""
 
     __slots__ = ("kind", "fields", "elem", "atomic", "list_type", "keys", "smp_key", "smp_strategy",
-                 "preserve_unknown", "schema")
+                 "preserve_unknown", "schema", "key_defaults")
 
     def __init__(self, kind: str, fields=None, elem=None, atomic=False, list_type="atomic", keys=None,
-                 smp_key=None, smp_strategy=None, preserve_unknown=True, schema=None):
+                 smp_key=None, smp_strategy=None, preserve_unknown=True, schema=None, key_defaults=None):
         self.kind = kind  # "struct", "map", "list", "scalar", "untyped"
         self.fields = fields or {}
         self.elem = elem
@@ -28,6 +28,7 @@ class T:
         self.smp_strategy = smp_strategy
         self.preserve_unknown = preserve_unknown  # struct: unknown fields are untyped, not errors
         self.schema = schema
+        self.key_defaults = key_defaults or {}  # associative-list keys that default when absent
 
     def field(self, name: str) -> "T":
         if self.kind == "struct":
@@ -56,8 +57,10 @@ def M(elem: T = SCALAR, atomic: bool = False) -> T:
     return T("map", elem=elem, atomic=atomic)
 
 
-def LMAP(elem: T, keys: list[str], smp_key: str | None = None, smp_strategy: str = "merge") -> T:
-    return T("list", elem=elem, list_type="map", keys=keys, smp_key=smp_key or keys[0], smp_strategy=smp_strategy)
+def LMAP(elem: T, keys: list[str], smp_key: str | None = None, smp_strategy: str = "merge",
+         key_defaults: dict | None = None) -> T:
+    return T("list", elem=elem, list_type="map", keys=keys, smp_key=smp_key or keys[0], smp_strategy=smp_strategy,
+             key_defaults=key_defaults)
 
 
 def LSET(smp: bool = True) -> T:
@@ -88,7 +91,7 @@ CONTAINER = S(
     args=LATOMIC(SCALAR),
     env=ENV,
     envFrom=LATOMIC(),
-    ports=LMAP(S(), ["containerPort", "protocol"], smp_key="containerPort"),
+    ports=LMAP(S(), ["containerPort", "protocol"], smp_key="containerPort", key_defaults={"protocol": "TCP"}),
     volumeMounts=LMAP(S(), ["mountPath"]),
     volumeDevices=LMAP(S(), ["devicePath"]),
     resources=S(limits=M(), requests=M(), claims=LMAP(S(), ["name"])),
@@ -135,7 +138,7 @@ def _obj(spec: T | None = None, status: T | None = None, **extra) -> T:
 
 BUILTIN_TYPES: dict[str, T] = {
     "pods": _obj(POD_SPEC, POD_STATUS),
-    "services": _obj(S(ports=LMAP(S(), ["port", "protocol"], smp_key="port"), selector=ATOMIC_MAP,
+    "services": _obj(S(ports=LMAP(S(), ["port", "protocol"], smp_key="port", key_defaults={"protocol": "TCP"}), selector=ATOMIC_MAP,
                        clusterIPs=LATOMIC(SCALAR), externalIPs=LATOMIC(SCALAR), ipFamilies=LATOMIC(SCALAR)),
                      S(conditions=CONDITIONS)),
     "secrets": _obj(data=M(), stringData=M()),
