@@ -147,6 +147,7 @@ class Container:
         self.startup = Probe(spec.get("startupProbe"))
         self.entry = None
         self.killing = False
+        self.restart_pending = False
 
     @property
     def running(self) -> bool:
@@ -323,11 +324,24 @@ class PodWorker(threading.Thread):
     def _should_restart(self, c: Container, policy: str) -> bool:
         if c.kind == "sidecar":
             return not self.terminal
+        code = (c.terminated or {}).get("exitCode")
+        if c.kind == "init":
+            return policy != "Never" and code != 0
         if policy == "Always":
             return True
         if policy == "OnFailure":
-            return (c.terminated or {}).get("exitCode") != 0
+            return code != 0
         return False
+
+    def _schedule_restart(self, c: Container) -> None:
+        """The container waits (CrashLoopBackOff once there is a back-off) before it runs again."""
+        c.last_terminated = c.terminated
+        c.state = "waiting"
+        c.restart_pending = True
+        c.backoff_until = time.monotonic() + c.backoff
+        if c.backoff > 0:
+            self._crashloop(c)
+        c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
 
     def _go_terminal(self, phase: str) -> None:
         sidecars = [c for c in reversed(self.inits) if c.kind == "sidecar"]
@@ -364,20 +378,17 @@ class PodWorker(threading.Thread):
         c.started = False
         ran = time.monotonic() - c.started_mono
         if ran > self.k.backoff_max * 2:
-            c.backoff = 0.0
+            c.backoff = 0.0  # the kubelet forgets the back-off of a container that ran long enough
         if not c.killing and self._should_restart(c, policy):
-            c.backoff_until = time.monotonic() + c.backoff
-            c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
+            self._schedule_restart(c)
         c.killing = False
 
     def _ensure_running(self, c: Container) -> None:
         if c.running or c.proc is not None:
             return
         now = time.monotonic()
-        if c.state == "terminated":
-            if now < c.backoff_until:
-                c.last_terminated = c.terminated
-                return self._crashloop(c)
+        if c.restart_pending and now < c.backoff_until:
+            return self._crashloop(c) if c.backoff_until - now > 0.01 else None
         if not c.pulled:
             image = c.spec.get("image", "")
             if now < c.image_retry_at:
@@ -406,9 +417,10 @@ class PodWorker(threading.Thread):
             c.waiting_reason = "CreateContainerConfigError"
             c.waiting_message = str(e)
             return
-        if c.state == "terminated":
+        if c.restart_pending or c.state == "terminated":
             c.last_terminated = c.terminated
             c.restarts += 1
+            c.restart_pending = False
         if c.log_path:
             c.prev_log_path = c.log_path
         c.log_path = os.path.join(self.dir, "logs", f"{c.name}.{c.restarts}.log")
@@ -425,9 +437,9 @@ class PodWorker(threading.Thread):
                             "message": f'failed to create containerd task: failed to create shim task: OCI runtime create '
                                        f'failed: runc create failed: unable to start container process: exec: '
                                        f'"{argv[0]}": {e.strerror.lower() if e.strerror else e}'}
-            c.backoff_until = time.monotonic() + c.backoff
-            c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
             self.k.event(self.pod, "Warning", "Failed", f"Error: {c.terminated['message']}", self._field_path(c))
+            if self._should_restart(c, self.pod["spec"].get("restartPolicy", "Always")):
+                self._schedule_restart(c)
             return
         c.state = "running"
         c.started_at = rfc3339()
@@ -442,10 +454,11 @@ class PodWorker(threading.Thread):
         self.k.event(self.pod, "Normal", "Started", f"Started container {c.name}", self._field_path(c))
 
     def _crashloop(self, c: Container) -> None:
-        left = int(round(c.backoff_until - time.monotonic()))
-        delay = int(c.backoff / 2) if c.backoff > self.k.backoff_base else int(self.k.backoff_base)
+        delay = c.backoff / 2 if c.backoff > self.k.backoff_base else self.k.backoff_base
+        c.state = "waiting"
         c.waiting_reason = "CrashLoopBackOff"
-        c.waiting_message = f"back-off {delay or left}s restarting failed container={c.name} pod={self.name}_{self.ns}({self.uid})"
+        c.waiting_message = (f"back-off {delay:g}s restarting failed container={c.name} "
+                             f"pod={self.name}_{self.ns}({self.uid})")
 
     def _field_path(self, c: Container) -> str:
         kind = "initContainers" if c.kind != "main" else "containers"
@@ -734,8 +747,7 @@ class PodWorker(threading.Thread):
         c.killing = False
         policy = self.pod["spec"].get("restartPolicy", "Always")
         if c.kind == "sidecar" or policy != "Never":
-            c.backoff_until = time.monotonic() + c.backoff
-            c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
+            self._schedule_restart(c)
 
     def _run_probe(self, c: Container, p: Probe, now: float) -> bool | None:
         if now < p.next_at:
