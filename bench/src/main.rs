@@ -16,7 +16,9 @@ use tokio::net::UnixStream;
 use peer::{Peer, Protocol, Workload};
 
 #[derive(Parser, Debug)]
-#[command(about = "Sidecar vs Redis on a Unix socket: ops/s and latency for get, put and a 50/50 mix")]
+#[command(
+    about = "Sidecar vs Redis on a Unix socket: ops/s and latency for get, put and a 50/50 mix"
+)]
 struct Args {
     /// Number of distinct keys, loaded before measuring.
     #[arg(long, default_value_t = 1_000_000)]
@@ -107,23 +109,36 @@ async fn load(peer: &Peer, keys: u64, value: &[u8]) -> anyhow::Result<()> {
         }
         start = end;
         if start % 200_000 == 0 {
-            eprintln!("  {}: loaded {start}/{keys} keys ({:.1} s)", peer.name, started.elapsed().as_secs_f64());
+            eprintln!(
+                "  {}: loaded {start}/{keys} keys ({:.1} s)",
+                peer.name,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())
 }
 
 /// One connection's sliding window of `depth` requests for `seconds`.
-async fn drive(
+/// What one connection does during a measurement.
+struct Load {
     socket: PathBuf,
     protocol: Protocol,
     workload: Workload,
     depth: usize,
     keys: u64,
     value: Vec<u8>,
-    seed: u64,
-    until: Instant,
-) -> anyhow::Result<RowResult> {
+}
+
+async fn drive(load: Load, seed: u64, until: Instant) -> anyhow::Result<RowResult> {
+    let Load {
+        socket,
+        protocol,
+        workload,
+        depth,
+        keys,
+        value,
+    } = load;
     let mut stream = UnixStream::connect(&socket).await?;
     let mut rng = Rng(seed | 1);
     let mut out = Vec::with_capacity(64 * 1024);
@@ -141,7 +156,7 @@ async fn drive(
                 let put = match workload {
                     Workload::Get => false,
                     Workload::Put => true,
-                    Workload::Mix => rng.next() % 2 == 0,
+                    Workload::Mix => rng.next().is_multiple_of(2),
                 };
                 id += 1;
                 protocol.encode(id, put, &k, &value, &mut out);
@@ -159,7 +174,9 @@ async fn drive(
         let now = Instant::now();
         while let Some(ok) = protocol.decode(&mut input)? {
             let at = sent.pop_front().context("answer without a request")?;
-            result.latencies.push(now.duration_since(at).as_nanos().min(u128::from(u32::MAX)) as u32);
+            result
+                .latencies
+                .push(now.duration_since(at).as_nanos().min(u128::from(u32::MAX)) as u32);
             result.ops += 1;
             if !ok {
                 result.errors += 1;
@@ -170,17 +187,26 @@ async fn drive(
     Ok(result)
 }
 
-async fn measure(peer: &Peer, workload: Workload, depth: usize, conns: usize, args: &Args) -> anyhow::Result<RowResult> {
+async fn measure(
+    peer: &Peer,
+    workload: Workload,
+    depth: usize,
+    conns: usize,
+    args: &Args,
+) -> anyhow::Result<RowResult> {
     let until = Instant::now() + Duration::from_secs_f64(args.seconds);
     let mut tasks = Vec::new();
     for c in 0..conns {
-        tasks.push(tokio::spawn(drive(
-            peer.socket.clone(),
-            peer.protocol,
+        let load = Load {
+            socket: peer.socket.clone(),
+            protocol: peer.protocol,
             workload,
             depth,
-            args.keys,
-            vec![b'v'; args.value_size],
+            keys: args.keys,
+            value: vec![b'v'; args.value_size],
+        };
+        tasks.push(tokio::spawn(drive(
+            load,
             0x5eed_0000 + c as u64 * 7919,
             until,
         )));
@@ -199,7 +225,10 @@ async fn measure(peer: &Peer, workload: Workload, depth: usize, conns: usize, ar
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Two worker threads: the load generator gets the same share of the machine for both peers.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -215,7 +244,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Peer::start_redis(&args.redis_server, dir.path()).await?,
     ];
     for peer in &peers {
-        eprintln!("loading {} keys of {} bytes into {}", args.keys, args.value_size, peer.name);
+        eprintln!(
+            "loading {} keys of {} bytes into {}",
+            args.keys, args.value_size, peer.name
+        );
         load(peer, args.keys, &value).await?;
     }
     println!(
@@ -231,7 +263,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for &conns in &args.connections {
                 let mut s = measure(&peers[0], workload, depth, conns, &args).await?;
                 let mut r = measure(&peers[1], workload, depth, conns, &args).await?;
-                let (s50, r50, s99, r99) = (s.percentile_us(0.5), r.percentile_us(0.5), s.percentile_us(0.99), r.percentile_us(0.99));
+                let (s50, r50, s99, r99) = (
+                    s.percentile_us(0.5),
+                    r.percentile_us(0.5),
+                    s.percentile_us(0.99),
+                    r.percentile_us(0.99),
+                );
                 println!(
                     "| {workload} | {depth} | {conns} | {:.0} | {:.0} | {:.2} | {s50:.1} | {r50:.1} | {:.2} | {s99:.1} | {r99:.1} | {:.2} | {} |",
                     s.ops_per_sec(),

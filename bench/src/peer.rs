@@ -52,7 +52,10 @@ impl Protocol {
                         }],
                     })
                 } else {
-                    Op::Get(proto::GetRequest { state: STATE.into(), key: key.to_vec().into() })
+                    Op::Get(proto::GetRequest {
+                        state: STATE.into(),
+                        key: key.to_vec().into(),
+                    })
                 };
                 let mut buf = BytesMut::new();
                 encode_frame(&Request { id, op: Some(op) }, &mut buf);
@@ -74,7 +77,12 @@ impl Protocol {
 
     /// Appends puts for keys `range`, as few requests as the protocol allows; returns how many
     /// answers to expect.
-    pub fn encode_load(self, range: std::ops::Range<u64>, value: &[u8], out: &mut Vec<u8>) -> usize {
+    pub fn encode_load(
+        self,
+        range: std::ops::Range<u64>,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> usize {
         match self {
             Protocol::Stator => {
                 let ops = range
@@ -87,7 +95,13 @@ impl Protocol {
                     })
                     .collect();
                 let mut buf = BytesMut::new();
-                encode_frame(&Request { id: 0, op: Some(Op::Write(proto::WriteBatch { ops })) }, &mut buf);
+                encode_frame(
+                    &Request {
+                        id: 0,
+                        op: Some(Op::Write(proto::WriteBatch { ops })),
+                    },
+                    &mut buf,
+                );
                 out.extend_from_slice(&buf);
                 1
             }
@@ -164,7 +178,9 @@ pub struct Peer {
 impl Peer {
     pub async fn start_sidecar(bin: &Path, dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let socket = dir.join("sidecar.sock");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new(bin)
             .arg("--socket")
             .arg(&socket)
@@ -177,7 +193,13 @@ impl Peer {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start the sidecar {}", bin.display()))?;
-        Self::ready(Self { name: "sidecar", socket, protocol: Protocol::Stator, child }).await
+        Self::ready(Self {
+            name: "sidecar",
+            socket,
+            protocol: Protocol::Stator,
+            child,
+        })
+        .await
     }
 
     pub async fn start_redis(bin: &Path, dir: &Path) -> anyhow::Result<Self> {
@@ -190,8 +212,19 @@ impl Peer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start {} (apt-get install redis-server)", bin.display()))?;
-        Self::ready(Self { name: "redis", socket, protocol: Protocol::Resp, child }).await
+            .with_context(|| {
+                format!(
+                    "cannot start {} (apt-get install redis-server)",
+                    bin.display()
+                )
+            })?;
+        Self::ready(Self {
+            name: "redis",
+            socket,
+            protocol: Protocol::Resp,
+            child,
+        })
+        .await
     }
 
     async fn ready(mut self) -> anyhow::Result<Self> {

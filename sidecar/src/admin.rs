@@ -47,10 +47,15 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     for (property, label) in ROCKSDB_PROPERTIES {
-        state.metrics.set_rocksdb(label, state.store.property_sum(property));
+        state
+            .metrics
+            .set_rocksdb(label, state.store.property_sum(property));
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -70,9 +75,17 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
     .into_response()
 }
 
-async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(expected) = state.token.as_deref() else {
-        return (StatusCode::FORBIDDEN, "admin API disabled: no admin token configured\n").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "admin API disabled: no admin token configured\n",
+        )
+            .into_response();
     };
     let presented = request
         .headers()
@@ -80,7 +93,9 @@ async fn require_token(State(state): State<Arc<AdminState>>, request: Request, n
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(request).await,
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -10,7 +10,11 @@ use clap::Parser;
 use crate::store::{Compression, Kind, OperatorStateDecl, Redistribution, RocksOptions, StateDecl};
 
 #[derive(Debug, Parser)]
-#[command(name = "stator-sidecar", version, about = "Stator's state store: keyed state in RocksDB over a Unix socket")]
+#[command(
+    name = "stator-sidecar",
+    version,
+    about = "Stator's state store: keyed state in RocksDB over a Unix socket"
+)]
 pub struct Args {
     /// Path of the Unix socket the app connects to.
     #[arg(long, env = "STATOR_SOCKET")]
@@ -33,7 +37,11 @@ pub struct Args {
     #[arg(long = "state", env = "STATOR_STATES", value_delimiter = ',')]
     pub states: Vec<StateArg>,
     /// An operator state to declare at start-up, as NAME:split or NAME:union.
-    #[arg(long = "operator-state", env = "STATOR_OPERATOR_STATES", value_delimiter = ',')]
+    #[arg(
+        long = "operator-state",
+        env = "STATOR_OPERATOR_STATES",
+        value_delimiter = ','
+    )]
     pub operator_states: Vec<OperatorStateArg>,
     /// Address of the admin HTTP endpoint (health, readiness, metrics, admin API).
     #[arg(long, env = "STATOR_ADMIN_ADDR", default_value = "127.0.0.1:9601")]
@@ -71,7 +79,9 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
         "none" => Ok(Compression::None),
         "lz4" => Ok(Compression::Lz4),
         "zstd" => Ok(Compression::Zstd),
-        other => Err(format!("unknown compression {other:?}; use none, lz4 or zstd")),
+        other => Err(format!(
+            "unknown compression {other:?}; use none, lz4 or zstd"
+        )),
     }
 }
 
@@ -101,16 +111,26 @@ impl FromStr for StateArg {
             "value" => Kind::Value,
             "list" => Kind::List,
             "map" => Kind::Map,
-            other => return Err(format!("state {name:?}: unknown kind {other:?}; use value, list or map")),
+            other => {
+                return Err(format!(
+                    "state {name:?}: unknown kind {other:?}; use value, list or map"
+                ));
+            }
         };
         let ttl_ms = match parts.next() {
             None => 0,
-            Some(t) => t.parse().map_err(|_| format!("state {name:?}: TTL {t:?} is not a number of milliseconds"))?,
+            Some(t) => t.parse().map_err(|_| {
+                format!("state {name:?}: TTL {t:?} is not a number of milliseconds")
+            })?,
         };
         if parts.next().is_some() {
             return Err(format!("state {s:?} must look like NAME:KIND[:TTL_MS]"));
         }
-        Ok(Self(StateDecl { name: name.to_owned(), kind, ttl_ms }))
+        Ok(Self(StateDecl {
+            name: name.to_owned(),
+            kind,
+            ttl_ms,
+        }))
     }
 }
 
@@ -121,16 +141,22 @@ impl FromStr for OperatorStateArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, mode) = s
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| format!("operator state {s:?} must look like NAME:split or NAME:union"))?;
+        let (name, mode) = s.trim().split_once(':').ok_or_else(|| {
+            format!("operator state {s:?} must look like NAME:split or NAME:union")
+        })?;
         let redistribution = match mode {
             "split" => Redistribution::Split,
             "union" => Redistribution::Union,
-            other => return Err(format!("operator state {name:?}: unknown redistribution {other:?}; use split or union")),
+            other => {
+                return Err(format!(
+                    "operator state {name:?}: unknown redistribution {other:?}; use split or union"
+                ));
+            }
         };
-        Ok(Self(OperatorStateDecl { name: name.to_owned(), redistribution }))
+        Ok(Self(OperatorStateDecl {
+            name: name.to_owned(),
+            redistribution,
+        }))
     }
 }
 
@@ -141,9 +167,21 @@ mod tests {
     #[test]
     fn parses_state_declarations() {
         let s: StateArg = "counts:map:60000".parse().unwrap();
-        assert_eq!(s.0, StateDecl { name: "counts".into(), kind: Kind::Map, ttl_ms: 60_000 });
+        assert_eq!(
+            s.0,
+            StateDecl {
+                name: "counts".into(),
+                kind: Kind::Map,
+                ttl_ms: 60_000
+            }
+        );
         assert!("counts".parse::<StateArg>().is_err());
-        assert!("counts:set".parse::<StateArg>().unwrap_err().contains("unknown kind"));
+        assert!(
+            "counts:set"
+                .parse::<StateArg>()
+                .unwrap_err()
+                .contains("unknown kind")
+        );
         assert!("counts:value:soon".parse::<StateArg>().is_err());
         let o: OperatorStateArg = "offsets:union".parse().unwrap();
         assert_eq!(o.0.redistribution, Redistribution::Union);

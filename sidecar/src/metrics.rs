@@ -102,19 +102,53 @@ impl Metrics {
             .iter()
             .map(|(_, name)| op_family.get_or_create(&OpLabel { op: name }).clone())
             .collect();
-        registry.register("operations", "State protocol requests handled, by operation", op_family);
+        registry.register(
+            "operations",
+            "State protocol requests handled, by operation",
+            op_family,
+        );
         let errors = Family::<CodeLabel, Counter>::default();
-        registry.register("errors", "Requests answered with an error, by error code", errors.clone());
+        registry.register(
+            "errors",
+            "Requests answered with an error, by error code",
+            errors.clone(),
+        );
         // 2 us to ~1 s.
-        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(2e-6, 2.5, 15));
-        registry.register("request_duration_seconds", "Time to handle one request inside the sidecar", latency.clone());
+        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            2e-6, 2.5, 15,
+        ));
+        registry.register(
+            "request_duration_seconds",
+            "Time to handle one request inside the sidecar",
+            latency.clone(),
+        );
         let connections = Gauge::default();
-        registry.register("connections", "Open state protocol connections", connections.clone());
+        registry.register(
+            "connections",
+            "Open state protocol connections",
+            connections.clone(),
+        );
         let frame_errors = Counter::default();
-        registry.register("frame_errors", "Connections closed for a malformed, truncated or oversized frame", frame_errors.clone());
+        registry.register(
+            "frame_errors",
+            "Connections closed for a malformed, truncated or oversized frame",
+            frame_errors.clone(),
+        );
         let rocksdb = Family::<PropertyLabel, Gauge<u64, AtomicU64>>::default();
-        registry.register("rocksdb", "RocksDB size properties, summed over column families", rocksdb.clone());
-        Arc::new(Self { registry, ops, errors, latency, connections, frame_errors, rocksdb })
+        registry.register(
+            "rocksdb",
+            "RocksDB size properties, summed over column families",
+            rocksdb.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            ops,
+            errors,
+            latency,
+            connections,
+            frame_errors,
+            rocksdb,
+        })
     }
 
     pub fn observe(&self, kind: OpKind, elapsed: Duration) {
@@ -126,12 +160,16 @@ impl Metrics {
 
     pub fn error(&self, code: ErrorCode) {
         self.errors
-            .get_or_create(&CodeLabel { code: code.as_str_name().to_owned() })
+            .get_or_create(&CodeLabel {
+                code: code.as_str_name().to_owned(),
+            })
             .inc();
     }
 
     pub fn set_rocksdb(&self, property: &'static str, value: u64) {
-        self.rocksdb.get_or_create(&PropertyLabel { property }).set(value);
+        self.rocksdb
+            .get_or_create(&PropertyLabel { property })
+            .set(value);
     }
 
     /// The registry in Prometheus text format.

@@ -41,14 +41,21 @@ fn batch_error(e: &BatchError) -> proto::Error {
 
 /// Decodes and handles one frame. `Err` means the frame was not a valid request: the caller sends
 /// the error and closes the connection.
-pub fn handle_frame(store: &Store, metrics: &Metrics, frame: Bytes) -> Result<Response, proto::Error> {
+pub fn handle_frame(
+    store: &Store,
+    metrics: &Metrics,
+    frame: Bytes,
+) -> Result<Response, proto::Error> {
     let request = Request::decode(frame)
         .map_err(|e| error(ErrorCode::Malformed, format!("cannot decode request: {e}")))?;
     let id = request.id;
     let Some(op) = request.op else {
         return Ok(Response {
             id,
-            result: Some(R::Error(error(ErrorCode::InvalidArgument, "request has no operation"))),
+            result: Some(R::Error(error(
+                ErrorCode::InvalidArgument,
+                "request has no operation",
+            ))),
         });
     };
     let kind = OpKind::of(&op);
@@ -61,7 +68,10 @@ pub fn handle_frame(store: &Store, metrics: &Metrics, frame: Bytes) -> Result<Re
         }
     };
     metrics.observe(kind, started.elapsed());
-    Ok(Response { id, result: Some(result) })
+    Ok(Response {
+        id,
+        result: Some(result),
+    })
 }
 
 fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
@@ -70,7 +80,11 @@ fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
         Op::Hello(_) => R::Hello(hello(store)),
         Op::Ping(_) => R::Pong(proto::PongResponse {}),
         Op::Declare(d) => {
-            let states = d.states.into_iter().map(state_decl).collect::<Result<Vec<_>, _>>()?;
+            let states = d
+                .states
+                .into_iter()
+                .map(state_decl)
+                .collect::<Result<Vec<_>, _>>()?;
             let ops = d
                 .operator_states
                 .into_iter()
@@ -89,9 +103,13 @@ fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
                 .collect(),
         }),
         Op::ListGet(g) => R::List(list(store.list_get(&g.state, &g.key).map_err(se)?)),
-        Op::MapGet(g) => R::Value(optional(store.map_get(&g.state, &g.key, &g.map_key).map_err(se)?)),
+        Op::MapGet(g) => R::Value(optional(
+            store.map_get(&g.state, &g.key, &g.map_key).map_err(se)?,
+        )),
         Op::MapContains(g) => R::Contains(proto::BoolValue {
-            value: store.map_contains(&g.state, &g.key, &g.map_key).map_err(se)?,
+            value: store
+                .map_contains(&g.state, &g.key, &g.map_key)
+                .map_err(se)?,
         }),
         Op::MapIter(g) => {
             let page = store
@@ -101,7 +119,10 @@ fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
                 entries: page
                     .entries
                     .into_iter()
-                    .map(|(k, v)| proto::MapEntry { map_key: k.into(), value: v.into() })
+                    .map(|(k, v)| proto::MapEntry {
+                        map_key: k.into(),
+                        value: v.into(),
+                    })
                     .collect(),
                 has_more: page.has_more,
                 next_after: page.next_after.into(),
@@ -121,7 +142,9 @@ fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let applied = store.write(&ops).map_err(|e| batch_error(&e))?;
-            R::Write(proto::WriteResponse { applied: applied as u32 })
+            R::Write(proto::WriteResponse {
+                applied: applied as u32,
+            })
         }
     })
 }
@@ -176,7 +199,11 @@ fn state_decl(d: proto::StateDecl) -> Result<StateDecl, proto::Error> {
             ));
         }
     };
-    Ok(StateDecl { name: d.name, kind, ttl_ms: d.ttl_ms })
+    Ok(StateDecl {
+        name: d.name,
+        kind,
+        ttl_ms: d.ttl_ms,
+    })
 }
 
 fn operator_decl(d: proto::OperatorStateDecl) -> Result<OperatorStateDecl, proto::Error> {
@@ -186,33 +213,81 @@ fn operator_decl(d: proto::OperatorStateDecl) -> Result<OperatorStateDecl, proto
         _ => {
             return Err(error(
                 ErrorCode::InvalidArgument,
-                format!("operator state {:?}: redistribution must be SPLIT or UNION", d.name),
+                format!(
+                    "operator state {:?}: redistribution must be SPLIT or UNION",
+                    d.name
+                ),
             ));
         }
     };
-    Ok(OperatorStateDecl { name: d.name, redistribution })
+    Ok(OperatorStateDecl {
+        name: d.name,
+        redistribution,
+    })
 }
 
 fn write_op(op: proto::WriteOp) -> Result<WriteOp, proto::Error> {
     use write_op::Op as W;
     Ok(match op.op {
-        Some(W::ValuePut(o)) => WriteOp::ValuePut { state: o.state, key: o.key, value: o.value },
-        Some(W::ValueClear(o)) => WriteOp::ValueClear { state: o.state, key: o.key },
-        Some(W::ListAppend(o)) => WriteOp::ListAppend { state: o.state, key: o.key, values: o.values },
-        Some(W::ListSet(o)) => WriteOp::ListSet { state: o.state, key: o.key, values: o.values },
-        Some(W::ListClear(o)) => WriteOp::ListClear { state: o.state, key: o.key },
-        Some(W::MapPut(o)) => WriteOp::MapPut { state: o.state, key: o.key, map_key: o.map_key, value: o.value },
-        Some(W::MapRemove(o)) => WriteOp::MapRemove { state: o.state, key: o.key, map_key: o.map_key },
-        Some(W::MapClear(o)) => WriteOp::MapClear { state: o.state, key: o.key },
-        Some(W::OperatorStateSet(o)) => WriteOp::OperatorStateSet { name: o.name, values: o.values },
-        None => return Err(error(ErrorCode::InvalidArgument, "write op has no operation")),
+        Some(W::ValuePut(o)) => WriteOp::ValuePut {
+            state: o.state,
+            key: o.key,
+            value: o.value,
+        },
+        Some(W::ValueClear(o)) => WriteOp::ValueClear {
+            state: o.state,
+            key: o.key,
+        },
+        Some(W::ListAppend(o)) => WriteOp::ListAppend {
+            state: o.state,
+            key: o.key,
+            values: o.values,
+        },
+        Some(W::ListSet(o)) => WriteOp::ListSet {
+            state: o.state,
+            key: o.key,
+            values: o.values,
+        },
+        Some(W::ListClear(o)) => WriteOp::ListClear {
+            state: o.state,
+            key: o.key,
+        },
+        Some(W::MapPut(o)) => WriteOp::MapPut {
+            state: o.state,
+            key: o.key,
+            map_key: o.map_key,
+            value: o.value,
+        },
+        Some(W::MapRemove(o)) => WriteOp::MapRemove {
+            state: o.state,
+            key: o.key,
+            map_key: o.map_key,
+        },
+        Some(W::MapClear(o)) => WriteOp::MapClear {
+            state: o.state,
+            key: o.key,
+        },
+        Some(W::OperatorStateSet(o)) => WriteOp::OperatorStateSet {
+            name: o.name,
+            values: o.values,
+        },
+        None => {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                "write op has no operation",
+            ));
+        }
     })
 }
 
 fn optional(value: Option<Vec<u8>>) -> proto::OptionalValue {
-    proto::OptionalValue { value: value.map(Bytes::from) }
+    proto::OptionalValue {
+        value: value.map(Bytes::from),
+    }
 }
 
 fn list(values: Vec<Vec<u8>>) -> proto::ListValue {
-    proto::ListValue { values: values.into_iter().map(Bytes::from).collect() }
+    proto::ListValue {
+        values: values.into_iter().map(Bytes::from).collect(),
+    }
 }

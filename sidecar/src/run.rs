@@ -39,9 +39,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let operator_states: Vec<_> = args.operator_states.iter().map(|s| s.0.clone()).collect();
     let store = {
         let (path, rocks) = (args.data_dir.join("db"), args.rocks_options());
-        tokio::task::spawn_blocking(move || Store::open(&path, placement, &rocks, &states, &operator_states))
-            .await?
-            .with_context(|| format!("cannot open the state store in {}", args.data_dir.display()))?
+        tokio::task::spawn_blocking(move || {
+            Store::open(&path, placement, &rocks, &states, &operator_states)
+        })
+        .await?
+        .with_context(|| format!("cannot open the state store in {}", args.data_dir.display()))?
     };
     let admin_state = Arc::new(AdminState {
         store: store.clone(),
@@ -88,7 +90,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -38,7 +38,10 @@ pub enum ServeError {
 /// Binds `path` with mode 0660. A stale socket file (nobody accepting) is replaced; a live one is
 /// left alone.
 pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
-    let bind_err = |source| ServeError::Bind { path: path.to_owned(), source };
+    let bind_err = |source| ServeError::Bind {
+        path: path.to_owned(),
+        source,
+    };
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(ServeError::InUse(path.to_owned()));
@@ -55,7 +58,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
 
 /// Accepts connections until `shutdown` fires, then lets every connection finish the requests
 /// it has already read and returns when all are closed.
-pub async fn serve(listener: UnixListener, store: Arc<Store>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     loop {
         tokio::select! {
@@ -99,7 +107,10 @@ async fn connection(
         if read == 0 {
             if !input.is_empty() && !shutdown.is_cancelled() {
                 metrics.frame_errors.inc();
-                tracing::warn!(bytes = input.len(), "state connection closed in the middle of a frame");
+                tracing::warn!(
+                    bytes = input.len(),
+                    "state connection closed in the middle of a frame"
+                );
             }
             return Ok(());
         }
@@ -141,5 +152,11 @@ fn reject(output: &mut BytesMut, e: stator_core::proto::Error, metrics: &Metrics
     metrics.frame_errors.inc();
     metrics.error(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Malformed));
     tracing::warn!(error = %e.message, "closing a state connection after a bad frame");
-    encode_frame(&Response { id: 0, result: Some(R::Error(e)) }, output);
+    encode_frame(
+        &Response {
+            id: 0,
+            result: Some(R::Error(e)),
+        },
+        output,
+    );
 }

@@ -31,7 +31,11 @@ fn opt(v: &Option<Bytes>) -> Value {
 }
 
 fn strings(v: &[Bytes]) -> Value {
-    Value::Array(v.iter().map(|b| Value::String(String::from_utf8(b.to_vec()).unwrap())).collect())
+    Value::Array(
+        v.iter()
+            .map(|b| Value::String(String::from_utf8(b.to_vec()).unwrap()))
+            .collect(),
+    )
 }
 
 fn kind(v: &Value) -> proto::StateKind {
@@ -45,14 +49,26 @@ fn kind(v: &Value) -> proto::StateKind {
 
 fn add_op(batch: &mut Batch, op: &Value) {
     let (name, f) = op.as_object().unwrap().iter().next().unwrap();
-    let values = || f["values"].as_array().unwrap().iter().map(bytes).collect::<Vec<_>>();
+    let values = || {
+        f["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(bytes)
+            .collect::<Vec<_>>()
+    };
     match name.as_str() {
         "value_put" => batch.value_put(s(&f["state"]), bytes(&f["key"]), bytes(&f["value"])),
         "value_clear" => batch.value_clear(s(&f["state"]), bytes(&f["key"])),
         "list_append" => batch.list_append(s(&f["state"]), bytes(&f["key"]), values()),
         "list_set" => batch.list_set(s(&f["state"]), bytes(&f["key"]), values()),
         "list_clear" => batch.list_clear(s(&f["state"]), bytes(&f["key"])),
-        "map_put" => batch.map_put(s(&f["state"]), bytes(&f["key"]), bytes(&f["map_key"]), bytes(&f["value"])),
+        "map_put" => batch.map_put(
+            s(&f["state"]),
+            bytes(&f["key"]),
+            bytes(&f["map_key"]),
+            bytes(&f["value"]),
+        ),
         "map_remove" => batch.map_remove(s(&f["state"]), bytes(&f["key"]), bytes(&f["map_key"])),
         "map_clear" => batch.map_clear(s(&f["state"]), bytes(&f["key"])),
         "operator_state_set" => batch.operator_state_set(s(&f["name"]), values()),
@@ -71,11 +87,28 @@ async fn run_step(client: &mut Client, step: &Value) -> Result<Value, Error> {
     let a = args;
     Ok(match name.as_str() {
         "declare" => {
-            let states = a.get("states").and_then(Value::as_array).cloned().unwrap_or_default();
-            let ops = a.get("operator_states").and_then(Value::as_array).cloned().unwrap_or_default();
+            let states = a
+                .get("states")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let ops = a
+                .get("operator_states")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             client
                 .declare(
-                    states.iter().map(|d| stator_client::state(s(&d["name"]), kind(&d["kind"]), d["ttl_ms"].as_u64().unwrap_or(0))).collect(),
+                    states
+                        .iter()
+                        .map(|d| {
+                            stator_client::state(
+                                s(&d["name"]),
+                                kind(&d["kind"]),
+                                d["ttl_ms"].as_u64().unwrap_or(0),
+                            )
+                        })
+                        .collect(),
                     ops.iter()
                         .map(|d| {
                             let r = match s(&d["redistribution"]) {
@@ -105,11 +138,24 @@ async fn run_step(client: &mut Client, step: &Value) -> Result<Value, Error> {
         "get" => opt(&client.get(s(&a["state"]), bytes(&a["key"])).await?),
         "multi_get" => {
             let keys: Vec<Bytes> = a["keys"].as_array().unwrap().iter().map(bytes).collect();
-            Value::Array(client.multi_get(s(&a["state"]), keys).await?.iter().map(opt).collect())
+            Value::Array(
+                client
+                    .multi_get(s(&a["state"]), keys)
+                    .await?
+                    .iter()
+                    .map(opt)
+                    .collect(),
+            )
         }
         "list_get" => strings(&client.list_get(s(&a["state"]), bytes(&a["key"])).await?),
-        "map_get" => opt(&client.map_get(s(&a["state"]), bytes(&a["key"]), bytes(&a["map_key"])).await?),
-        "map_contains" => Value::Bool(client.map_contains(s(&a["state"]), bytes(&a["key"]), bytes(&a["map_key"])).await?),
+        "map_get" => opt(&client
+            .map_get(s(&a["state"]), bytes(&a["key"]), bytes(&a["map_key"]))
+            .await?),
+        "map_contains" => Value::Bool(
+            client
+                .map_contains(s(&a["state"]), bytes(&a["key"]), bytes(&a["map_key"]))
+                .await?,
+        ),
         "map_iter" => {
             let page = client
                 .map_page(

@@ -8,10 +8,20 @@ use stator_client::{Batch, Client, proto};
 
 #[tokio::test]
 async fn state_survives_a_clean_restart_on_the_same_data_directory() {
-    let mut sidecar = common::Sidecar::start(&["--state", "v:value", "--state", "l:list", "--operator-state", "offsets:split"]);
+    let mut sidecar = common::Sidecar::start(&[
+        "--state",
+        "v:value",
+        "--state",
+        "l:list",
+        "--operator-state",
+        "offsets:split",
+    ]);
     let mut client = Client::connect(&sidecar.socket).await.unwrap();
     client
-        .declare(vec![stator_client::state("m", proto::StateKind::Map, 0)], vec![])
+        .declare(
+            vec![stator_client::state("m", proto::StateKind::Map, 0)],
+            vec![],
+        )
         .await
         .unwrap();
     let mut batch = Batch::new();
@@ -25,19 +35,36 @@ async fn state_survives_a_clean_restart_on_the_same_data_directory() {
     drop(client);
 
     let status = sidecar.terminate();
-    assert!(status.success(), "SIGTERM gives a clean exit 0, got {status}");
-    assert!(!sidecar.socket.exists(), "the socket file is removed on shutdown");
+    assert!(
+        status.success(),
+        "SIGTERM gives a clean exit 0, got {status}"
+    );
+    assert!(
+        !sidecar.socket.exists(),
+        "the socket file is removed on shutdown"
+    );
     sidecar.spawn();
     sidecar.wait_ready();
 
     let mut client = Client::connect(&sidecar.socket).await.unwrap();
-    let names: Vec<_> = client.hello().states.iter().map(|s| s.name.clone()).collect();
+    let names: Vec<_> = client
+        .hello()
+        .states
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     assert_eq!(names, ["l", "m", "v"], "runtime declarations are persisted");
     for i in (0..1000).step_by(97) {
-        assert_eq!(client.get("v", format!("k{i}")).await.unwrap().as_deref(), Some(format!("v{i}").as_bytes()));
+        assert_eq!(
+            client.get("v", format!("k{i}")).await.unwrap().as_deref(),
+            Some(format!("v{i}").as_bytes())
+        );
     }
     assert_eq!(client.list_get("l", "k").await.unwrap(), ["a", "b"]);
-    assert_eq!(client.map_get("m", "k", "mk").await.unwrap().as_deref(), Some(&b"mv"[..]));
+    assert_eq!(
+        client.map_get("m", "k", "mk").await.unwrap().as_deref(),
+        Some(&b"mv"[..])
+    );
     assert_eq!(client.operator_state_get("offsets").await.unwrap(), ["42"]);
 }
 
@@ -50,20 +77,40 @@ async fn socket_is_private_stale_files_are_replaced_and_live_ones_kept() {
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
     let sidecar = common::Sidecar::start_in(dir.path(), &[]);
-    let mode = std::fs::metadata(&sidecar.socket).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&sidecar.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o660);
-    Client::connect(&sidecar.socket).await.unwrap().ping().await.unwrap();
+    Client::connect(&sidecar.socket)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
 
     // A second sidecar on the same socket must not steal it from the live one.
     let second = std::process::Command::new(env!("CARGO_BIN_EXE_stator-sidecar"))
         .args(["--socket", &sidecar.socket.display().to_string()])
-        .args(["--data-dir", &dir.path().join("other").display().to_string()])
-        .args(["--admin-addr", &format!("127.0.0.1:{}", common::free_port())])
+        .args([
+            "--data-dir",
+            &dir.path().join("other").display().to_string(),
+        ])
+        .args([
+            "--admin-addr",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
         .output()
         .unwrap();
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use by a live process"));
-    Client::connect(&sidecar.socket).await.unwrap().ping().await.unwrap();
+    Client::connect(&sidecar.socket)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -71,11 +118,32 @@ async fn admin_api_needs_the_token_but_probes_and_metrics_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let sidecar = common::Sidecar::start(&["--admin-token-file", token_file.to_str().unwrap(), "--state", "v:value"]);
-    assert_eq!(common::http_get(sidecar.admin, "/healthz", None).unwrap().0, 200);
-    assert_eq!(common::http_get(sidecar.admin, "/readyz", None).unwrap().0, 200);
-    assert_eq!(common::http_get(sidecar.admin, "/v1/status", None).unwrap().0, 401);
-    assert_eq!(common::http_get(sidecar.admin, "/v1/status", Some("wrong")).unwrap().0, 401);
+    let sidecar = common::Sidecar::start(&[
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+        "--state",
+        "v:value",
+    ]);
+    assert_eq!(
+        common::http_get(sidecar.admin, "/healthz", None).unwrap().0,
+        200
+    );
+    assert_eq!(
+        common::http_get(sidecar.admin, "/readyz", None).unwrap().0,
+        200
+    );
+    assert_eq!(
+        common::http_get(sidecar.admin, "/v1/status", None)
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(
+        common::http_get(sidecar.admin, "/v1/status", Some("wrong"))
+            .unwrap()
+            .0,
+        401
+    );
     let (code, body) = common::http_get(sidecar.admin, "/v1/status", Some("s3cret-token")).unwrap();
     assert_eq!(code, 200);
     assert!(body.contains("\"maxParallelism\":128"), "{body}");
@@ -95,15 +163,26 @@ async fn admin_api_needs_the_token_but_probes_and_metrics_do_not() {
         "stator_sidecar_request_duration_seconds_bucket",
         "stator_sidecar_rocksdb{property=\"memtable_bytes\"}",
     ] {
-        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
     }
-    assert!(!metrics.contains("s3cret"), "the token never appears in metrics");
+    assert!(
+        !metrics.contains("s3cret"),
+        "the token never appears in metrics"
+    );
 }
 
 #[tokio::test]
 async fn admin_api_without_a_token_file_refuses_everything() {
     let sidecar = common::Sidecar::start(&[]);
-    assert_eq!(common::http_get(sidecar.admin, "/v1/status", Some("anything")).unwrap().0, 403);
+    assert_eq!(
+        common::http_get(sidecar.admin, "/v1/status", Some("anything"))
+            .unwrap()
+            .0,
+        403
+    );
 }
 
 #[tokio::test]
@@ -113,16 +192,25 @@ async fn bad_configuration_fails_at_start_with_a_clear_message() {
         std::process::Command::new(env!("CARGO_BIN_EXE_stator-sidecar"))
             .args(["--socket", &dir.path().join("s.sock").display().to_string()])
             .args(["--data-dir", &dir.path().join("d").display().to_string()])
-            .args(["--admin-addr", &format!("127.0.0.1:{}", common::free_port())])
+            .args([
+                "--admin-addr",
+                &format!("127.0.0.1:{}", common::free_port()),
+            ])
             .args(extra)
             .output()
             .unwrap()
     };
     let out = run(&["--parallelism", "4", "--replica-index", "4"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("replica index 4 is out of range for parallelism 4"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("replica index 4 is out of range for parallelism 4")
+    );
     let out = run(&["--parallelism", "200"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("parallelism must be between 1 and maxParallelism (128)"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("parallelism must be between 1 and maxParallelism (128)")
+    );
     let out = run(&["--state", "x:set"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind"));
 }

@@ -14,9 +14,13 @@ use stator_core::proto::{Request, Response, request::Op, response::Result as R};
 
 /// Reads whatever the server sends until it closes the connection (or 10 s pass).
 fn read_until_closed(stream: &mut UnixStream) -> Vec<Response> {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).expect("server closes the connection instead of hanging");
+    stream
+        .read_to_end(&mut buf)
+        .expect("server closes the connection instead of hanging");
     let mut bytes = BytesMut::from(&buf[..]);
     let mut out = vec![];
     while let Some(frame) = decode_frame(&mut bytes, u32::MAX).unwrap() {
@@ -37,7 +41,10 @@ async fn assert_serving(client: &mut Client) {
     let mut batch = Batch::new();
     batch.value_put("v", "k", "still here");
     client.write(batch).await.unwrap();
-    assert_eq!(client.get("v", "k").await.unwrap().as_deref(), Some(&b"still here"[..]));
+    assert_eq!(
+        client.get("v", "k").await.unwrap().as_deref(),
+        Some(&b"still here"[..])
+    );
 }
 
 #[tokio::test]
@@ -56,12 +63,18 @@ async fn malformed_frames_get_an_error_or_a_clean_close_while_others_keep_workin
     // A varint that never ends.
     let mut s = UnixStream::connect(&sidecar.socket).unwrap();
     s.write_all(&[0x80; 12]).unwrap();
-    assert_eq!(error_code(&read_until_closed(&mut s)[0]), ErrorCode::Malformed);
+    assert_eq!(
+        error_code(&read_until_closed(&mut s)[0]),
+        ErrorCode::Malformed
+    );
 
     // A well-framed body that is not a Request.
     let mut s = UnixStream::connect(&sidecar.socket).unwrap();
     s.write_all(&[4, 0xff, 0xff, 0xff, 0xff]).unwrap();
-    assert_eq!(error_code(&read_until_closed(&mut s)[0]), ErrorCode::Malformed);
+    assert_eq!(
+        error_code(&read_until_closed(&mut s)[0]),
+        ErrorCode::Malformed
+    );
 
     // Random bytes, many times over: never a crash or a hang.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -81,7 +94,13 @@ async fn malformed_frames_get_an_error_or_a_clean_close_while_others_keep_workin
 
     // A frame cut short, then the client goes away.
     let mut frame = BytesMut::new();
-    encode_frame(&Request { id: 7, op: Some(Op::Ping(proto::PingRequest {})) }, &mut frame);
+    encode_frame(
+        &Request {
+            id: 7,
+            op: Some(Op::Ping(proto::PingRequest {})),
+        },
+        &mut frame,
+    );
     let mut s = UnixStream::connect(&sidecar.socket).unwrap();
     s.write_all(&frame[..frame.len() - 1]).unwrap();
     drop(s);
@@ -120,15 +139,26 @@ async fn oversized_keys_values_and_batches_are_refused_with_too_large() {
     assert!(err.to_string().contains("65537 bytes"), "{err}");
     let mut batch = Batch::new();
     batch.map_put("m", "k", big_key, "v");
-    assert_eq!(client.write(batch).await.unwrap_err().code(), Some(ErrorCode::TooLarge));
-    let keys: Vec<Vec<u8>> = (0..=limits.max_batch_ops).map(|i| i.to_be_bytes().to_vec()).collect();
-    assert_eq!(client.multi_get("v", keys).await.unwrap_err().code(), Some(ErrorCode::TooLarge));
+    assert_eq!(
+        client.write(batch).await.unwrap_err().code(),
+        Some(ErrorCode::TooLarge)
+    );
+    let keys: Vec<Vec<u8>> = (0..=limits.max_batch_ops)
+        .map(|i| i.to_be_bytes().to_vec())
+        .collect();
+    assert_eq!(
+        client.multi_get("v", keys).await.unwrap_err().code(),
+        Some(ErrorCode::TooLarge)
+    );
     // A frame above the frame limit closes only that connection.
     let mut raw = UnixStream::connect(&sidecar.socket).unwrap();
     let mut prefix = BytesMut::new();
     prost::encode_length_delimiter(limits.max_frame_bytes as usize + 1, &mut prefix).unwrap();
     raw.write_all(&prefix).unwrap();
-    assert_eq!(error_code(&read_until_closed(&mut raw)[0]), ErrorCode::TooLarge);
+    assert_eq!(
+        error_code(&read_until_closed(&mut raw)[0]),
+        ErrorCode::TooLarge
+    );
     client.ping().await.unwrap();
 }
 
@@ -140,9 +170,15 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut ops = vec![];
     for i in 0..n {
         ops.push(Op::Write(proto::WriteBatch {
-            ops: Batch::new().value_put("v", format!("k{i}"), format!("v{i}")).ops.clone(),
+            ops: Batch::new()
+                .value_put("v", format!("k{i}"), format!("v{i}"))
+                .ops
+                .clone(),
         }));
-        ops.push(Op::Get(proto::GetRequest { state: "v".into(), key: format!("k{i}").into() }));
+        ops.push(Op::Get(proto::GetRequest {
+            state: "v".into(),
+            key: format!("k{i}").into(),
+        }));
     }
     let answers = client.pipeline(ops).await.unwrap();
     assert_eq!(answers.len(), 2 * n);
@@ -168,7 +204,10 @@ async fn many_concurrent_connections_are_served() {
                 let mut batch = Batch::new();
                 batch.value_put("v", key.clone(), key.clone());
                 client.write(batch).await.unwrap();
-                assert_eq!(client.get("v", key.clone()).await.unwrap().as_deref(), Some(key.as_bytes()));
+                assert_eq!(
+                    client.get("v", key.clone()).await.unwrap().as_deref(),
+                    Some(key.as_bytes())
+                );
             }
         }));
     }

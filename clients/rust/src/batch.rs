@@ -37,12 +37,24 @@ impl Batch {
         self
     }
 
-    pub fn value_put(&mut self, state: &str, key: impl Into<Bytes>, value: impl Into<Bytes>) -> &mut Self {
-        self.push(Op::ValuePut(proto::ValuePut { state: state.into(), key: b(key), value: b(value) }))
+    pub fn value_put(
+        &mut self,
+        state: &str,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> &mut Self {
+        self.push(Op::ValuePut(proto::ValuePut {
+            state: state.into(),
+            key: b(key),
+            value: b(value),
+        }))
     }
 
     pub fn value_clear(&mut self, state: &str, key: impl Into<Bytes>) -> &mut Self {
-        self.push(Op::ValueClear(proto::ValueClear { state: state.into(), key: b(key) }))
+        self.push(Op::ValueClear(proto::ValueClear {
+            state: state.into(),
+            key: b(key),
+        }))
     }
 
     pub fn list_append<I, V>(&mut self, state: &str, key: impl Into<Bytes>, values: I) -> &mut Self
@@ -50,7 +62,11 @@ impl Batch {
         I: IntoIterator<Item = V>,
         V: Into<Bytes>,
     {
-        self.push(Op::ListAppend(proto::ListAppend { state: state.into(), key: b(key), values: bs(values) }))
+        self.push(Op::ListAppend(proto::ListAppend {
+            state: state.into(),
+            key: b(key),
+            values: bs(values),
+        }))
     }
 
     pub fn list_set<I, V>(&mut self, state: &str, key: impl Into<Bytes>, values: I) -> &mut Self
@@ -58,11 +74,18 @@ impl Batch {
         I: IntoIterator<Item = V>,
         V: Into<Bytes>,
     {
-        self.push(Op::ListSet(proto::ListSet { state: state.into(), key: b(key), values: bs(values) }))
+        self.push(Op::ListSet(proto::ListSet {
+            state: state.into(),
+            key: b(key),
+            values: bs(values),
+        }))
     }
 
     pub fn list_clear(&mut self, state: &str, key: impl Into<Bytes>) -> &mut Self {
-        self.push(Op::ListClear(proto::ListClear { state: state.into(), key: b(key) }))
+        self.push(Op::ListClear(proto::ListClear {
+            state: state.into(),
+            key: b(key),
+        }))
     }
 
     pub fn map_put(
@@ -72,15 +95,32 @@ impl Batch {
         map_key: impl Into<Bytes>,
         value: impl Into<Bytes>,
     ) -> &mut Self {
-        self.push(Op::MapPut(proto::MapPut { state: state.into(), key: b(key), map_key: b(map_key), value: b(value) }))
+        self.push(Op::MapPut(proto::MapPut {
+            state: state.into(),
+            key: b(key),
+            map_key: b(map_key),
+            value: b(value),
+        }))
     }
 
-    pub fn map_remove(&mut self, state: &str, key: impl Into<Bytes>, map_key: impl Into<Bytes>) -> &mut Self {
-        self.push(Op::MapRemove(proto::MapRemove { state: state.into(), key: b(key), map_key: b(map_key) }))
+    pub fn map_remove(
+        &mut self,
+        state: &str,
+        key: impl Into<Bytes>,
+        map_key: impl Into<Bytes>,
+    ) -> &mut Self {
+        self.push(Op::MapRemove(proto::MapRemove {
+            state: state.into(),
+            key: b(key),
+            map_key: b(map_key),
+        }))
     }
 
     pub fn map_clear(&mut self, state: &str, key: impl Into<Bytes>) -> &mut Self {
-        self.push(Op::MapClear(proto::MapClear { state: state.into(), key: b(key) }))
+        self.push(Op::MapClear(proto::MapClear {
+            state: state.into(),
+            key: b(key),
+        }))
     }
 
     pub fn operator_state_set<I, V>(&mut self, name: &str, values: I) -> &mut Self
@@ -88,6 +128,9 @@ impl Batch {
         I: IntoIterator<Item = V>,
         V: Into<Bytes>,
     {
-        self.push(Op::OperatorStateSet(proto::OperatorStateSet { name: name.into(), values: bs(values) }))
+        self.push(Op::OperatorStateSet(proto::OperatorStateSet {
+            name: name.into(),
+            values: bs(values),
+        }))
     }
 }

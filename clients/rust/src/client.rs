@@ -34,10 +34,12 @@ impl Client {
     /// Connects and checks that the sidecar uses this client's key-group hash.
     pub async fn connect(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path).await.map_err(|source| Error::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| Error::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
         let mut client = Self {
             stream,
             input: BytesMut::with_capacity(64 * 1024),
@@ -139,7 +141,9 @@ impl Client {
 
     async fn call(&mut self, op: Op) -> Result<R, Error> {
         if !self.pending.is_empty() {
-            return Err(Error::Protocol("a typed call while pipelined requests are unanswered".into()));
+            return Err(Error::Protocol(
+                "a typed call while pipelined requests are unanswered".into(),
+            ));
         }
         self.send(op);
         self.flush().await?;
@@ -158,33 +162,69 @@ impl Client {
         states: Vec<proto::StateDecl>,
         operator_states: Vec<proto::OperatorStateDecl>,
     ) -> Result<(), Error> {
-        match self.call(Op::Declare(proto::DeclareRequest { states, operator_states })).await? {
+        match self
+            .call(Op::Declare(proto::DeclareRequest {
+                states,
+                operator_states,
+            }))
+            .await?
+        {
             R::Declare(_) => Ok(()),
             other => Err(unexpected("declare", &other)),
         }
     }
 
-    pub async fn get(&mut self, state: &str, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
-        match self.call(Op::Get(proto::GetRequest { state: state.into(), key: key.into() })).await? {
+    pub async fn get(
+        &mut self,
+        state: &str,
+        key: impl Into<Bytes>,
+    ) -> Result<Option<Bytes>, Error> {
+        match self
+            .call(Op::Get(proto::GetRequest {
+                state: state.into(),
+                key: key.into(),
+            }))
+            .await?
+        {
             R::Value(v) => Ok(v.value),
             other => Err(unexpected("get", &other)),
         }
     }
 
-    pub async fn multi_get<I, K>(&mut self, state: &str, keys: I) -> Result<Vec<Option<Bytes>>, Error>
+    pub async fn multi_get<I, K>(
+        &mut self,
+        state: &str,
+        keys: I,
+    ) -> Result<Vec<Option<Bytes>>, Error>
     where
         I: IntoIterator<Item = K>,
         K: Into<Bytes>,
     {
         let keys = keys.into_iter().map(Into::into).collect();
-        match self.call(Op::MultiGet(proto::MultiGetRequest { state: state.into(), keys })).await? {
+        match self
+            .call(Op::MultiGet(proto::MultiGetRequest {
+                state: state.into(),
+                keys,
+            }))
+            .await?
+        {
             R::MultiGet(v) => Ok(v.values.into_iter().map(|v| v.value).collect()),
             other => Err(unexpected("multi_get", &other)),
         }
     }
 
-    pub async fn list_get(&mut self, state: &str, key: impl Into<Bytes>) -> Result<Vec<Bytes>, Error> {
-        match self.call(Op::ListGet(proto::ListGetRequest { state: state.into(), key: key.into() })).await? {
+    pub async fn list_get(
+        &mut self,
+        state: &str,
+        key: impl Into<Bytes>,
+    ) -> Result<Vec<Bytes>, Error> {
+        match self
+            .call(Op::ListGet(proto::ListGetRequest {
+                state: state.into(),
+                key: key.into(),
+            }))
+            .await?
+        {
             R::List(l) => Ok(l.values),
             other => Err(unexpected("list_get", &other)),
         }
@@ -196,7 +236,11 @@ impl Client {
         key: impl Into<Bytes>,
         map_key: impl Into<Bytes>,
     ) -> Result<Option<Bytes>, Error> {
-        let req = proto::MapGetRequest { state: state.into(), key: key.into(), map_key: map_key.into() };
+        let req = proto::MapGetRequest {
+            state: state.into(),
+            key: key.into(),
+            map_key: map_key.into(),
+        };
         match self.call(Op::MapGet(req)).await? {
             R::Value(v) => Ok(v.value),
             other => Err(unexpected("map_get", &other)),
@@ -209,7 +253,11 @@ impl Client {
         key: impl Into<Bytes>,
         map_key: impl Into<Bytes>,
     ) -> Result<bool, Error> {
-        let req = proto::MapContainsRequest { state: state.into(), key: key.into(), map_key: map_key.into() };
+        let req = proto::MapContainsRequest {
+            state: state.into(),
+            key: key.into(),
+            map_key: map_key.into(),
+        };
         match self.call(Op::MapContains(req)).await? {
             R::Contains(b) => Ok(b.value),
             other => Err(unexpected("map_contains", &other)),
@@ -235,7 +283,11 @@ impl Client {
         };
         match self.call(Op::MapIter(req)).await? {
             R::MapIter(p) => Ok(MapPage {
-                entries: p.entries.into_iter().map(|e| (e.map_key, e.value)).collect(),
+                entries: p
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.map_key, e.value))
+                    .collect(),
                 has_more: p.has_more,
                 next_after: p.next_after,
             }),
@@ -244,21 +296,34 @@ impl Client {
     }
 
     /// Every entry of one map, page by page.
-    pub async fn map_entries(&mut self, state: &str, key: impl Into<Bytes>) -> Result<Vec<(Bytes, Bytes)>, Error> {
+    pub async fn map_entries(
+        &mut self,
+        state: &str,
+        key: impl Into<Bytes>,
+    ) -> Result<Vec<(Bytes, Bytes)>, Error> {
         let key = key.into();
         let mut out = Vec::new();
-        let mut page = self.map_page(state, key.clone(), Bytes::new(), false, 0).await?;
+        let mut page = self
+            .map_page(state, key.clone(), Bytes::new(), false, 0)
+            .await?;
         loop {
             out.append(&mut page.entries);
             if !page.has_more {
                 return Ok(out);
             }
-            page = self.map_page(state, key.clone(), page.next_after, false, 0).await?;
+            page = self
+                .map_page(state, key.clone(), page.next_after, false, 0)
+                .await?;
         }
     }
 
     pub async fn operator_state_get(&mut self, name: &str) -> Result<Vec<Bytes>, Error> {
-        match self.call(Op::OperatorStateGet(proto::OperatorStateGetRequest { name: name.into() })).await? {
+        match self
+            .call(Op::OperatorStateGet(proto::OperatorStateGetRequest {
+                name: name.into(),
+            }))
+            .await?
+        {
             R::List(l) => Ok(l.values),
             other => Err(unexpected("operator_state_get", &other)),
         }
@@ -266,7 +331,10 @@ impl Client {
 
     /// Applies `batch` atomically; returns the number of ops applied.
     pub async fn write(&mut self, batch: Batch) -> Result<u32, Error> {
-        match self.call(Op::Write(proto::WriteBatch { ops: batch.ops })).await? {
+        match self
+            .call(Op::Write(proto::WriteBatch { ops: batch.ops }))
+            .await?
+        {
             R::Write(w) => Ok(w.applied),
             other => Err(unexpected("write", &other)),
         }

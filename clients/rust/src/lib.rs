@@ -20,10 +20,20 @@ pub use stator_core::proto::ErrorCode;
 
 /// A state to declare: name, kind and TTL in milliseconds (0: never expires).
 pub fn state(name: &str, kind: proto::StateKind, ttl_ms: u64) -> proto::StateDecl {
-    proto::StateDecl { name: name.to_owned(), kind: kind as i32, ttl_ms }
+    proto::StateDecl {
+        name: name.to_owned(),
+        kind: kind as i32,
+        ttl_ms,
+    }
 }
 
 /// An operator state to declare.
-pub fn operator_state(name: &str, redistribution: proto::Redistribution) -> proto::OperatorStateDecl {
-    proto::OperatorStateDecl { name: name.to_owned(), redistribution: redistribution as i32 }
+pub fn operator_state(
+    name: &str,
+    redistribution: proto::Redistribution,
+) -> proto::OperatorStateDecl {
+    proto::OperatorStateDecl {
+        name: name.to_owned(),
+        redistribution: redistribution as i32,
+    }
 }

@@ -152,6 +152,10 @@ pub struct Store {
     fenced: AtomicBool,
     /// Held shared by every write, exclusively by fencing and checkpoint cuts.
     gate: RwLock<()>,
+    /// Options of families created at run time. RocksDB keeps pointers to their merge operators
+    /// and compaction filters, which these own, so they must outlive `db` (declared first, so
+    /// dropped first).
+    created_cf_options: std::sync::Mutex<Vec<Options>>,
 }
 
 /// Shared per-family options: one block cache for all families.
@@ -179,20 +183,27 @@ impl CfOptions {
 
     fn for_family(&self, cf_name: &str) -> Options {
         let mut opts = self.base.clone();
-        match cf_name.split_once(':').and_then(|(k, _)| k.chars().next()).and_then(Kind::from_letter) {
+        match cf_name
+            .split_once(':')
+            .and_then(|(k, _)| k.chars().next())
+            .and_then(Kind::from_letter)
+        {
             Some(Kind::Value) | Some(Kind::Map) => {
-                opts.set_compaction_filter("stator-ttl", |_level, _key, value| {
-                    match decode_value(value) {
-                        Some((expiry, _)) if !is_live(expiry, now_ms()) => Decision::Remove,
-                        _ => Decision::Keep,
-                    }
+                opts.set_compaction_filter("stator-ttl", |_level, _key, value| match decode_value(
+                    value,
+                ) {
+                    Some((expiry, _)) if !is_live(expiry, now_ms()) => Decision::Remove,
+                    _ => Decision::Keep,
                 });
             }
             Some(Kind::List) => {
                 opts.set_merge_operator_associative("stator-list-append", merge_list);
+                // Merge results never reach the filter, but the merge drops expired elements;
+                // the list it leaves (possibly empty, which reads as absent) is a plain value
+                // the next compaction removes once every element has expired.
                 opts.set_compaction_filter("stator-ttl-list", |_level, _key, value| {
                     let now = now_ms();
-                    if !value.is_empty() && list_elements(value).all(|(e, _)| !is_live(e, now)) {
+                    if list_elements(value).all(|(e, _)| !is_live(e, now)) {
                         Decision::Remove
                     } else {
                         Decision::Keep
@@ -269,6 +280,7 @@ impl Store {
             write_options,
             fenced: AtomicBool::new(false),
             gate: RwLock::new(()),
+            created_cf_options: Default::default(),
         };
         store.load_catalog()?;
         store.declare(states, operator_states)?;
@@ -293,10 +305,20 @@ impl Store {
         for item in self.db.iterator_cf(&meta, rocksdb::IteratorMode::Start) {
             let (key, value) = item?;
             if let Some(name) = key.strip_prefix(b"state/") {
-                let decl: StateDecl = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("state declaration {:?}: {e}", String::from_utf8_lossy(name))))?;
+                let decl: StateDecl = serde_json::from_slice(&value).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "state declaration {:?}: {e}",
+                        String::from_utf8_lossy(name)
+                    ))
+                })?;
                 catalog.states.insert(decl.name.clone(), decl);
             } else if let Some(name) = key.strip_prefix(b"operator/") {
-                let decl: OperatorStateDecl = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("operator state declaration {:?}: {e}", String::from_utf8_lossy(name))))?;
+                let decl: OperatorStateDecl = serde_json::from_slice(&value).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "operator state declaration {:?}: {e}",
+                        String::from_utf8_lossy(name)
+                    ))
+                })?;
                 catalog.operator_states.insert(decl.name.clone(), decl);
             }
         }
@@ -354,19 +376,30 @@ impl Store {
             }
             let name = cf_name(decl);
             if self.db.cf_handle(&name).is_none() {
-                self.db.create_cf(&name, &self.cf_options.for_family(&name))?;
+                let opts = self.cf_options.for_family(&name);
+                self.db.create_cf(&name, &opts)?;
+                self.created_cf_options
+                    .lock()
+                    .map_err(|_| StoreError::Poisoned)?
+                    .push(opts);
             }
-            let encoded = serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.db.put_cf(&meta, format!("state/{}", decl.name), encoded)?;
+            let encoded =
+                serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.db
+                .put_cf(&meta, format!("state/{}", decl.name), encoded)?;
             catalog.states.insert(decl.name.clone(), decl.clone());
         }
         for decl in operator_states {
             if catalog.operator_states.get(&decl.name) == Some(decl) {
                 continue;
             }
-            let encoded = serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.db.put_cf(&meta, format!("operator/{}", decl.name), encoded)?;
-            catalog.operator_states.insert(decl.name.clone(), decl.clone());
+            let encoded =
+                serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.db
+                .put_cf(&meta, format!("operator/{}", decl.name), encoded)?;
+            catalog
+                .operator_states
+                .insert(decl.name.clone(), decl.clone());
         }
         Ok(())
     }
@@ -407,7 +440,8 @@ impl Store {
         opts.set_wait(true);
         let names = Db::list_cf(&Options::default(), &self.path)?;
         let handles: Vec<_> = names.iter().filter_map(|n| self.db.cf_handle(n)).collect();
-        self.db.flush_cfs_opt(&handles.iter().collect::<Vec<_>>(), &opts)?;
+        self.db
+            .flush_cfs_opt(&handles.iter().collect::<Vec<_>>(), &opts)?;
         Ok(())
     }
 

@@ -17,15 +17,48 @@ use super::{Catalog, Kind, StateDecl, Store, StoreError, cf_name};
 /// One write in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
-    ValuePut { state: String, key: Bytes, value: Bytes },
-    ValueClear { state: String, key: Bytes },
-    ListAppend { state: String, key: Bytes, values: Vec<Bytes> },
-    ListSet { state: String, key: Bytes, values: Vec<Bytes> },
-    ListClear { state: String, key: Bytes },
-    MapPut { state: String, key: Bytes, map_key: Bytes, value: Bytes },
-    MapRemove { state: String, key: Bytes, map_key: Bytes },
-    MapClear { state: String, key: Bytes },
-    OperatorStateSet { name: String, values: Vec<Bytes> },
+    ValuePut {
+        state: String,
+        key: Bytes,
+        value: Bytes,
+    },
+    ValueClear {
+        state: String,
+        key: Bytes,
+    },
+    ListAppend {
+        state: String,
+        key: Bytes,
+        values: Vec<Bytes>,
+    },
+    ListSet {
+        state: String,
+        key: Bytes,
+        values: Vec<Bytes>,
+    },
+    ListClear {
+        state: String,
+        key: Bytes,
+    },
+    MapPut {
+        state: String,
+        key: Bytes,
+        map_key: Bytes,
+        value: Bytes,
+    },
+    MapRemove {
+        state: String,
+        key: Bytes,
+        map_key: Bytes,
+    },
+    MapClear {
+        state: String,
+        key: Bytes,
+    },
+    OperatorStateSet {
+        name: String,
+        values: Vec<Bytes>,
+    },
 }
 
 /// One page of a map iteration.
@@ -47,14 +80,22 @@ pub struct BatchError {
 
 fn check_key(key: &[u8], what: &'static str) -> Result<(), StoreError> {
     if key.len() > MAX_KEY_BYTES as usize {
-        return Err(StoreError::TooLarge { what, len: key.len(), max: MAX_KEY_BYTES });
+        return Err(StoreError::TooLarge {
+            what,
+            len: key.len(),
+            max: MAX_KEY_BYTES,
+        });
     }
     Ok(())
 }
 
 fn check_value(value: &[u8]) -> Result<(), StoreError> {
     if value.len() > MAX_VALUE_BYTES as usize {
-        return Err(StoreError::TooLarge { what: "value", len: value.len(), max: MAX_VALUE_BYTES });
+        return Err(StoreError::TooLarge {
+            what: "value",
+            len: value.len(),
+            max: MAX_VALUE_BYTES,
+        });
     }
     Ok(())
 }
@@ -67,7 +108,11 @@ impl Store {
             .get(name)
             .ok_or_else(|| StoreError::UnknownState(name.to_owned()))?;
         if decl.kind != kind {
-            return Err(StoreError::WrongKind { name: name.to_owned(), actual: decl.kind, expected: kind });
+            return Err(StoreError::WrongKind {
+                name: name.to_owned(),
+                actual: decl.kind,
+                expected: kind,
+            });
         }
         Ok(decl.clone())
     }
@@ -93,22 +138,35 @@ impl Store {
         Ok(group)
     }
 
-    fn cf(&self, decl: &StateDecl) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {
-        self.db
-            .cf_handle(&cf_name(decl))
-            .ok_or_else(|| StoreError::Corrupt(format!("column family of state {:?} is missing", decl.name)))
+    fn cf(
+        &self,
+        decl: &StateDecl,
+    ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {
+        self.db.cf_handle(&cf_name(decl)).ok_or_else(|| {
+            StoreError::Corrupt(format!("column family of state {:?} is missing", decl.name))
+        })
     }
 
     pub fn get(&self, state: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let decl = self.state(state, Kind::Value)?;
         let group = self.group(key)?;
-        let stored = self.db.get_pinned_cf(&self.cf(&decl)?, plain_key(group, key))?;
+        let stored = self
+            .db
+            .get_pinned_cf(&self.cf(&decl)?, plain_key(group, key))?;
         Ok(stored.and_then(|s| live_payload(&s, now_ms())))
     }
 
-    pub fn multi_get(&self, state: &str, keys: &[Bytes]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    pub fn multi_get(
+        &self,
+        state: &str,
+        keys: &[Bytes],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if keys.len() > MAX_BATCH_OPS as usize {
-            return Err(StoreError::TooMany { what: "multi-get", len: keys.len(), max: MAX_BATCH_OPS });
+            return Err(StoreError::TooMany {
+                what: "multi-get",
+                len: keys.len(),
+                max: MAX_BATCH_OPS,
+            });
         }
         let decl = self.state(state, Kind::Value)?;
         let stored_keys = keys
@@ -127,7 +185,10 @@ impl Store {
     pub fn list_get(&self, state: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
         let decl = self.state(state, Kind::List)?;
         let group = self.group(key)?;
-        let Some(stored) = self.db.get_pinned_cf(&self.cf(&decl)?, plain_key(group, key))? else {
+        let Some(stored) = self
+            .db
+            .get_pinned_cf(&self.cf(&decl)?, plain_key(group, key))?
+        else {
             return Ok(Vec::new());
         };
         let now = now_ms();
@@ -137,15 +198,27 @@ impl Store {
             .collect())
     }
 
-    pub fn map_get(&self, state: &str, key: &[u8], map_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn map_get(
+        &self,
+        state: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let decl = self.state(state, Kind::Map)?;
         let group = self.group(key)?;
         check_key(map_key, "map key")?;
-        let stored = self.db.get_pinned_cf(&self.cf(&decl)?, map_entry_key(group, key, map_key))?;
+        let stored = self
+            .db
+            .get_pinned_cf(&self.cf(&decl)?, map_entry_key(group, key, map_key))?;
         Ok(stored.and_then(|s| live_payload(&s, now_ms())))
     }
 
-    pub fn map_contains(&self, state: &str, key: &[u8], map_key: &[u8]) -> Result<bool, StoreError> {
+    pub fn map_contains(
+        &self,
+        state: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<bool, StoreError> {
         Ok(self.map_get(state, key, map_key)?.is_some())
     }
 
@@ -207,23 +280,40 @@ impl Store {
                 return Err(StoreError::UnknownState(name.to_owned()));
             }
         }
-        let stored = self.db.get_pinned_cf(&self.operator_cf()?, name.as_bytes())?;
-        Ok(stored.map(|s| encoding::decode_operator_list(&s)).unwrap_or_default())
+        let stored = self
+            .db
+            .get_pinned_cf(&self.operator_cf()?, name.as_bytes())?;
+        Ok(stored
+            .map(|s| encoding::decode_operator_list(&s))
+            .unwrap_or_default())
     }
 
     /// Applies `ops` atomically: all of them, or none when any is invalid.
     pub fn write(&self, ops: &[WriteOp]) -> Result<usize, BatchError> {
-        let whole = |source| BatchError { index: None, source };
+        let whole = |source| BatchError {
+            index: None,
+            source,
+        };
         if ops.len() > MAX_BATCH_OPS as usize {
-            return Err(whole(StoreError::TooMany { what: "write batch", len: ops.len(), max: MAX_BATCH_OPS }));
+            return Err(whole(StoreError::TooMany {
+                what: "write batch",
+                len: ops.len(),
+                max: MAX_BATCH_OPS,
+            }));
         }
         let now = now_ms();
         let mut batch = WriteBatch::default();
         {
-            let catalog = self.catalog.read().map_err(|_| whole(StoreError::Poisoned))?;
+            let catalog = self
+                .catalog
+                .read()
+                .map_err(|_| whole(StoreError::Poisoned))?;
             for (i, op) in ops.iter().enumerate() {
                 self.add(&catalog, &mut batch, op, now)
-                    .map_err(|source| BatchError { index: Some(i), source })?;
+                    .map_err(|source| BatchError {
+                        index: Some(i),
+                        source,
+                    })?;
             }
         }
         // Fencing and checkpoint cuts take the gate exclusively, so no batch is applied after a
@@ -232,33 +322,54 @@ impl Store {
         if self.is_fenced() {
             return Err(whole(StoreError::Suspended));
         }
-        self.db.write_opt(batch, &self.write_options).map_err(|e| whole(e.into()))?;
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(|e| whole(e.into()))?;
         Ok(ops.len())
     }
 
-    fn add(&self, catalog: &Catalog, batch: &mut WriteBatch, op: &WriteOp, now: u64) -> Result<(), StoreError> {
+    fn add(
+        &self,
+        catalog: &Catalog,
+        batch: &mut WriteBatch,
+        op: &WriteOp,
+        now: u64,
+    ) -> Result<(), StoreError> {
         match op {
             WriteOp::ValuePut { state, key, value } => {
                 let decl = self.decl(catalog, state, Kind::Value)?;
                 let group = self.group(key)?;
                 check_value(value)?;
-                batch.put_cf(&self.cf(&decl)?, plain_key(group, key), encode_value(expiry_for(now, decl.ttl_ms), value));
+                batch.put_cf(
+                    &self.cf(&decl)?,
+                    plain_key(group, key),
+                    encode_value(expiry_for(now, decl.ttl_ms), value),
+                );
             }
             WriteOp::ValueClear { state, key } => {
                 let decl = self.decl(catalog, state, Kind::Value)?;
                 let group = self.group(key)?;
                 batch.delete_cf(&self.cf(&decl)?, plain_key(group, key));
             }
-            WriteOp::ListAppend { state, key, values } | WriteOp::ListSet { state, key, values } => {
+            WriteOp::ListAppend { state, key, values }
+            | WriteOp::ListSet { state, key, values } => {
                 let decl = self.decl(catalog, state, Kind::List)?;
                 let group = self.group(key)?;
                 let mut encoded = Vec::new();
                 for v in values {
                     check_value(v)?;
                 }
-                encode_list(expiry_for(now, decl.ttl_ms), values.iter().map(|v| &v[..]), &mut encoded);
+                encode_list(
+                    expiry_for(now, decl.ttl_ms),
+                    values.iter().map(|v| &v[..]),
+                    &mut encoded,
+                );
                 if encoded.len() > MAX_VALUE_BYTES as usize * 2 {
-                    return Err(StoreError::TooLarge { what: "list update", len: encoded.len(), max: MAX_VALUE_BYTES * 2 });
+                    return Err(StoreError::TooLarge {
+                        what: "list update",
+                        len: encoded.len(),
+                        max: MAX_VALUE_BYTES * 2,
+                    });
                 }
                 let cf = self.cf(&decl)?;
                 if matches!(op, WriteOp::ListAppend { .. }) {
@@ -274,14 +385,27 @@ impl Store {
                 let group = self.group(key)?;
                 batch.delete_cf(&self.cf(&decl)?, plain_key(group, key));
             }
-            WriteOp::MapPut { state, key, map_key, value } => {
+            WriteOp::MapPut {
+                state,
+                key,
+                map_key,
+                value,
+            } => {
                 let decl = self.decl(catalog, state, Kind::Map)?;
                 let group = self.group(key)?;
                 check_key(map_key, "map key")?;
                 check_value(value)?;
-                batch.put_cf(&self.cf(&decl)?, map_entry_key(group, key, map_key), encode_value(expiry_for(now, decl.ttl_ms), value));
+                batch.put_cf(
+                    &self.cf(&decl)?,
+                    map_entry_key(group, key, map_key),
+                    encode_value(expiry_for(now, decl.ttl_ms), value),
+                );
             }
-            WriteOp::MapRemove { state, key, map_key } => {
+            WriteOp::MapRemove {
+                state,
+                key,
+                map_key,
+            } => {
                 let decl = self.decl(catalog, state, Kind::Map)?;
                 let group = self.group(key)?;
                 check_key(map_key, "map key")?;
@@ -306,7 +430,11 @@ impl Store {
                 }
                 let encoded = encoding::encode_operator_list(values);
                 if encoded.len() > MAX_VALUE_BYTES as usize * 2 {
-                    return Err(StoreError::TooLarge { what: "operator state list", len: encoded.len(), max: MAX_VALUE_BYTES * 2 });
+                    return Err(StoreError::TooLarge {
+                        what: "operator state list",
+                        len: encoded.len(),
+                        max: MAX_VALUE_BYTES * 2,
+                    });
                 }
                 batch.put_cf(&self.operator_cf()?, name.as_bytes(), encoded);
             }

@@ -18,7 +18,11 @@ pub struct Sidecar {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Sidecar {
@@ -46,7 +50,14 @@ impl Sidecar {
             "text".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Self { child: None, socket, data_dir, admin, args, _dir: None };
+        let mut s = Self {
+            child: None,
+            socket,
+            data_dir,
+            admin,
+            args,
+            _dir: None,
+        };
         s.spawn();
         s.wait_ready();
         s
@@ -69,7 +80,10 @@ impl Sidecar {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("sidecar exited during start-up: {status}");
             }
-            if http_get(self.admin, "/readyz", None).map(|(code, _)| code == 200).unwrap_or(false) {
+            if http_get(self.admin, "/readyz", None)
+                .map(|(code, _)| code == 200)
+                .unwrap_or(false)
+            {
                 return;
             }
             assert!(Instant::now() < deadline, "sidecar not ready in 30 s");
@@ -119,11 +133,20 @@ impl Drop for Sidecar {
 }
 
 /// A minimal HTTP/1.1 GET; returns (status, body).
-pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let code = response
@@ -131,6 +154,9 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::R
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {response:?}")))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
