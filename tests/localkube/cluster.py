@@ -58,6 +58,7 @@ class LocalKube:
         self.server = Server(self.api, self.host, self.port, log_provider=self.kubelet.logs if self.kubelet else None,
                              bookmark_interval=self.bookmark_interval)
         self.server.start()
+        self.image_map.env.update(LOCALKUBE_URL=self.url, LOCALKUBE_KUBECONFIG=self.kubeconfig)
         self.controllers.start()
         if self.kubelet:
             self.kubelet.start()

@@ -64,9 +64,12 @@ class ImageEntry:
 
 
 class ImageMap:
+    """Entries are expanded when an image is resolved, so variables that exist only once the cluster
+    runs (LOCALKUBE_KUBECONFIG, LOCALKUBE_URL) can be used too."""
+
     def __init__(self, entries: list[dict] | None = None, env: dict[str, str] | None = None):
-        env = env if env is not None else default_env()
-        self.entries = [ImageEntry(expand(e, env)) for e in entries or []]
+        self.raw = list(entries or [])
+        self.env = env if env is not None else default_env()
 
     @classmethod
     def load(cls, path_or_data, env: dict[str, str] | None = None) -> "ImageMap":
@@ -79,6 +82,10 @@ class ImageMap:
                 data = yaml.safe_load(f) or {}
         entries = data.get("images", []) if isinstance(data, dict) else data
         return cls(entries, env)
+
+    @property
+    def entries(self) -> list[ImageEntry]:
+        return [ImageEntry(expand(e, self.env)) for e in self.raw]
 
     def resolve(self, image: str) -> ImageEntry | None:
         for e in self.entries:

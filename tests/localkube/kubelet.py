@@ -176,10 +176,10 @@ class Container:
 # pods
 
 
-class PodWorker(threading.Thread):
+class PodWorker:
     def __init__(self, kubelet: "Kubelet", pod: dict):
         md = pod["metadata"]
-        super().__init__(name=f"pod-{md['namespace']}-{md['name']}", daemon=True)
+        self.thread = threading.Thread(target=self.run, name=f"pod-{md['namespace']}-{md['name']}", daemon=True)
         self.k = kubelet
         self.api: Api = kubelet.api
         self.ns, self.name, self.uid = md["namespace"], md["name"], md["uid"]
@@ -207,6 +207,12 @@ class PodWorker(threading.Thread):
     @property
     def containers(self) -> list[Container]:
         return self.inits + self.mains
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
 
     def find(self, name: str) -> Container | None:
         return next((c for c in self.containers if c.name == name), None)
@@ -347,7 +353,7 @@ class PodWorker(threading.Thread):
         sidecars = [c for c in reversed(self.inits) if c.kind == "sidecar"]
         self.terminal = True
         grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
-        self._stop(sidecars, time.monotonic() + grace, sequential=True)
+        self._stop_containers(sidecars, time.monotonic() + grace, sequential=True)
         self.phase = phase
         for c in self.containers:
             c.ready = False
@@ -428,7 +434,8 @@ class PodWorker(threading.Thread):
         try:
             with open(c.log_path, "ab") as logf:
                 c.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=logf,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=die_with_parent)
         except OSError as e:
             c.proc = None
             c.state = "terminated"
@@ -743,7 +750,7 @@ class PodWorker(threading.Thread):
 
     def _restart_container(self, c: Container) -> None:
         grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
-        self._stop([c], time.monotonic() + grace)
+        self._stop_containers([c], time.monotonic() + grace)
         c.killing = False
         policy = self.pod["spec"].get("restartPolicy", "Always")
         if c.kind == "sidecar" or policy != "Never":
@@ -847,7 +854,7 @@ class PodWorker(threading.Thread):
             except (OSError, subprocess.TimeoutExpired, http.client.HTTPException, ConfigError) as e:
                 self.k.event(self.pod, "Warning", "FailedPreStopHook", f"PreStopHook failed: {e}", self._field_path(c))
 
-    def _stop(self, cs: list[Container], deadline: float, sequential: bool = False) -> None:
+    def _stop_containers(self, cs: list[Container], deadline: float, sequential: bool = False) -> None:
         """SIGTERM, wait until the deadline, SIGKILL; with `sequential`, one container after another (the
         native sidecars' reverse order)."""
         groups = [[c] for c in cs] if sequential else [cs]
@@ -875,10 +882,10 @@ class PodWorker(threading.Thread):
 
     def _terminate(self, grace: float) -> None:
         deadline = time.monotonic() + grace
-        self._stop(self.mains + [c for c in self.inits if c.kind == "init"], deadline)
+        self._stop_containers(self.mains + [c for c in self.inits if c.kind == "init"], deadline)
         sidecars = [c for c in reversed(self.inits) if c.kind == "sidecar"]
         # sidecars get what is left of the grace period, at least a moment, as the real kubelet gives them
-        self._stop(sidecars, max(deadline, time.monotonic() + min(2.0, grace)) if grace > 0 else deadline,
+        self._stop_containers(sidecars, max(deadline, time.monotonic() + min(2.0, grace)) if grace > 0 else deadline,
                    sequential=True)
         self.terminal = True
         for c in self.containers:
@@ -963,6 +970,16 @@ def _cond(ctype: str, status: str, reason: str = "", message: str = "") -> dict:
     if message:
         c["message"] = message
     return c
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL if the process that started it dies (even by SIGKILL), so no
+    container outlives a crashed test run."""
+    try:
+        import ctypes  # noqa: PLC0415
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _signal(proc: subprocess.Popen | None, sig) -> None:

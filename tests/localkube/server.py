@@ -285,6 +285,12 @@ class Handler(BaseHTTPRequestHandler):
         if not raw:
             return None
         ct = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if ct == "application/vnd.kubernetes.protobuf":
+            from .protobuf import decode_object  # noqa: PLC0415
+            try:
+                return decode_object(raw)
+            except (ValueError, IndexError) as e:
+                raise E.ApiError(415, "UnsupportedMediaType", str(e)) from None
         try:
             if ct in ("application/yaml", "application/apply-patch+yaml"):
                 import yaml  # noqa: PLC0415
