@@ -56,7 +56,7 @@ class FrameDecoder:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Adds bytes from the stream; returns the frames they complete, in order."""
         self._buf += data
         frames = []
