@@ -270,14 +270,18 @@ class Client:
             raise ConnectionFailed(
                 f"no sidecar socket at {self.socket_path} (is stator-sidecar running?)"
             ) from None
-        except (OSError, socket.timeout) as e:
+        except OSError as e:  # also timeouts
             sock.close()
             reason = e.strerror or str(e) or type(e).__name__
             raise ConnectionFailed(
                 f"cannot connect to the sidecar at {self.socket_path}: {reason}"
             ) from e
         self._sock = sock
-        self.info: ServerInfo = self.hello()
+        try:
+            self.info: ServerInfo = self.hello()
+        except BaseException:
+            self.close()
+            raise
 
     # Lifecycle
 
