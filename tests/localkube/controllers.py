@@ -58,6 +58,8 @@ class Controllers:
         self.thread: threading.Thread | None = None
         self.watcher = None
         api.hooks.append(self._hook)
+        from .workloads import Workloads  # noqa: PLC0415
+        self.workloads = Workloads(api)
 
     def rt(self, gr: str):
         return self.reg.by_gr(gr)
@@ -161,6 +163,7 @@ class Controllers:
             if not p["spec"].get("nodeName"):
                 self._schedule(p)
         self._pvcs()
+        self.workloads.sync()
         self._gc()
 
     # -- CRDs --------------------------------------------------------------------------------------
@@ -263,7 +266,25 @@ class Controllers:
             p["spec"]["nodeName"] = self.node_name
             conds = p.setdefault("status", {}).setdefault("conditions", [])
             set_condition(conds, condition("PodScheduled", "True", probe=True))
-        self.api.mutate(prt, ns, name, bind, "kube-scheduler", "*", uid=uid)
+        if self.api.mutate(prt, ns, name, bind, "kube-scheduler", "*", uid=uid) is not None:
+            self.event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {self.node_name}",
+                       "default-scheduler")
+
+    def event(self, obj: dict, etype: str, reason: str, message: str, component: str) -> None:
+        md = obj["metadata"]
+        now = rfc3339()
+        ert = self.rt("events")
+        try:
+            self.api.create(ert, md.get("namespace") or "default", {
+                "metadata": {"name": f"{md['name']}.{time.time_ns():x}"},
+                "involvedObject": {"kind": obj.get("kind", ""), "namespace": md.get("namespace", ""), "name": md["name"],
+                                   "uid": md["uid"], "apiVersion": obj.get("apiVersion", ""),
+                                   "resourceVersion": md.get("resourceVersion", "")},
+                "reason": reason, "message": message, "source": {"component": component},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": etype,
+                "reportingComponent": component, "reportingInstance": ""}, WriteOptions(manager=component))
+        except E.ApiError:
+            pass
 
     def _provision(self, pvc: dict) -> None:
         md = pvc["metadata"]

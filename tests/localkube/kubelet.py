@@ -803,10 +803,27 @@ class PodWorker:
                 ok = True  # gRPC probes are not supported: see DIFFERENCES.md
         except (OSError, http.client.HTTPException, subprocess.TimeoutExpired, ConfigError) as e:
             ok, why = False, str(e)
-            if isinstance(e, socket.timeout) or "timed out" in str(e):
-                why = f"Get \"http://{self.ip}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            target = ""
+            if "httpGet" in spec:
+                hg = spec["httpGet"]
+                try:
+                    port = self._port(c, hg.get("port"))
+                except OSError:
+                    port = hg.get("port")
+                host = hg.get("host") or self.ip
+                target = f'Get "{hg.get("scheme", "HTTP").lower()}://{host}:{port}{hg.get("path", "/")}": '
+                addr = f"{host}:{port}"
+            elif "tcpSocket" in spec:
+                addr = f"{spec['tcpSocket'].get('host') or self.ip}:{spec['tcpSocket'].get('port')}"
+            else:
+                addr = self.ip
+            if isinstance(e, subprocess.TimeoutExpired):
+                why = f"command timed out: \"{' '.join(spec['exec'].get('command') or [])}\" timed out after {timeout}s"
+            elif isinstance(e, socket.timeout) or "timed out" in str(e):
+                why = target + "context deadline exceeded (Client.Timeout exceeded while awaiting headers)" \
+                    if target else f"dial tcp {addr}: i/o timeout"
             elif isinstance(e, ConnectionRefusedError):
-                why = f"dial tcp {self.ip}: connect: connection refused"
+                why = f"{target}dial tcp {addr}: connect: connection refused"
         if ok:
             p.successes += 1
             p.failures = 0

@@ -147,12 +147,14 @@ BUILTIN_TYPES: dict[str, T] = {
                                    S(conditions=CONDITIONS, accessModes=LATOMIC(SCALAR))),
     "namespaces": _obj(S(finalizers=LATOMIC(SCALAR)), S(conditions=CONDITIONS)),
     "nodes": _obj(S(taints=LATOMIC()), S(conditions=CONDITIONS, addresses=LMAP(S(), ["type"]))),
-    "deployments": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE,
+    "deployments.apps": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE,
                           strategy=T("struct", smp_strategy="retainKeys")), S(conditions=CONDITIONS)),
-    "statefulsets": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE, volumeClaimTemplates=LATOMIC()),
+    "statefulsets.apps": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE, volumeClaimTemplates=LATOMIC()),
                          S(conditions=CONDITIONS)),
-    "replicasets": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE), S(conditions=CONDITIONS)),
-    "customresourcedefinitions": _obj(S(versions=LATOMIC()), S(conditions=CONDITIONS)),
+    "replicasets.apps": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE), S(conditions=CONDITIONS)),
+    "daemonsets.apps": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE), S(conditions=CONDITIONS)),
+    "jobs.batch": _obj(S(selector=LABEL_SELECTOR, template=POD_TEMPLATE), S(conditions=CONDITIONS)),
+    "customresourcedefinitions.apiextensions.k8s.io": _obj(S(versions=LATOMIC()), S(conditions=CONDITIONS)),
 }
 
 

@@ -122,3 +122,40 @@ def test_kubectl_get_events_and_describe_free_basics(kubectl, ns):
     assert kubectl("get", "nodes").stdout.splitlines()[1].split()[:2] == ["localkube", "Ready"]
     assert kubectl("api-resources").stdout.count("streamjobs") == 1
     assert "v1.33" in kubectl("version").stdout
+
+
+def test_deployment_rolls_out_and_updates(kubectl, ns):
+    manifest = textwrap.dedent("""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: op}
+        spec:
+          replicas: 1
+          selector: {matchLabels: {app: op}}
+          template:
+            metadata: {labels: {app: op}}
+            spec:
+              terminationGracePeriodSeconds: 2
+              containers:
+                - name: op
+                  image: example/app:1
+                  env:
+                    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+                  readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1}
+        """)
+    kubectl("apply", "-n", ns, "-f", "-", input=manifest)
+    kubectl("rollout", "status", "-n", ns, "deploy/op", "--timeout=30s")
+    first = json.loads(kubectl("get", "pods", "-n", ns, "-l", "app=op", "-o", "json").stdout)["items"]
+    assert len(first) == 1 and first[0]["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+    kubectl("set", "env", "-n", ns, "deploy/op", "X=1")
+    kubectl("rollout", "status", "-n", ns, "deploy/op", "--timeout=30s")
+    pods = wait_for(lambda: (lambda items: items if len(items) == 1 and items[0]["metadata"]["name"] != first[0]["metadata"]["name"]
+                             else None)(json.loads(kubectl("get", "pods", "-n", ns, "-l", "app=op", "-o", "json").stdout)["items"]),
+                    what="old pod replaced")
+    env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
+    assert env["X"] == "1"
+    rs = json.loads(kubectl("get", "rs", "-n", ns, "-o", "json").stdout)["items"]
+    assert sorted(r["metadata"]["annotations"]["deployment.kubernetes.io/revision"] for r in rs) == ["1", "2"]
+    kubectl("delete", "deploy", "op", "-n", ns)
+    wait_for(lambda: not json.loads(kubectl("get", "pods,rs", "-n", ns, "-o", "json").stdout)["items"],
+             what="pods and replicasets collected")
