@@ -41,6 +41,10 @@ struct Args {
     /// The redis-server binary.
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
+    /// Use an already running sidecar at this socket (declared with a value state `bench`), for
+    /// example one under a profiler, instead of starting one.
+    #[arg(long)]
+    sidecar_socket: Option<PathBuf>,
     /// Extra flags for the sidecar, e.g. "--disable-wal".
     #[arg(long, allow_hyphen_values = true)]
     sidecar_flag: Vec<String>,
@@ -240,7 +244,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let value = vec![b'v'; args.value_size];
     let peers = [
-        Peer::start_sidecar(&sidecar_bin, dir.path(), &args.sidecar_flag).await?,
+        match &args.sidecar_socket {
+            Some(socket) => Peer::external_sidecar(socket.clone()),
+            None => Peer::start_sidecar(&sidecar_bin, dir.path(), &args.sidecar_flag).await?,
+        },
         Peer::start_redis(&args.redis_server, dir.path()).await?,
     ];
     for peer in &peers {

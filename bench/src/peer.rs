@@ -172,7 +172,7 @@ pub struct Peer {
     pub name: &'static str,
     pub socket: PathBuf,
     pub protocol: Protocol,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Peer {
@@ -197,7 +197,7 @@ impl Peer {
             name: "sidecar",
             socket,
             protocol: Protocol::Stator,
-            child,
+            child: Some(child),
         })
         .await
     }
@@ -222,15 +222,30 @@ impl Peer {
             name: "redis",
             socket,
             protocol: Protocol::Resp,
-            child,
+            child: Some(child),
         })
         .await
+    }
+
+    pub fn external_sidecar(socket: PathBuf) -> Self {
+        Self {
+            name: "sidecar",
+            socket,
+            protocol: Protocol::Stator,
+            child: None,
+        }
     }
 
     async fn ready(mut self) -> anyhow::Result<Self> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::UnixStream::connect(&self.socket).await.is_err() {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .map(Child::try_wait)
+                .transpose()?
+                .flatten()
+            {
                 bail!("{} exited during start-up: {status}", self.name);
             }
             if Instant::now() > deadline {
@@ -242,13 +257,17 @@ impl Peer {
     }
 
     pub fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
     }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
     }
 }

@@ -39,39 +39,101 @@ fn batch_error(e: &BatchError) -> proto::Error {
     out
 }
 
-/// Decodes and handles one frame. `Err` means the frame was not a valid request: the caller sends
-/// the error and closes the connection.
-pub fn handle_frame(
-    store: &Store,
-    metrics: &Metrics,
-    frame: Bytes,
-) -> Result<Response, proto::Error> {
-    let request = Request::decode(frame)
-        .map_err(|e| error(ErrorCode::Malformed, format!("cannot decode request: {e}")))?;
+/// Decodes one frame. `Err` means the frame was not a valid request: the caller sends the error
+/// and closes the connection.
+pub fn decode(frame: Bytes) -> Result<Request, proto::Error> {
+    Request::decode(frame)
+        .map_err(|e| error(ErrorCode::Malformed, format!("cannot decode request: {e}")))
+}
+
+/// Answers one request that is not a write.
+pub fn handle_request(store: &Store, metrics: &Metrics, request: Request) -> Response {
     let id = request.id;
     let Some(op) = request.op else {
-        return Ok(Response {
+        metrics.error(ErrorCode::InvalidArgument);
+        return Response {
             id,
             result: Some(R::Error(error(
                 ErrorCode::InvalidArgument,
                 "request has no operation",
             ))),
-        });
+        };
     };
+    if let Op::Write(batch) = op {
+        let mut out = Vec::with_capacity(1);
+        handle_writes(store, metrics, vec![(id, batch)], &mut out);
+        return out.pop().unwrap_or(Response {
+            id,
+            result: Some(R::Error(error(ErrorCode::Internal, "write result missing"))),
+        });
+    }
     let kind = OpKind::of(&op);
     let started = std::time::Instant::now();
     let result = match handle(store, op) {
         Ok(r) => r,
         Err(e) => {
-            metrics.error(e.code());
+            metrics.error(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal));
             R::Error(e)
         }
     };
     metrics.observe(kind, started.elapsed());
-    Ok(Response {
+    Response {
         id,
         result: Some(result),
-    })
+    }
+}
+
+/// Answers consecutive write requests of one connection with one group commit; each request is
+/// still its own atomic batch.
+pub fn handle_writes(
+    store: &Store,
+    metrics: &Metrics,
+    writes: Vec<(u64, proto::WriteBatch)>,
+    out: &mut Vec<Response>,
+) {
+    let started = std::time::Instant::now();
+    let mut converted: Vec<Result<Vec<WriteOp>, proto::Error>> = Vec::with_capacity(writes.len());
+    let mut ids = Vec::with_capacity(writes.len());
+    for (id, batch) in writes {
+        ids.push(id);
+        converted.push(
+            batch
+                .ops
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| {
+                    write_op(op).map_err(|mut e| {
+                        e.op_index = i as u32;
+                        e
+                    })
+                })
+                .collect(),
+        );
+    }
+    let valid: Vec<&[WriteOp]> = converted.iter().filter_map(|c| c.as_deref().ok()).collect();
+    let mut committed = store.write_many(&valid).into_iter();
+    let per_request = started.elapsed() / ids.len().max(1) as u32;
+    for (id, c) in ids.into_iter().zip(converted) {
+        let result = match c {
+            Err(e) => Err(e),
+            Ok(_) => match committed.next() {
+                Some(Ok(applied)) => Ok(R::Write(proto::WriteResponse {
+                    applied: applied as u32,
+                })),
+                Some(Err(e)) => Err(batch_error(&e)),
+                None => Err(error(ErrorCode::Internal, "write result missing")),
+            },
+        };
+        let result = result.unwrap_or_else(|e| {
+            metrics.error(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal));
+            R::Error(e)
+        });
+        metrics.observe(OpKind::Write, per_request);
+        out.push(Response {
+            id,
+            result: Some(result),
+        });
+    }
 }
 
 fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
@@ -129,23 +191,7 @@ fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
             })
         }
         Op::OperatorStateGet(g) => R::List(list(store.operator_state_get(&g.name).map_err(se)?)),
-        Op::Write(batch) => {
-            let ops = batch
-                .ops
-                .into_iter()
-                .enumerate()
-                .map(|(i, op)| {
-                    write_op(op).map_err(|mut e| {
-                        e.op_index = i as u32;
-                        e
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let applied = store.write(&ops).map_err(|e| batch_error(&e))?;
-            R::Write(proto::WriteResponse {
-                applied: applied as u32,
-            })
-        }
+        Op::Write(_) => unreachable!("handle_request routes writes to handle_writes"),
     })
 }
 

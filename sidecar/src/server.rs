@@ -13,15 +13,20 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use stator_core::frame::{FrameError, decode_frame, encode_frame};
 use stator_core::limits::MAX_FRAME_BYTES;
-use stator_core::proto::{ErrorCode, Response, response::Result as R};
+use stator_core::proto::{
+    ErrorCode, Request, Response, WriteBatch, request::Op, response::Result as R,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::protocol::{error, handle_frame};
+use crate::protocol::{decode, error, handle_request, handle_writes};
 use crate::store::Store;
+
+/// Answers buffered beyond this are written before more requests of the burst are handled.
+const MAX_BUFFERED_OUTPUT: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -115,11 +120,20 @@ async fn connection(
             return Ok(());
         }
         let mut close = false;
+        let mut writes = Vec::new();
         loop {
             match decode_frame(&mut input, MAX_FRAME_BYTES) {
-                Ok(Some(frame)) => match handle_frame(store, metrics, frame) {
-                    Ok(response) => encode_frame(&response, &mut output),
+                Ok(Some(frame)) => match decode(frame) {
+                    Ok(Request {
+                        id,
+                        op: Some(Op::Write(batch)),
+                    }) => writes.push((id, batch)),
+                    Ok(request) => {
+                        answer_writes(store, metrics, &mut writes, &mut output);
+                        encode_frame(&handle_request(store, metrics, request), &mut output);
+                    }
                     Err(e) => {
+                        answer_writes(store, metrics, &mut writes, &mut output);
                         reject(&mut output, e, metrics);
                         close = true;
                         break;
@@ -127,6 +141,7 @@ async fn connection(
                 },
                 Ok(None) => break,
                 Err(e) => {
+                    answer_writes(store, metrics, &mut writes, &mut output);
                     let code = match e {
                         FrameError::TooLarge { .. } => ErrorCode::TooLarge,
                         FrameError::BadLength => ErrorCode::Malformed,
@@ -136,7 +151,14 @@ async fn connection(
                     break;
                 }
             }
+            // Bound what one burst of pipelined requests can make us buffer.
+            if output.len() >= MAX_BUFFERED_OUTPUT {
+                answer_writes(store, metrics, &mut writes, &mut output);
+                stream.write_all(&output).await?;
+                output.clear();
+            }
         }
+        answer_writes(store, metrics, &mut writes, &mut output);
         if !output.is_empty() {
             stream.write_all(&output).await?;
             output.clear();
@@ -145,6 +167,24 @@ async fn connection(
             stream.shutdown().await?;
             return Ok(());
         }
+    }
+}
+
+/// Group-commits the write requests collected so far and appends their answers, keeping every
+/// answer in request order.
+fn answer_writes(
+    store: &Store,
+    metrics: &Metrics,
+    writes: &mut Vec<(u64, WriteBatch)>,
+    output: &mut BytesMut,
+) {
+    if writes.is_empty() {
+        return;
+    }
+    let mut answers = Vec::with_capacity(writes.len());
+    handle_writes(store, metrics, std::mem::take(writes), &mut answers);
+    for answer in &answers {
+        encode_frame(answer, output);
     }
 }
 

@@ -45,6 +45,8 @@ pub enum StoreError {
     Invalid(String),
     #[error("writes are fenced: a stop-with-savepoint is under way and this replica is stopping")]
     Suspended,
+    #[error("the write failed and was not applied: {0}")]
+    WriteFailed(String),
     #[error("stored state is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot create the data directory {path}")]
@@ -70,6 +72,7 @@ impl StoreError {
             StoreError::Invalid(_) => ErrorCode::InvalidArgument,
             StoreError::Suspended => ErrorCode::Suspended,
             StoreError::Corrupt(_)
+            | StoreError::WriteFailed(_)
             | StoreError::Io { .. }
             | StoreError::Poisoned
             | StoreError::Rocks(_) => ErrorCode::Internal,

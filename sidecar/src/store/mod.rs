@@ -136,9 +136,24 @@ impl Placement {
     }
 }
 
+/// A declared state and its column family's name.
+struct StateEntry {
+    decl: StateDecl,
+    cf: String,
+}
+
+impl StateEntry {
+    fn new(decl: StateDecl) -> Arc<Self> {
+        Arc::new(Self {
+            cf: cf_name(&decl),
+            decl,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Catalog {
-    states: HashMap<String, StateDecl>,
+    states: HashMap<String, Arc<StateEntry>>,
     operator_states: HashMap<String, OperatorStateDecl>,
 }
 
@@ -173,6 +188,10 @@ impl CfOptions {
         let mut base = Options::default();
         base.set_block_based_table_factory(&table);
         base.set_write_buffer_size(rocks.write_buffer_bytes);
+        // A whole-key bloom filter in the memtable lets point reads of flushed keys skip the
+        // memtable's skiplist search.
+        base.set_memtable_prefix_bloom_ratio(0.02);
+        base.set_memtable_whole_key_filtering(true);
         base.set_compression_type(match rocks.compression {
             Compression::None => DBCompressionType::None,
             Compression::Lz4 => DBCompressionType::Lz4,
@@ -311,7 +330,9 @@ impl Store {
                         String::from_utf8_lossy(name)
                     ))
                 })?;
-                catalog.states.insert(decl.name.clone(), decl);
+                catalog
+                    .states
+                    .insert(decl.name.clone(), StateEntry::new(decl));
             } else if let Some(name) = key.strip_prefix(b"operator/") {
                 let decl: OperatorStateDecl = serde_json::from_slice(&value).map_err(|e| {
                     StoreError::Corrupt(format!(
@@ -347,7 +368,7 @@ impl Store {
         let mut catalog = self.catalog.write().map_err(|_| StoreError::Poisoned)?;
         for decl in states {
             validate_name(&decl.name)?;
-            if let Some(existing) = catalog.states.get(&decl.name)
+            if let Some(existing) = catalog.states.get(&decl.name).map(|e| &e.decl)
                 && existing.kind != decl.kind
             {
                 return Err(StoreError::Conflict {
@@ -371,7 +392,7 @@ impl Store {
         }
         let meta = self.meta_cf()?;
         for decl in states {
-            if catalog.states.get(&decl.name) == Some(decl) {
+            if catalog.states.get(&decl.name).map(|e| &e.decl) == Some(decl) {
                 continue;
             }
             let name = cf_name(decl);
@@ -387,7 +408,9 @@ impl Store {
                 serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             self.db
                 .put_cf(&meta, format!("state/{}", decl.name), encoded)?;
-            catalog.states.insert(decl.name.clone(), decl.clone());
+            catalog
+                .states
+                .insert(decl.name.clone(), StateEntry::new(decl.clone()));
         }
         for decl in operator_states {
             if catalog.operator_states.get(&decl.name) == Some(decl) {
@@ -408,7 +431,7 @@ impl Store {
         let Ok(catalog) = self.catalog.read() else {
             return Vec::new();
         };
-        let mut out: Vec<_> = catalog.states.values().cloned().collect();
+        let mut out: Vec<_> = catalog.states.values().map(|e| e.decl.clone()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }

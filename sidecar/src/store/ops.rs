@@ -12,7 +12,9 @@ use super::encoding::{
     self, decode_value, encode_list, encode_value, expiry_for, is_live, list_elements,
     map_entry_key, map_prefix, now_ms, plain_key, prefix_successor,
 };
-use super::{Catalog, Kind, StateDecl, Store, StoreError, cf_name};
+use std::sync::Arc;
+
+use super::{Catalog, Kind, StateEntry, Store, StoreError};
 
 /// One write in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,25 +103,30 @@ fn check_value(value: &[u8]) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// The declaration of `name`, checked to be of `kind`.
-    fn decl(&self, catalog: &Catalog, name: &str, kind: Kind) -> Result<StateDecl, StoreError> {
-        let decl = catalog
+    /// The state `name`, checked to be of `kind`.
+    fn entry(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        kind: Kind,
+    ) -> Result<Arc<StateEntry>, StoreError> {
+        let entry = catalog
             .states
             .get(name)
             .ok_or_else(|| StoreError::UnknownState(name.to_owned()))?;
-        if decl.kind != kind {
+        if entry.decl.kind != kind {
             return Err(StoreError::WrongKind {
                 name: name.to_owned(),
-                actual: decl.kind,
+                actual: entry.decl.kind,
                 expected: kind,
             });
         }
-        Ok(decl.clone())
+        Ok(entry.clone())
     }
 
-    fn state(&self, name: &str, kind: Kind) -> Result<StateDecl, StoreError> {
+    fn state(&self, name: &str, kind: Kind) -> Result<Arc<StateEntry>, StoreError> {
         let catalog = self.catalog.read().map_err(|_| StoreError::Poisoned)?;
-        self.decl(&catalog, name, kind)
+        self.entry(&catalog, name, kind)
     }
 
     /// The key group of `key`, if this replica owns it.
@@ -138,13 +145,10 @@ impl Store {
         Ok(group)
     }
 
-    fn cf(
-        &self,
-        decl: &StateDecl,
-    ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {
-        self.db.cf_handle(&cf_name(decl)).ok_or_else(|| {
-            StoreError::Corrupt(format!("column family of state {:?} is missing", decl.name))
-        })
+    fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("column family {name:?} is missing")))
     }
 
     pub fn get(&self, state: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -152,7 +156,7 @@ impl Store {
         let group = self.group(key)?;
         let stored = self
             .db
-            .get_pinned_cf(&self.cf(&decl)?, plain_key(group, key))?;
+            .get_pinned_cf(&self.cf(&decl.cf)?, plain_key(group, key))?;
         Ok(stored.and_then(|s| live_payload(&s, now_ms())))
     }
 
@@ -173,7 +177,7 @@ impl Store {
             .iter()
             .map(|k| Ok(plain_key(self.group(k)?, k)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let cf = self.cf(&decl)?;
+        let cf = self.cf(&decl.cf)?;
         let now = now_ms();
         self.db
             .batched_multi_get_cf(&cf, &stored_keys, false)
@@ -187,7 +191,7 @@ impl Store {
         let group = self.group(key)?;
         let Some(stored) = self
             .db
-            .get_pinned_cf(&self.cf(&decl)?, plain_key(group, key))?
+            .get_pinned_cf(&self.cf(&decl.cf)?, plain_key(group, key))?
         else {
             return Ok(Vec::new());
         };
@@ -209,7 +213,7 @@ impl Store {
         check_key(map_key, "map key")?;
         let stored = self
             .db
-            .get_pinned_cf(&self.cf(&decl)?, map_entry_key(group, key, map_key))?;
+            .get_pinned_cf(&self.cf(&decl.cf)?, map_entry_key(group, key, map_key))?;
         Ok(stored.and_then(|s| live_payload(&s, now_ms())))
     }
 
@@ -244,7 +248,7 @@ impl Store {
         if let Some(upper) = prefix_successor(&prefix) {
             read_opts.set_iterate_upper_bound(upper);
         }
-        let cf = self.cf(&decl)?;
+        let cf = self.cf(&decl.cf)?;
         let mut it = self.db.raw_iterator_cf_opt(&cf, read_opts);
         let mut start = prefix.clone();
         start.extend_from_slice(after);
@@ -290,80 +294,149 @@ impl Store {
 
     /// Applies `ops` atomically: all of them, or none when any is invalid.
     pub fn write(&self, ops: &[WriteOp]) -> Result<usize, BatchError> {
+        self.write_many(&[ops]).pop().unwrap_or(Ok(0))
+    }
+
+    /// Applies several independent atomic batches with one RocksDB write (group commit). Each
+    /// batch is validated whole first; an invalid batch fails alone and writes nothing, the valid
+    /// ones commit together. Results are in the order of `batches`.
+    pub fn write_many(&self, batches: &[&[WriteOp]]) -> Vec<Result<usize, BatchError>> {
         let whole = |source| BatchError {
             index: None,
             source,
         };
-        if ops.len() > MAX_BATCH_OPS as usize {
-            return Err(whole(StoreError::TooMany {
-                what: "write batch",
-                len: ops.len(),
-                max: MAX_BATCH_OPS,
-            }));
-        }
         let now = now_ms();
-        let mut batch = WriteBatch::default();
-        {
-            let catalog = self
-                .catalog
-                .read()
-                .map_err(|_| whole(StoreError::Poisoned))?;
-            for (i, op) in ops.iter().enumerate() {
-                self.add(&catalog, &mut batch, op, now)
-                    .map_err(|source| BatchError {
-                        index: Some(i),
-                        source,
-                    })?;
+        let mut results: Vec<Result<usize, BatchError>> = Vec::with_capacity(batches.len());
+        let mut resolved: Vec<Resolved> = Vec::new();
+        match self.catalog.read() {
+            Ok(catalog) => {
+                for ops in batches {
+                    results.push(self.resolve_batch(&catalog, ops, now, &mut resolved));
+                }
             }
+            Err(_) => {
+                return batches
+                    .iter()
+                    .map(|_| Err(whole(StoreError::Poisoned)))
+                    .collect();
+            }
+        }
+        if resolved.is_empty() {
+            return results;
         }
         // Fencing and checkpoint cuts take the gate exclusively, so no batch is applied after a
         // fence, and a cut never splits a batch.
-        let _gate = self.gate.read().map_err(|_| whole(StoreError::Poisoned))?;
-        if self.is_fenced() {
-            return Err(whole(StoreError::Suspended));
+        let outcome = match self.gate.read() {
+            Err(_) => Err(StoreError::Poisoned),
+            Ok(_gate) if self.is_fenced() => Err(StoreError::Suspended),
+            Ok(_gate) => self.commit(resolved),
+        };
+        if let Err(e) = outcome {
+            let message = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                let source = match e {
+                    StoreError::Suspended => StoreError::Suspended,
+                    _ => StoreError::WriteFailed(message.clone()),
+                };
+                *r = Err(whole(source));
+            }
         }
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(|e| whole(e.into()))?;
+        results
+    }
+
+    fn resolve_batch(
+        &self,
+        catalog: &Catalog,
+        ops: &[WriteOp],
+        now: u64,
+        out: &mut Vec<Resolved>,
+    ) -> Result<usize, BatchError> {
+        if ops.len() > MAX_BATCH_OPS as usize {
+            return Err(BatchError {
+                index: None,
+                source: StoreError::TooMany {
+                    what: "write batch",
+                    len: ops.len(),
+                    max: MAX_BATCH_OPS,
+                },
+            });
+        }
+        let start = out.len();
+        for (i, op) in ops.iter().enumerate() {
+            match self.resolve(catalog, op, now) {
+                Ok(r) => out.push(r),
+                Err(source) => {
+                    out.truncate(start);
+                    return Err(BatchError {
+                        index: Some(i),
+                        source,
+                    });
+                }
+            }
+        }
         Ok(ops.len())
     }
 
-    fn add(
-        &self,
-        catalog: &Catalog,
-        batch: &mut WriteBatch,
-        op: &WriteOp,
-        now: u64,
-    ) -> Result<(), StoreError> {
-        match op {
-            WriteOp::ValuePut { state, key, value } => {
-                let decl = self.decl(catalog, state, Kind::Value)?;
+    fn commit(&self, resolved: Vec<Resolved>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let operator_cf = self.operator_cf()?;
+        for r in resolved {
+            let state_cf;
+            let cf = match &r.cf {
+                Some(entry) => {
+                    state_cf = self.cf(&entry.cf)?;
+                    &state_cf
+                }
+                None => &operator_cf,
+            };
+            match r.action {
+                Action::Put(k, v) => batch.put_cf(cf, k, v),
+                Action::Merge(k, v) => batch.merge_cf(cf, k, v),
+                Action::Delete(k) => batch.delete_cf(cf, k),
+                Action::DeleteRange(a, b) => batch.delete_range_cf(cf, a, b),
+            }
+        }
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
+    /// Validates one op and encodes what it writes.
+    fn resolve(&self, catalog: &Catalog, op: &WriteOp, now: u64) -> Result<Resolved, StoreError> {
+        let state = |name: &str, kind| self.entry(catalog, name, kind);
+        let expiry = |e: &StateEntry| expiry_for(now, e.decl.ttl_ms);
+        Ok(match op {
+            WriteOp::ValuePut {
+                state: name,
+                key,
+                value,
+            } => {
+                let e = state(name, Kind::Value)?;
                 let group = self.group(key)?;
                 check_value(value)?;
-                batch.put_cf(
-                    &self.cf(&decl)?,
-                    plain_key(group, key),
-                    encode_value(expiry_for(now, decl.ttl_ms), value),
-                );
+                let v = encode_value(expiry(&e), value);
+                Resolved::state(e, Action::Put(plain_key(group, key), v))
             }
-            WriteOp::ValueClear { state, key } => {
-                let decl = self.decl(catalog, state, Kind::Value)?;
-                let group = self.group(key)?;
-                batch.delete_cf(&self.cf(&decl)?, plain_key(group, key));
+            WriteOp::ValueClear { state: name, key } => {
+                let e = state(name, Kind::Value)?;
+                Resolved::state(e, Action::Delete(plain_key(self.group(key)?, key)))
             }
-            WriteOp::ListAppend { state, key, values }
-            | WriteOp::ListSet { state, key, values } => {
-                let decl = self.decl(catalog, state, Kind::List)?;
+            WriteOp::ListAppend {
+                state: name,
+                key,
+                values,
+            }
+            | WriteOp::ListSet {
+                state: name,
+                key,
+                values,
+            } => {
+                let e = state(name, Kind::List)?;
                 let group = self.group(key)?;
-                let mut encoded = Vec::new();
                 for v in values {
                     check_value(v)?;
                 }
-                encode_list(
-                    expiry_for(now, decl.ttl_ms),
-                    values.iter().map(|v| &v[..]),
-                    &mut encoded,
-                );
+                let mut encoded = Vec::new();
+                encode_list(expiry(&e), values.iter().map(|v| &v[..]), &mut encoded);
                 if encoded.len() > MAX_VALUE_BYTES as usize * 2 {
                     return Err(StoreError::TooLarge {
                         what: "list update",
@@ -371,55 +444,50 @@ impl Store {
                         max: MAX_VALUE_BYTES * 2,
                     });
                 }
-                let cf = self.cf(&decl)?;
-                if matches!(op, WriteOp::ListAppend { .. }) {
-                    batch.merge_cf(&cf, plain_key(group, key), encoded);
+                let k = plain_key(group, key);
+                let action = if matches!(op, WriteOp::ListAppend { .. }) {
+                    Action::Merge(k, encoded)
                 } else if values.is_empty() {
-                    batch.delete_cf(&cf, plain_key(group, key));
+                    Action::Delete(k)
                 } else {
-                    batch.put_cf(&cf, plain_key(group, key), encoded);
-                }
+                    Action::Put(k, encoded)
+                };
+                Resolved::state(e, action)
             }
-            WriteOp::ListClear { state, key } => {
-                let decl = self.decl(catalog, state, Kind::List)?;
-                let group = self.group(key)?;
-                batch.delete_cf(&self.cf(&decl)?, plain_key(group, key));
+            WriteOp::ListClear { state: name, key } => {
+                let e = state(name, Kind::List)?;
+                Resolved::state(e, Action::Delete(plain_key(self.group(key)?, key)))
             }
             WriteOp::MapPut {
-                state,
+                state: name,
                 key,
                 map_key,
                 value,
             } => {
-                let decl = self.decl(catalog, state, Kind::Map)?;
+                let e = state(name, Kind::Map)?;
                 let group = self.group(key)?;
                 check_key(map_key, "map key")?;
                 check_value(value)?;
-                batch.put_cf(
-                    &self.cf(&decl)?,
-                    map_entry_key(group, key, map_key),
-                    encode_value(expiry_for(now, decl.ttl_ms), value),
-                );
+                let v = encode_value(expiry(&e), value);
+                Resolved::state(e, Action::Put(map_entry_key(group, key, map_key), v))
             }
             WriteOp::MapRemove {
-                state,
+                state: name,
                 key,
                 map_key,
             } => {
-                let decl = self.decl(catalog, state, Kind::Map)?;
+                let e = state(name, Kind::Map)?;
                 let group = self.group(key)?;
                 check_key(map_key, "map key")?;
-                batch.delete_cf(&self.cf(&decl)?, map_entry_key(group, key, map_key));
+                Resolved::state(e, Action::Delete(map_entry_key(group, key, map_key)))
             }
-            WriteOp::MapClear { state, key } => {
-                let decl = self.decl(catalog, state, Kind::Map)?;
-                let group = self.group(key)?;
-                let prefix = map_prefix(group, key);
-                // A map prefix always ends in the key's length or bytes; the group prefix is at
-                // most 0x7fff, so a successor always exists.
+            WriteOp::MapClear { state: name, key } => {
+                let e = state(name, Kind::Map)?;
+                let prefix = map_prefix(self.group(key)?, key);
+                // The group prefix is at most 0x7fff, so a successor always exists.
                 let end = prefix_successor(&prefix)
                     .ok_or_else(|| StoreError::Invalid("map key prefix has no successor".into()))?;
-                batch.delete_range_cf(&self.cf(&decl)?, prefix, end);
+                Resolved::state(e, Action::DeleteRange(prefix, end))
             }
             WriteOp::OperatorStateSet { name, values } => {
                 if !catalog.operator_states.contains_key(name) {
@@ -436,11 +504,36 @@ impl Store {
                         max: MAX_VALUE_BYTES * 2,
                     });
                 }
-                batch.put_cf(&self.operator_cf()?, name.as_bytes(), encoded);
+                Resolved {
+                    cf: None,
+                    action: Action::Put(name.as_bytes().to_vec(), encoded),
+                }
             }
-        }
-        Ok(())
+        })
     }
+}
+
+/// A validated write, ready for the RocksDB batch.
+struct Resolved {
+    /// The state's family, or `None` for operator state.
+    cf: Option<Arc<StateEntry>>,
+    action: Action,
+}
+
+impl Resolved {
+    fn state(entry: Arc<StateEntry>, action: Action) -> Self {
+        Self {
+            cf: Some(entry),
+            action,
+        }
+    }
+}
+
+enum Action {
+    Put(Vec<u8>, Vec<u8>),
+    Merge(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    DeleteRange(Vec<u8>, Vec<u8>),
 }
 
 fn live_payload(stored: &[u8], now: u64) -> Option<Vec<u8>> {
