@@ -92,6 +92,26 @@ class Api:
     # -- helpers -----------------------------------------------------------------------------------
 
     @staticmethod
+    def _dec(rt: ResourceType, o: dict | None) -> dict | None:
+        return rt.codec.decode(o) if o is not None and rt.codec is not None else o
+
+    @staticmethod
+    def _enc(rt: ResourceType, o: dict) -> dict:
+        return rt.codec.encode(o) if rt.codec is not None else o
+
+    def _load(self, rt: ResourceType, ns: str, name: str) -> dict | None:
+        return self._dec(rt, self.store.get(rt.sgr, ns, name))
+
+    def _s_create(self, rt: ResourceType, obj: dict) -> dict:
+        return self._dec(rt, self.store.create(rt.sgr, self._enc(rt, obj)))
+
+    def _s_update(self, rt: ResourceType, obj: dict) -> dict:
+        return self._dec(rt, self.store.update(rt.sgr, self._enc(rt, obj)))
+
+    def _s_delete(self, rt: ResourceType, ns: str, name: str) -> dict:
+        return self._dec(rt, self.store.delete(rt.sgr, ns, name))
+
+    @staticmethod
     def _ns(rt: ResourceType, ns: str | None) -> str:
         return (ns or "") if rt.namespaced else ""
 
@@ -156,7 +176,7 @@ class Api:
     # -- reads -------------------------------------------------------------------------------------
 
     def get(self, rt: ResourceType, ns: str, name: str, version: str | None = None) -> dict:
-        obj = self.store.get(rt.gr, self._ns(rt, ns), name)
+        obj = self._load(rt, self._ns(rt, ns), name)
         if obj is None:
             raise E.not_found(rt, name)
         return self._out(rt, obj, version)
@@ -192,7 +212,8 @@ class Api:
                         raise E.gone(f"too old resource version: {want} ({self.store.rv})")
                     if want < self.store.compacted:
                         raise E.gone(f"too old resource version: {want} ({self.store.compacted + 1})")
-                all_items, rv = self.store.list(rt.gr, self._ns(rt, ns) if rt.namespaced else None)
+                all_items, rv = self.store.list(rt.sgr, self._ns(rt, ns) if rt.namespaced else None)
+                all_items = [self._dec(rt, o) for o in all_items]
                 items = [o for o in all_items if ls.matches(o["metadata"].get("labels")) and fs.matches(o)]
                 start = 0
                 # The real server serves resourceVersion=0 from its cache and ignores the limit.
@@ -229,7 +250,8 @@ class Api:
             initial: list[dict] = []
             since: int | None = None
             if resource_version in ("", "0") or send_initial_events:
-                items, rv = self.store.list(rt.gr, nsf)
+                items, rv = self.store.list(rt.sgr, nsf)
+                items = [self._dec(rt, o) for o in items]
                 initial = [o for o in items if ls.matches(o["metadata"].get("labels")) and fs.matches(o)]
                 if send_initial_events and resource_version not in ("", "0"):
                     try:
@@ -243,7 +265,7 @@ class Api:
                 except ValueError:
                     raise E.bad_request(f"invalid resource version: {resource_version}") from None
             try:
-                watcher, backlog = self.store.register(rt.gr, nsf, since)
+                watcher, backlog = self.store.register(rt.sgr, nsf, since)
                 error = None
             except ValueError as e:
                 watcher, backlog, error = None, [], str(e)
@@ -274,7 +296,7 @@ class Api:
                 if md.get("generateName"):
                     for _ in range(10):
                         md["name"] = md["generateName"] + generate_suffix()
-                        if self.store.peek(rt.gr, ns, md["name"]) is None:
+                        if self.store.peek(rt.sgr, ns, md["name"]) is None:
                             break
                 else:
                     raise E.invalid(rt, "", [E.FieldError("Required", "metadata.name",
@@ -283,7 +305,7 @@ class Api:
             if md.get("resourceVersion"):
                 raise E.internal("resourceVersion should not be set on objects to be created")
             self._require_ns(rt, ns, name)
-            if self.store.peek(rt.gr, ns, name) is not None:
+            if self.store.peek(rt.sgr, ns, name) is not None:
                 raise E.already_exists(rt, name)
             for f in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 md.pop(f, None)
@@ -311,7 +333,7 @@ class Api:
                 md.pop("managedFields", None)
             if opts.dry_run:
                 return self._out(rt, obj, opts.version)
-            stored = self.store.create(rt.gr, obj)
+            stored = self._s_create(rt, obj)
             self._run_hooks(rt, "ADDED", stored, None)
             return self._out(rt, stored, opts.version)
 
@@ -328,7 +350,7 @@ class Api:
         if rt.namespaced and md.get("namespace") and md["namespace"] != ns:
             raise E.bad_request("the namespace of the provided object does not match the namespace sent on the request")
         with self.lock:
-            old = self.store.get(rt.gr, ns, name)
+            old = self._load(rt, ns, name)
             if old is None:
                 raise E.not_found(rt, name)
             rv = md.get("resourceVersion")
@@ -396,10 +418,10 @@ class Api:
         ns_held = rt.gr == "namespaces" and bool((new.get("spec") or {}).get("finalizers"))
         if md.get("deletionTimestamp") and not md.get("finalizers") and not md.get("deletionGracePeriodSeconds") \
                 and not ns_held:
-            gone = self.store.delete(rt.gr, md.get("namespace", ""), name)
+            gone = self._s_delete(rt, md.get("namespace", ""), name)
             self._run_hooks(rt, "DELETED", gone, old)
             return self._out(rt, old, opts.version)
-        stored = self.store.update(rt.gr, new)
+        stored = self._s_update(rt, new)
         self._run_hooks(rt, "MODIFIED", stored, old)
         return self._out(rt, stored, opts.version)
 
@@ -408,7 +430,7 @@ class Api:
         """Read-modify-write for in-process controllers, atomic under the store lock. `fn(obj)` edits the
         object in place; returning False skips the write. subresource "*" writes spec and status at once."""
         with self.lock:
-            old = self.store.get(rt.gr, self._ns(rt, ns), name)
+            old = self._load(rt, self._ns(rt, ns), name)
             if old is None or (uid and old["metadata"].get("uid") != uid):
                 return None
             new = copy.deepcopy(old)
@@ -442,7 +464,7 @@ class Api:
             raise E.bad_request("error decoding patch: the patch must be a JSON object")
         ns = self._ns(rt, ns)
         with self.lock:
-            old = self.store.get(rt.gr, ns, name)
+            old = self._load(rt, ns, name)
             if old is None:
                 raise E.not_found(rt, name)
             base = copy.deepcopy(old)
@@ -499,7 +521,7 @@ class Api:
         t = rt.type(opts.version)
         keep = keep_path_for(rt, subresource)
         with self.lock:
-            old = self.store.get(rt.gr, ns, name)
+            old = self._load(rt, ns, name)
             if old is None:
                 if subresource:
                     raise E.not_found(rt, name)
@@ -610,7 +632,7 @@ class Api:
             new = copy.deepcopy(obj)
             set_path(new, sp, replicas)
             new["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
-            old = self.store.get(rt.gr, self._ns(rt, ns), name)
+            old = self._load(rt, self._ns(rt, ns), name)
             out = self._commit_update(rt, old, new, opts, "scale", managed=None)
             return self._to_scale(rt, out)
 
@@ -622,7 +644,7 @@ class Api:
         options = options or {}
         ns = self._ns(rt, ns)
         with self.lock:
-            obj = self.store.get(rt.gr, ns, name)
+            obj = self._load(rt, ns, name)
             if obj is None:
                 raise E.not_found(rt, name)
             md = obj["metadata"]
@@ -672,13 +694,13 @@ class Api:
                     if fins:
                         md["finalizers"] = fins
                     obj.setdefault("status", {})["phase"] = "Terminating"
-                    stored = self.store.update(rt.gr, obj)
+                    stored = self._s_update(rt, obj)
                     self._run_hooks(rt, "MODIFIED", stored, old)
                     return self._out(rt, stored, None), False
             if not fins and grace == 0 and (not terminating or rt.graceful or not md.get("finalizers")):
                 if dry_run:
                     return self._out(rt, obj, None), True
-                gone = self.store.delete(rt.gr, ns, name)
+                gone = self._s_delete(rt, ns, name)
                 self._run_hooks(rt, "DELETED", gone, old)
                 if rt.return_deleted:
                     return self._out(rt, gone, None), True
@@ -703,14 +725,14 @@ class Api:
             if not changed or dry_run:
                 return self._out(rt, obj, None), False
             if not fins and grace == 0 and not rt.graceful:
-                gone = self.store.delete(rt.gr, ns, name)
+                gone = self._s_delete(rt, ns, name)
                 self._run_hooks(rt, "DELETED", gone, old)
                 return self._out(rt, gone, None), True
-            stored = self.store.update(rt.gr, obj)
+            stored = self._s_update(rt, obj)
             self._run_hooks(rt, "MODIFIED", stored, old)
             if not fins and grace == 0:
                 # a pod whose grace period was cut to zero by a second delete
-                gone = self.store.delete(rt.gr, ns, name)
+                gone = self._s_delete(rt, ns, name)
                 self._run_hooks(rt, "DELETED", gone, stored)
                 return self._out(rt, gone, None), True
             return self._out(rt, stored, None), False
@@ -760,6 +782,9 @@ class WatchStream:
         return o is not None and self.ls.matches(o["metadata"].get("labels")) and self.fs.matches(o)
 
     def translate(self, ev: Event) -> tuple[str, dict] | None:
+        if self.rt.codec is not None:
+            ev = Event(ev.rv, ev.type, ev.gr, ev.namespace, ev.name, self.rt.codec.decode(copy.deepcopy(ev.obj)),
+                       self.rt.codec.decode(copy.deepcopy(ev.prev)) if ev.prev is not None else None)
         if ev.type == "ADDED":
             return ("ADDED", ev.obj) if self._match(ev.obj) else None
         if ev.type == "DELETED":

@@ -212,7 +212,7 @@ class Controllers:
             name = ns["metadata"]["name"]
             remaining = 0
             for rt in self.reg.all():
-                if not rt.namespaced or rt.gr in ("events", "events.events.k8s.io") and False:
+                if not rt.namespaced or rt.storage:
                     continue
                 for o in [o for o in self.api.store.iter_all(rt.gr) if o["metadata"].get("namespace") == name]:
                     remaining += 1
@@ -384,6 +384,8 @@ class Controllers:
         by_owner: dict[str, list] = {}
         objects = []
         for rt in self.reg.all():
+            if rt.storage:
+                continue  # a view of another kind's objects
             for o in self.api.store.iter_all(rt.gr):
                 objects.append((rt, o))
                 for ref in o["metadata"].get("ownerReferences") or []:

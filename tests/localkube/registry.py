@@ -32,6 +32,12 @@ class ResourceType:
     columns: dict[str, list] = field(default_factory=dict)  # version -> additionalPrinterColumns (CRs)
     strategy: object = None
     types: dict[str, T] = field(default_factory=dict)
+    storage: str = ""  # group resource this kind is stored as, when it is another kind's view
+    codec: object = None  # encode(external) -> stored, decode(stored) -> external
+
+    @property
+    def sgr(self) -> str:
+        return self.storage or self.gr
 
     def __post_init__(self):
         if not self.singular:
@@ -70,6 +76,37 @@ class ResourceType:
         return self.schemas.get(version or self.versions[0])
 
 
+class EventsV1Codec:
+    """events.k8s.io/v1 Events are a view of core/v1 Events, as in the real API server (the field mapping of
+    k8s.io/kubernetes/pkg/apis/events/v1's conversions)."""
+
+    PAIRS = [("regarding", "involvedObject"), ("note", "message"), ("reportingController", "reportingComponent"),
+             ("deprecatedCount", "count"), ("deprecatedFirstTimestamp", "firstTimestamp"),
+             ("deprecatedLastTimestamp", "lastTimestamp"), ("deprecatedSource", "source")]
+    SAME = ["reason", "type", "eventTime", "action", "reportingInstance", "related", "series"]
+
+    def encode(self, ext: dict) -> dict:
+        core = {"apiVersion": "v1", "kind": "Event", "metadata": ext.get("metadata", {})}
+        for e, c in self.PAIRS:
+            if ext.get(e) is not None:
+                core[c] = ext[e]
+        for k in self.SAME:
+            if ext.get(k) is not None:
+                core[k] = ext[k]
+        core.setdefault("involvedObject", {})
+        return core
+
+    def decode(self, core: dict) -> dict:
+        ext = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": core.get("metadata", {})}
+        for e, c in self.PAIRS:
+            if core.get(c) not in (None, {}, "") or (c == "involvedObject" and c in core):
+                ext[e] = core[c]
+        for k in self.SAME:
+            if core.get(k) is not None:
+                ext[k] = core[k]
+        return ext
+
+
 def _b(group, versions, kind, plural, namespaced, **kw) -> ResourceType:
     return ResourceType(group=group, versions=versions, kind=kind, plural=plural, namespaced=namespaced, **kw)
 
@@ -102,7 +139,8 @@ def builtin_catalog() -> list[ResourceType]:
            tracks_generation=True),
         _b("batch", ["v1"], "Job", "jobs", True, categories=["all"], status=True, tracks_generation=True),
         _b("coordination.k8s.io", ["v1"], "Lease", "leases", True),
-        _b("events.k8s.io", ["v1"], "Event", "events", True, short_names=["ev"]),
+        _b("events.k8s.io", ["v1"], "Event", "events", True, short_names=["ev"], storage="events",
+           codec=EventsV1Codec()),
         _b("discovery.k8s.io", ["v1"], "EndpointSlice", "endpointslices", True),
         _b("policy", ["v1"], "PodDisruptionBudget", "poddisruptionbudgets", True, short_names=["pdb"], status=True,
            tracks_generation=True),

@@ -452,7 +452,7 @@ class Handler(BaseHTTPRequestHandler):
         if method == "PATCH" and r.name:
             raw = self._body()
             opts = self._opts(q, r.version)
-            existed = api.store.peek(rt.gr, r.namespace if rt.namespaced else "", r.name) is not None
+            existed = api.store.peek(rt.sgr, r.namespace if rt.namespaced else "", r.name) is not None
             obj = api.patch(rt, r.namespace, r.name, self.headers.get("Content-Type", ""), raw, opts)
             return self._send(200 if existed else 201, obj, warnings=opts.warnings)
         if method == "DELETE" and r.name:

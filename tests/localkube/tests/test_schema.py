@@ -77,3 +77,21 @@ def test_events_v1_are_validated_like_the_real_server(client, ns):
     del bad["reportingController"]
     r = client.post(f"/apis/events.k8s.io/v1/namespaces/{ns}/events", bad)
     assert r.status == 422 and "reportingController: Required value" in r.body["message"]
+
+
+def test_events_v1_and_core_events_are_one_collection(client, kubectl, ns):
+    ev = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"},
+          "eventTime": "2025-01-01T00:00:00.000000Z", "reportingController": "stator.dev/operator",
+          "reportingInstance": "op-0", "action": "Scale", "reason": "Rescaled", "type": "Normal",
+          "note": "parallelism 2 -> 3", "regarding": {"apiVersion": "stator.dev/v1alpha1", "kind": "StreamJob",
+                                                     "name": "wc", "namespace": ns}}
+    assert client.post(f"/apis/events.k8s.io/v1/namespaces/{ns}/events", ev).status == 201
+    core = client.get(f"/api/v1/namespaces/{ns}/events/e1").body
+    assert core["apiVersion"] == "v1" and core["message"] == "parallelism 2 -> 3"
+    assert core["involvedObject"]["name"] == "wc" and core["reportingComponent"] == "stator.dev/operator"
+    lst = client.get(f"/api/v1/namespaces/{ns}/events", params={"fieldSelector": "involvedObject.name=wc"}).body
+    assert [e["metadata"]["name"] for e in lst["items"]] == ["e1"]
+    out = kubectl("get", "events", "-n", ns).stdout
+    assert "Rescaled" in out and "streamjob/wc" in out and "parallelism 2 -> 3" in out
+    v1 = client.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events/e1").body
+    assert v1["note"] == "parallelism 2 -> 3" and v1["regarding"]["kind"] == "StreamJob"
