@@ -249,6 +249,11 @@ class PodStrategy(Strategy):
         # Admission plugins of a default cluster: ServiceAccount and DefaultTolerationSeconds.
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
         spec["serviceAccount"] = spec["serviceAccountName"]
+        ns, sa = obj["metadata"].get("namespace", ""), spec["serviceAccountName"]
+        if ctx.store.peek("serviceaccounts", ns, sa) is None:
+            from .errors import forbidden  # noqa: PLC0415
+            raise forbidden(self.rt, obj["metadata"].get("name", ""),
+                            f'error looking up service account {ns}/{sa}: serviceaccount "{sa}" not found')
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")

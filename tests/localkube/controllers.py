@@ -67,6 +67,9 @@ class Controllers:
     # -- hooks: run synchronously inside the write, under the store lock ---------------------------
 
     def _hook(self, rt, etype: str, obj: dict, prev: dict | None) -> None:
+        if rt.gr == "namespaces" and etype == "ADDED":
+            # at once, so that a pod created right after its namespace finds the default ServiceAccount
+            self._namespace_defaults(obj["metadata"]["name"])
         if rt.gr == "customresourcedefinitions.apiextensions.k8s.io":
             if etype == "DELETED":
                 self.reg.unregister_crd(f"{obj['spec']['names']['plural']}.{obj['spec']['group']}")
@@ -149,8 +152,6 @@ class Controllers:
                 log.exception("controller loop error")
 
     def _on_event(self, ev: Event) -> None:
-        if ev.gr == "namespaces" and ev.type == "ADDED":
-            self._namespace_defaults(ev.name)
         if ev.gr == "pods" and ev.type != "DELETED":
             self._schedule(ev.obj)
         if ev.type == "DELETED" or ev.obj["metadata"].get("deletionTimestamp"):

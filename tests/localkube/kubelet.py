@@ -347,6 +347,9 @@ class PodWorker:
         c.backoff_until = time.monotonic() + c.backoff
         if c.backoff > 0:
             self._crashloop(c)
+            self.k.event(self.pod, "Warning", "BackOff",
+                         f"Back-off restarting failed container {c.name} in pod {self.name}_{self.ns}({self.uid})",
+                         self._field_path(c))
         c.backoff = min(self.k.backoff_max, self.k.backoff_base if c.backoff == 0 else c.backoff * 2)
 
     def _go_terminal(self, phase: str) -> None:

@@ -202,3 +202,14 @@ def test_table_uses_printer_columns(client, ns):
     cells = t["rows"][0]["cells"]
     assert cells[:4] == ["x", 3, "Running", "True"] and cells[4].endswith("s")
     assert t["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_pod_with_a_missing_service_account_is_forbidden(client, ns):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"serviceAccountName": "stator-operator", "containers": [{"name": "a", "image": "example/app:1"}]}}
+    r = client.post(f"/api/v1/namespaces/{ns}/pods", pod)
+    assert r.status == 403
+    assert r.body["message"] == ('pods "p" is forbidden: error looking up service account '
+                                 f'{ns}/stator-operator: serviceaccount "stator-operator" not found')
+    client.post(f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "stator-operator"}})
+    assert client.post(f"/api/v1/namespaces/{ns}/pods", pod).status == 201

@@ -1,0 +1,257 @@
+//! `stator-wordcount`: the example stateful app. It counts words over a deterministic, generated
+//! input stream, keeping its counts in the Stator sidecar.
+//!
+//! Exactly-once: the input position is kept per key group (in value state `offsets`, under one
+//! synthetic key per group) and written in the same atomic batch as the counts that input
+//! produced. After a restart, a restore or a rescale, each key group resumes from its own
+//! position, so no record is counted twice or lost, whichever replica owns the group now.
+//!
+//! Every replica reads the whole input and counts only the words it owns: the stand-in for a
+//! keyed shuffle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use stator_client::{Batch, Client, Error, ErrorCode, key_group, proto};
+
+const COUNTS: &str = "counts";
+const OFFSETS: &str = "offsets";
+const VOCABULARY: u64 = 500;
+const WORDS_PER_RECORD: u64 = 4;
+
+#[derive(Parser)]
+#[command(about = "Exactly-once keyed word count on the Stator sidecar")]
+struct Args {
+    /// The sidecar's socket.
+    #[arg(long, env = "STATOR_SOCKET", global = true, default_value = "/var/run/stator/state.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Count words of records [0, records) (0: forever), then idle until stopped.
+    Run {
+        /// How many input records to process; 0 means an endless stream.
+        #[arg(long, env = "WORDCOUNT_RECORDS", default_value_t = 0)]
+        records: u64,
+        /// Records per atomic batch.
+        #[arg(long, env = "WORDCOUNT_BATCH", default_value_t = 50)]
+        batch: u64,
+        /// Pause between batches in milliseconds (0: as fast as possible).
+        #[arg(long, env = "WORDCOUNT_PAUSE_MS", default_value_t = 0)]
+        pause_ms: u64,
+        /// Exit when done instead of idling.
+        #[arg(long)]
+        exit_when_done: bool,
+    },
+    /// Print this replica's counts and offsets as JSON.
+    Report,
+    /// Print the counts that records [0, records) must produce, as JSON (no sidecar needed).
+    Expect {
+        #[arg(long)]
+        records: u64,
+    },
+}
+
+fn word(i: u64) -> String {
+    format!("w{i:03}")
+}
+
+/// The words of record `i`: a fixed function of `i`, the same in every run.
+fn record(i: u64) -> impl Iterator<Item = String> {
+    (0..WORDS_PER_RECORD).map(move |k| {
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 29;
+        word(x % VOCABULARY)
+    })
+}
+
+/// A key that falls in key group `group`: where that group's input position is kept.
+fn offset_key(group: u32, max_parallelism: u32) -> Bytes {
+    (0u64..)
+        .map(|n| format!("offset/{group}/{n}"))
+        .find(|k| key_group(k.as_bytes(), max_parallelism) == group)
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+struct Replica {
+    client: Client,
+    groups: Vec<u32>,
+    max_parallelism: u32,
+    offset_keys: Vec<Bytes>,
+}
+
+impl Replica {
+    async fn connect(socket: &PathBuf) -> anyhow::Result<Self> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut client = loop {
+            match Client::connect(socket).await {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("wordcount: waiting for the sidecar at {}: {e}", socket.display());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e).context("the sidecar did not come up"),
+            }
+        };
+        client
+            .declare(
+                vec![
+                    stator_client::state(COUNTS, proto::StateKind::Value, 0),
+                    stator_client::state(OFFSETS, proto::StateKind::Value, 0),
+                ],
+                vec![],
+            )
+            .await?;
+        let hello = client.hello().clone();
+        let groups: Vec<u32> = (hello.key_group_start..=hello.key_group_end).collect();
+        let offset_keys = groups.iter().map(|&g| offset_key(g, hello.max_parallelism)).collect();
+        Ok(Self { client, groups, max_parallelism: hello.max_parallelism, offset_keys })
+    }
+
+    async fn offsets(&mut self) -> anyhow::Result<Vec<u64>> {
+        let values = self.client.multi_get(OFFSETS, self.offset_keys.clone()).await?;
+        values
+            .into_iter()
+            .map(|v| match v {
+                None => Ok(0),
+                Some(b) => Ok(std::str::from_utf8(&b)?.parse()?),
+            })
+            .collect()
+    }
+
+    fn owns(&self, w: &str) -> Option<usize> {
+        let g = key_group(w.as_bytes(), self.max_parallelism);
+        self.groups.iter().position(|&x| x == g)
+    }
+
+    async fn run(&mut self, records: u64, batch_size: u64, pause: Duration) -> anyhow::Result<bool> {
+        let mut offsets = self.offsets().await?;
+        let mut next = offsets.iter().copied().min().unwrap_or(0);
+        eprintln!("wordcount: key groups {}..={}, resuming at record {next}", self.groups[0], self.groups[self.groups.len() - 1]);
+        while records == 0 || next < records {
+            let end = if records == 0 { next + batch_size } else { (next + batch_size).min(records) };
+            // Words this replica owns in records [next, end) that its groups have not yet counted.
+            let mut delta: BTreeMap<String, u64> = BTreeMap::new();
+            for i in next..end {
+                for w in record(i) {
+                    if let Some(slot) = self.owns(&w)
+                        && i >= offsets[slot]
+                    {
+                        *delta.entry(w).or_default() += 1;
+                    }
+                }
+            }
+            let words: Vec<Bytes> = delta.keys().map(|w| Bytes::from(w.clone())).collect();
+            let current = self.client.multi_get(COUNTS, words).await?;
+            let mut batch = Batch::new();
+            for ((w, add), old) in delta.iter().zip(current) {
+                let old: u64 = old.map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0)).unwrap_or(0);
+                batch.value_put(COUNTS, w.clone(), (old + add).to_string());
+            }
+            for (slot, key) in self.offset_keys.iter().enumerate() {
+                if offsets[slot] < end {
+                    batch.value_put(OFFSETS, key.clone(), end.to_string());
+                    offsets[slot] = end;
+                }
+            }
+            match self.client.write(batch).await {
+                Ok(_) => {}
+                Err(Error::Server(e)) if e.code == ErrorCode::Suspended => {
+                    eprintln!("wordcount: writes suspended for a savepoint at record {next}; waiting to be stopped");
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            next = end;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        eprintln!("wordcount: processed records up to {next}");
+        Ok(true)
+    }
+
+    async fn report(&mut self) -> anyhow::Result<serde_json::Value> {
+        let owned: Vec<String> = (0..VOCABULARY).map(word).filter(|w| self.owns(w).is_some()).collect();
+        let values = self
+            .client
+            .multi_get(COUNTS, owned.iter().map(|w| Bytes::from(w.clone())))
+            .await?;
+        let mut counts = serde_json::Map::new();
+        for (w, v) in owned.into_iter().zip(values) {
+            if let Some(v) = v {
+                counts.insert(w, serde_json::Value::from(String::from_utf8_lossy(&v).parse::<u64>()?));
+            }
+        }
+        let offsets = self.offsets().await?;
+        Ok(serde_json::json!({
+            "replica": self.client.hello().replica_index,
+            "keyGroups": [self.groups[0], self.groups[self.groups.len() - 1]],
+            "minOffset": offsets.iter().min(),
+            "maxOffset": offsets.iter().max(),
+            "counts": counts,
+        }))
+    }
+}
+
+fn expected(records: u64) -> serde_json::Value {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for i in 0..records {
+        for w in record(i) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    let sorted: BTreeMap<_, _> = counts.into_iter().collect();
+    serde_json::json!({ "records": records, "counts": sorted })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Expect { records } => println!("{}", expected(records)),
+        Command::Report => {
+            let mut replica = Replica::connect(&args.socket).await?;
+            println!("{}", replica.report().await?);
+        }
+        Command::Run { records, batch, pause_ms, exit_when_done } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let mut replica = Replica::connect(&args.socket).await?;
+            let finished = tokio::select! {
+                r = replica.run(records, batch, Duration::from_millis(pause_ms)) => r?,
+                _ = terminated() => return Ok(()),
+            };
+            if finished && exit_when_done {
+                return Ok(());
+            }
+            // A stream app does not exit on its own: idle until the pod is stopped.
+            terminated().await;
+        }
+    }
+    Ok(())
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
