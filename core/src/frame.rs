@@ -61,7 +61,10 @@ mod tests {
     use crate::proto::{PingRequest, Request, request::Op};
 
     fn ping(id: u64) -> Request {
-        Request { id, op: Some(Op::Ping(PingRequest {})) }
+        Request {
+            id,
+            op: Some(Op::Ping(PingRequest {})),
+        }
     }
 
     #[test]
@@ -87,7 +90,13 @@ mod tests {
     #[test]
     fn refuses_huge_length_before_reading_body() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0x0f][..]);
-        assert_eq!(decode_frame(&mut buf, 1024), Err(FrameError::TooLarge { len: 0xffff_ffff, max: 1024 }));
+        assert_eq!(
+            decode_frame(&mut buf, 1024),
+            Err(FrameError::TooLarge {
+                len: 0xffff_ffff,
+                max: 1024
+            })
+        );
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl Layout {
                 parallelism: self.parallelism,
             });
         }
-        Ok(range_for_replica(index, self.parallelism, self.max_parallelism))
+        Ok(range_for_replica(
+            index,
+            self.parallelism,
+            self.max_parallelism,
+        ))
     }
 
     pub fn key_group(&self, key: &[u8]) -> u32 {
@@ -176,7 +180,11 @@ mod tests {
         }
         for v in doc.owners {
             assert_eq!(key_group(&v.key, v.max_parallelism), v.key_group, "{v:?}");
-            assert_eq!(owner(&v.key, v.parallelism, v.max_parallelism), v.owner, "{v:?}");
+            assert_eq!(
+                owner(&v.key, v.parallelism, v.max_parallelism),
+                v.owner,
+                "{v:?}"
+            );
         }
         for v in doc.ranges {
             let r = range_for_replica(v.index, v.parallelism, v.max_parallelism);
@@ -207,13 +215,34 @@ mod tests {
 
     #[test]
     fn layout_rejects_bad_parallelism() {
-        assert_eq!(Layout::new(0, 128), Err(LayoutError::Parallelism { parallelism: 0, max: 128 }));
-        assert_eq!(Layout::new(129, 128), Err(LayoutError::Parallelism { parallelism: 129, max: 128 }));
+        assert_eq!(
+            Layout::new(0, 128),
+            Err(LayoutError::Parallelism {
+                parallelism: 0,
+                max: 128
+            })
+        );
+        assert_eq!(
+            Layout::new(129, 128),
+            Err(LayoutError::Parallelism {
+                parallelism: 129,
+                max: 128
+            })
+        );
         assert_eq!(Layout::new(1, 0), Err(LayoutError::MaxParallelism(0)));
-        assert_eq!(Layout::new(1, 40_000), Err(LayoutError::MaxParallelism(40_000)));
+        assert_eq!(
+            Layout::new(1, 40_000),
+            Err(LayoutError::MaxParallelism(40_000))
+        );
         let layout = Layout::new(3, 128).unwrap();
         assert!(layout.range(3).is_err());
-        assert_eq!(layout.range(2).unwrap(), KeyGroupRange { start: 86, end: 127 });
+        assert_eq!(
+            layout.range(2).unwrap(),
+            KeyGroupRange {
+                start: 86,
+                end: 127
+            }
+        );
     }
 
     // A tiny reader for the vectors file, so the core crate needs no JSON dependency.
@@ -246,21 +275,34 @@ mod tests {
 
     fn field<'a>(line: &'a str, name: &str) -> &'a str {
         let pat = format!("\"{name}\": ");
-        let start = line.find(&pat).map(|i| i + pat.len()).unwrap_or_else(|| panic!("{name} in {line}"));
+        let start = line
+            .find(&pat)
+            .map(|i| i + pat.len())
+            .unwrap_or_else(|| panic!("{name} in {line}"));
         let rest = &line[start..];
         let end = rest.find([',', '}']).unwrap_or(rest.len());
         rest[..end].trim().trim_matches('"')
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     fn parse_vectors(text: &str) -> Vectors {
-        let mut v = Vectors { hashes: vec![], owners: vec![], ranges: vec![] };
+        let mut v = Vectors {
+            hashes: vec![],
+            owners: vec![],
+            ranges: vec![],
+        };
         for line in text.lines().map(str::trim) {
             if line.starts_with("{\"key_hex\"") && line.contains("\"hash\"") {
-                v.hashes.push(HashVector { key: hex(field(line, "key_hex")), hash: field(line, "hash").parse().unwrap() });
+                v.hashes.push(HashVector {
+                    key: hex(field(line, "key_hex")),
+                    hash: field(line, "hash").parse().unwrap(),
+                });
             } else if line.starts_with("{\"key_hex\"") {
                 v.owners.push(OwnerVector {
                     key: hex(field(line, "key_hex")),
@@ -279,7 +321,10 @@ mod tests {
                 });
             }
         }
-        assert!(!v.hashes.is_empty() && !v.owners.is_empty() && !v.ranges.is_empty(), "vectors file parsed empty");
+        assert!(
+            !v.hashes.is_empty() && !v.owners.is_empty() && !v.ranges.is_empty(),
+            "vectors file parsed empty"
+        );
         v
     }
 }

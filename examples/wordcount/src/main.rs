@@ -27,7 +27,12 @@ const WORDS_PER_RECORD: u64 = 4;
 #[command(about = "Exactly-once keyed word count on the Stator sidecar")]
 struct Args {
     /// The sidecar's socket.
-    #[arg(long, env = "STATOR_SOCKET", global = true, default_value = "/var/run/stator/state.sock")]
+    #[arg(
+        long,
+        env = "STATOR_SOCKET",
+        global = true,
+        default_value = "/var/run/stator/state.sock"
+    )]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -97,7 +102,10 @@ impl Replica {
             match Client::connect(socket).await {
                 Ok(c) => break c,
                 Err(e) if std::time::Instant::now() < deadline => {
-                    eprintln!("wordcount: waiting for the sidecar at {}: {e}", socket.display());
+                    eprintln!(
+                        "wordcount: waiting for the sidecar at {}: {e}",
+                        socket.display()
+                    );
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => return Err(e).context("the sidecar did not come up"),
@@ -114,12 +122,23 @@ impl Replica {
             .await?;
         let hello = client.hello().clone();
         let groups: Vec<u32> = (hello.key_group_start..=hello.key_group_end).collect();
-        let offset_keys = groups.iter().map(|&g| offset_key(g, hello.max_parallelism)).collect();
-        Ok(Self { client, groups, max_parallelism: hello.max_parallelism, offset_keys })
+        let offset_keys = groups
+            .iter()
+            .map(|&g| offset_key(g, hello.max_parallelism))
+            .collect();
+        Ok(Self {
+            client,
+            groups,
+            max_parallelism: hello.max_parallelism,
+            offset_keys,
+        })
     }
 
     async fn offsets(&mut self) -> anyhow::Result<Vec<u64>> {
-        let values = self.client.multi_get(OFFSETS, self.offset_keys.clone()).await?;
+        let values = self
+            .client
+            .multi_get(OFFSETS, self.offset_keys.clone())
+            .await?;
         values
             .into_iter()
             .map(|v| match v {
@@ -134,12 +153,25 @@ impl Replica {
         self.groups.iter().position(|&x| x == g)
     }
 
-    async fn run(&mut self, records: u64, batch_size: u64, pause: Duration) -> anyhow::Result<bool> {
+    async fn run(
+        &mut self,
+        records: u64,
+        batch_size: u64,
+        pause: Duration,
+    ) -> anyhow::Result<bool> {
         let mut offsets = self.offsets().await?;
         let mut next = offsets.iter().copied().min().unwrap_or(0);
-        eprintln!("wordcount: key groups {}..={}, resuming at record {next}", self.groups[0], self.groups[self.groups.len() - 1]);
+        eprintln!(
+            "wordcount: key groups {}..={}, resuming at record {next}",
+            self.groups[0],
+            self.groups[self.groups.len() - 1]
+        );
         while records == 0 || next < records {
-            let end = if records == 0 { next + batch_size } else { (next + batch_size).min(records) };
+            let end = if records == 0 {
+                next + batch_size
+            } else {
+                (next + batch_size).min(records)
+            };
             // Words this replica owns in records [next, end) that its groups have not yet counted.
             let mut delta: BTreeMap<String, u64> = BTreeMap::new();
             for i in next..end {
@@ -155,7 +187,9 @@ impl Replica {
             let current = self.client.multi_get(COUNTS, words).await?;
             let mut batch = Batch::new();
             for ((w, add), old) in delta.iter().zip(current) {
-                let old: u64 = old.map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0)).unwrap_or(0);
+                let old: u64 = old
+                    .map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0))
+                    .unwrap_or(0);
                 batch.value_put(COUNTS, w.clone(), (old + add).to_string());
             }
             for (slot, key) in self.offset_keys.iter().enumerate() {
@@ -167,7 +201,9 @@ impl Replica {
             match self.client.write(batch).await {
                 Ok(_) => {}
                 Err(Error::Server(e)) if e.code == ErrorCode::Suspended => {
-                    eprintln!("wordcount: writes suspended for a savepoint at record {next}; waiting to be stopped");
+                    eprintln!(
+                        "wordcount: writes suspended for a savepoint at record {next}; waiting to be stopped"
+                    );
                     return Ok(false);
                 }
                 Err(e) => return Err(e.into()),
@@ -182,7 +218,10 @@ impl Replica {
     }
 
     async fn report(&mut self) -> anyhow::Result<serde_json::Value> {
-        let owned: Vec<String> = (0..VOCABULARY).map(word).filter(|w| self.owns(w).is_some()).collect();
+        let owned: Vec<String> = (0..VOCABULARY)
+            .map(word)
+            .filter(|w| self.owns(w).is_some())
+            .collect();
         let values = self
             .client
             .multi_get(COUNTS, owned.iter().map(|w| Bytes::from(w.clone())))
@@ -190,7 +229,10 @@ impl Replica {
         let mut counts = serde_json::Map::new();
         for (w, v) in owned.into_iter().zip(values) {
             if let Some(v) = v {
-                counts.insert(w, serde_json::Value::from(String::from_utf8_lossy(&v).parse::<u64>()?));
+                counts.insert(
+                    w,
+                    serde_json::Value::from(String::from_utf8_lossy(&v).parse::<u64>()?),
+                );
             }
         }
         let offsets = self.offsets().await?;
@@ -224,7 +266,12 @@ async fn main() -> anyhow::Result<()> {
             let mut replica = Replica::connect(&args.socket).await?;
             println!("{}", replica.report().await?);
         }
-        Command::Run { records, batch, pause_ms, exit_when_done } => {
+        Command::Run {
+            records,
+            batch,
+            pause_ms,
+            exit_when_done,
+        } => {
             if batch == 0 {
                 bail!("--batch must be at least 1");
             }
