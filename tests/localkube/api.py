@@ -163,6 +163,20 @@ class Api:
         if opts.field_validation == "Warn":
             opts.warnings += [f'unknown field "{u}"' for u in unknown]
 
+    def _decode_checks(self, rt: ResourceType, obj: dict) -> None:
+        """Errors the real server gives while decoding the body, before any validation."""
+        from .builtins import check_quantities  # noqa: PLC0415
+        if rt.crd is None:
+            msg = check_quantities(obj)
+            if msg:
+                v = rt.versions[0]
+                raise E.bad_request(f'{rt.kind} in version "{v}" cannot be handled as a {rt.kind}: {msg}')
+
+    def _size_check(self, obj: dict) -> None:
+        # etcd refuses values over 1.5 MiB (--max-request-bytes); the API server passes the error on.
+        if len(json.dumps(obj, separators=(",", ":"))) > 1572864:
+            raise E.internal("etcdserver: request is too large")
+
     def _validate(self, rt: ResourceType, obj: dict, old: dict | None) -> None:
         name = obj["metadata"].get("name", "")
         errs = []
@@ -316,6 +330,7 @@ class Api:
             else:
                 md.pop("generation", None)
             normalize_meta(obj)
+            self._decode_checks(rt, obj)
             self._prune(rt, obj, opts, name)
             rt.strategy.prepare_create(obj, self)
             rt.strategy.default(obj, None, self)
@@ -333,6 +348,7 @@ class Api:
                 md.pop("managedFields", None)
             if opts.dry_run:
                 return self._out(rt, obj, opts.version)
+            self._size_check(obj)
             stored = self._s_create(rt, obj)
             self._run_hooks(rt, "ADDED", stored, None)
             return self._out(rt, stored, opts.version)
@@ -392,6 +408,7 @@ class Api:
                     new.pop("status", None)
             rt.strategy.prepare_update(new, old, self)
         normalize_meta(new)
+        self._decode_checks(rt, new)
         self._prune(rt, new, opts, name)
         rt.strategy.default(new, old, self)
         self._validate(rt, new, old)
@@ -421,6 +438,7 @@ class Api:
             gone = self._s_delete(rt, md.get("namespace", ""), name)
             self._run_hooks(rt, "DELETED", gone, old)
             return self._out(rt, old, opts.version)
+        self._size_check(new)
         stored = self._s_update(rt, new)
         self._run_hooks(rt, "MODIFIED", stored, old)
         return self._out(rt, stored, opts.version)

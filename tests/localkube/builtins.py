@@ -65,6 +65,10 @@ def validate_meta(obj: dict, old: dict | None) -> list[FieldError]:
         errs += _validate_qualified_key(k, "metadata.annotations")
         if not isinstance(v, str):
             errs.append(FieldError("Invalid", f"metadata.annotations", v, "must be a string"))
+    total = sum(len(k) + len(v) for k, v in (md.get("annotations") or {}).items() if isinstance(v, str))
+    if total > 262144:
+        errs.append(FieldError("TooLong", "metadata.annotations", "", "262144"))
+        errs[-1].kind = "TooLongAnnotations"
     for i, f in enumerate(md.get("finalizers") or []):
         if "/" not in f and f not in ("kubernetes", "orphan", "foregroundDeletion"):
             pass  # the real server only warns about unqualified finalizer names
@@ -158,6 +162,81 @@ def obj_version(obj: dict, rt) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # pods
+
+IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+QUANTITY_MSG = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+
+
+def validate_port_name(name: str, path: str) -> list[FieldError]:
+    if len(name) > 15:
+        return [FieldError("Invalid", path, name, "must be no more than 15 characters")]
+    if not IANA_SVC_NAME.match(name):
+        return [FieldError("Invalid", path, name, "must contain only alpha-numeric characters (a-z, 0-9), and "
+                                                   "hyphens (-)")]
+    if "--" in name:
+        return [FieldError("Invalid", path, name, "must not contain consecutive hyphens")]
+    if not re.search(r"[a-z]", name):
+        return [FieldError("Invalid", path, name, "must contain at least one letter (a-z)")]
+    return []
+
+
+def quantity_value(q) -> float:
+    """The numeric value of a resource quantity (raises ValueError if it is not one)."""
+    if isinstance(q, (int, float)) and not isinstance(q, bool):
+        return float(q)
+    m = QUANTITY.match(str(q))
+    if not m:
+        raise ValueError(QUANTITY_MSG)
+    num, suf = m.group(1), m.group(2)
+    mult = {"": 1, "m": 1e-3, "u": 1e-6, "n": 1e-9, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+            "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+    if suf in mult:
+        return float(num) * mult[suf]
+    em = re.match(r"^[eE]([-+]?[0-9]+)$", suf)
+    if em:
+        return float(num) * 10 ** int(em.group(1))
+    raise ValueError(QUANTITY_MSG)
+
+
+def check_quantities(obj: dict) -> str | None:
+    """The decoding error a real server gives for a malformed quantity in a pod (spec or template)."""
+    specs = []
+    if obj.get("kind") == "Pod":
+        specs.append(obj.get("spec") or {})
+    tmpl = ((obj.get("spec") or {}).get("template") or {}).get("spec")
+    if isinstance(tmpl, dict):
+        specs.append(tmpl)
+    for spec in specs:
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            r = c.get("resources") or {}
+            for kind in ("requests", "limits"):
+                for v in (r.get(kind) or {}).values():
+                    try:
+                        quantity_value(v)
+                    except ValueError:
+                        return QUANTITY_MSG
+    if obj.get("kind") == "PersistentVolumeClaim":
+        for v in (((obj.get("spec") or {}).get("resources") or {}).get("requests") or {}).values():
+            try:
+                quantity_value(v)
+            except ValueError:
+                return QUANTITY_MSG
+    return None
+
+
+def validate_resources(r: dict, path: str) -> list[FieldError]:
+    errs = []
+    req, lim = r.get("requests") or {}, r.get("limits") or {}
+    for name, v in req.items():
+        if name in lim:
+            try:
+                if quantity_value(v) > quantity_value(lim[name]):
+                    errs.append(FieldError("Invalid", f"{path}.requests", v,
+                                           f"must be less than or equal to {name} limit of {lim[name]}"))
+            except ValueError:
+                pass
+    return errs
 
 _ALLOWED_POD_UPDATE = ("pod updates may not change fields other than `spec.containers[*].image`,"
                        "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
@@ -295,6 +374,8 @@ class PodStrategy(Strategy):
             n = v.get("name", "")
             if not n:
                 errs.append(FieldError("Required", f"spec.volumes[{i}].name"))
+            elif not DNS1123_LABEL.match(n) or len(n) > 63:
+                errs += validate_name(n, "label", f"spec.volumes[{i}].name")
             elif n in seen:
                 errs.append(FieldError("Duplicate", f"spec.volumes[{i}].name", n))
             seen.add(n)
@@ -328,6 +409,9 @@ class PodStrategy(Strategy):
                     if not isinstance(cp, int) or not 1 <= cp <= 65535:
                         errs.append(FieldError("Invalid", f"{p}.ports[{j}].containerPort", cp,
                                                "must be between 1 and 65535, inclusive"))
+                    if port.get("name"):
+                        errs += validate_port_name(port["name"], f"{p}.ports[{j}].name")
+                errs += validate_resources(c.get("resources") or {}, f"{p}.resources")
                 for j, e in enumerate(c.get("env") or []):
                     if not e.get("name"):
                         errs.append(FieldError("Required", f"{p}.env[{j}].name"))

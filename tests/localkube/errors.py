@@ -113,6 +113,7 @@ class FieldError:
             "TooLong": "FieldValueTooLong",
             "TooMany": "FieldValueTooMany",
             "NotFound": "FieldValueNotFound",
+            "TooLongAnnotations": "FieldValueTooLong",
         }[self.kind]
 
     def body(self) -> str:
@@ -133,6 +134,8 @@ class FieldError:
             return f"Not found: {self.fmt_value(self.value)}"
         if k == "Duplicate":
             return f"Duplicate value: {self.fmt_value(self.value)}"
+        if k == "TooLongAnnotations":
+            return f"Too long: must have at most {self.detail} bytes"
         if k == "TooLong":
             return f"Too long: may not be more than {self.detail} bytes"
         if k == "TooMany":

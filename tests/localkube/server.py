@@ -28,6 +28,7 @@ K8S_VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-localkube", "
                "minCompatibilityMajor": "1", "minCompatibilityMinor": "32"}
 
 SUB_VERBS = ["get", "patch", "update"]
+MAX_BODY = 3 * 1024 * 1024  # the API server's request body limit
 
 
 def _params(query: str) -> dict[str, str]:
@@ -278,6 +279,9 @@ class Handler(BaseHTTPRequestHandler):
                 out += self.rfile.read(n)
                 self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
+        if n > MAX_BODY:
+            self.rfile.read(n)
+            raise E.ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY}")
         return self.rfile.read(n) if n else b""
 
     def _json_body(self):

@@ -213,3 +213,30 @@ def test_pod_with_a_missing_service_account_is_forbidden(client, ns):
                                  f'{ns}/stator-operator: serviceaccount "stator-operator" not found')
     client.post(f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "stator-operator"}})
     assert client.post(f"/api/v1/namespaces/{ns}/pods", pod).status == 201
+
+
+def test_limits_that_real_clusters_enforce(client, ns):
+    big = "x" * 300000
+    r = client.post(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "a", "annotations": {
+        "kubectl.kubernetes.io/last-applied-configuration": big}}})
+    assert r.status == 422 and "metadata.annotations: Too long: must have at most 262144 bytes" in r.body["message"]
+    r = client.post(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "b"}, "data": {"k": "y" * 1600000}})
+    assert r.status == 500 and "request is too large" in r.body["message"]
+    r = client.post(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c"}, "data": {"k": "y" * 3200000}})
+    assert r.status == 413
+
+
+def test_pod_ports_and_resources_are_validated(client, ns):
+    def pod(**container):
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"schedulerName": "nobody",
+                "containers": [{"name": "a", "image": "example/app:1", **container}]}}
+    r = client.post(f"/api/v1/namespaces/{ns}/pods", pod(ports=[{"name": "sidecar-admin-http", "containerPort": 9100}]))
+    assert r.status == 422
+    assert 'spec.containers[0].ports[0].name: Invalid value: "sidecar-admin-http": must be no more than 15 characters' \
+        in r.body["message"]
+    r = client.post(f"/api/v1/namespaces/{ns}/pods", pod(resources={"requests": {"memory": "1gb"}}))
+    assert r.status == 400 and "quantities must match the regular expression" in r.body["message"]
+    r = client.post(f"/api/v1/namespaces/{ns}/pods", pod(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}))
+    assert r.status == 422 and "must be less than or equal to cpu limit of 500m" in r.body["message"]
+    assert client.post(f"/api/v1/namespaces/{ns}/pods", pod(resources={"requests": {"cpu": "250m", "memory": "64Mi"},
+                                                                        "limits": {"memory": "1Gi"}})).status == 201
