@@ -95,3 +95,15 @@ def test_events_v1_and_core_events_are_one_collection(client, kubectl, ns):
     assert "Rescaled" in out and "streamjob/wc" in out and "parallelism 2 -> 3" in out
     v1 = client.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events/e1").body
     assert v1["note"] == "parallelism 2 -> 3" and v1["regarding"]["kind"] == "StreamJob"
+
+
+def test_string_formats_are_checked(client, ns):
+    client.post(SJ.format(ns=ns), sj("x"))
+    r = client.patch(f"{SJ.format(ns=ns)}/x/status", {"status": {"conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": "yesterday"}]}})
+    assert r.status == 422
+    assert ('status.conditions[0].lastTransitionTime: Invalid value: "yesterday": status.conditions[0].'
+            'lastTransitionTime in body must be of type date-time: "yesterday"') in r.body["message"]
+    r = client.patch(f"{SJ.format(ns=ns)}/x/status", {"status": {"conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}})
+    assert r.status == 200
