@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -203,6 +204,7 @@ class PodWorker:
         self.mount_error = ""
         self.next_volume_refresh = 0.0
         self.sandbox_ready = False
+        self.short_dir: str | None = None
 
     @property
     def containers(self) -> list[Container]:
@@ -228,6 +230,8 @@ class PodWorker:
             self._kill_all(0.0 if self.k.stopping.is_set() else 2.0)
             if self.ip:
                 self.k.release_ip(self.ip)
+            if self.short_dir:
+                shutil.rmtree(self.short_dir, ignore_errors=True)  # symlinks only; their targets stay
             self.k.worker_done(self)
 
     def _latest(self) -> dict | None:
@@ -715,7 +719,20 @@ class PodWorker:
                     os.makedirs(d, exist_ok=True)
             else:
                 os.makedirs(d, exist_ok=True)
-            self.volumes[name] = d
+            self.volumes[name] = d if "hostPath" in v else self._short(name, d)
+
+    def _short(self, name: str, target: str) -> str:
+        """A short path (a symlink) for a volume: in a container, paths under a mount point are short
+        (/var/run/stator/state.sock), and Unix socket paths must stay under 108 bytes."""
+        if self.short_dir is None:
+            self.short_dir = self.k.new_short_dir()
+        link = os.path.join(self.short_dir, name)
+        if os.path.islink(link) and os.readlink(link) == target:
+            return link
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+        return link
 
     # -- probes ------------------------------------------------------------------------------------
 
@@ -1040,8 +1057,19 @@ class Kubelet:
         self._next_ip = 0
         self._events: dict[tuple, str] = {}
         self._finished: set[str] = set()
+        self.short_root: str | None = None
+        self._short_n = 0
 
     # -- addresses ---------------------------------------------------------------------------------
+
+    def new_short_dir(self) -> str:
+        with self.lock:
+            if self.short_root is None:
+                self.short_root = tempfile.mkdtemp(prefix="lk", dir="/tmp" if os.path.isdir("/tmp") else None)
+            self._short_n += 1
+            d = os.path.join(self.short_root, str(self._short_n))
+        os.makedirs(d, exist_ok=True)
+        return d
 
     def alloc_ip(self) -> str:
         with self.lock:
@@ -1095,6 +1123,8 @@ class Kubelet:
             workers = list(self.workers.values())
         for w in workers:
             w.join(timeout=15)
+        if self.short_root:
+            shutil.rmtree(self.short_root, ignore_errors=True)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -1179,4 +1209,4 @@ class Kubelet:
 
 
 __all__ = ["Kubelet", "expand"]
-_ = (json, shutil, micro_time)
+_ = (json, micro_time)
