@@ -291,6 +291,7 @@ class PodWorker:
         if not self.volumes_ready:
             return
         policy = self.pod["spec"].get("restartPolicy", "Always")
+        self._image_changes()
         for c in self.containers:
             self._reap(c, policy)
         if self.stage == "init":
@@ -330,6 +331,28 @@ class PodWorker:
         self._probe_all()
         if self.stage == "main" and any(c.running or c.state == "terminated" or c.restarts for c in self.mains):
             self.phase = "Running"
+
+    def _image_changes(self) -> None:
+        """An image changed in place (the one mutable field of a container) restarts that container with the
+        new image, as the kubelet does ("container definition changed")."""
+        spec = self.pod["spec"]
+        for c in self.containers:
+            kind = "containers" if c.kind == "main" else "initContainers"
+            new = next((x for x in spec.get(kind) or [] if x.get("name") == c.name), None)
+            if new is None or new.get("image") == c.spec.get("image"):
+                continue
+            c.spec = dict(c.spec, image=new.get("image"))
+            c.pulled = False
+            c.image_retry_at = 0.0
+            if c.proc is not None and c.proc.poll() is None:
+                self.k.event(self.pod, "Normal", "Killing",
+                             f"Container {c.name} definition changed, will be restarted", self._field_path(c))
+                grace = float(spec.get("terminationGracePeriodSeconds", 30))
+                self._stop_containers([c], time.monotonic() + grace)
+                c.last_terminated = c.terminated
+                c.state = "waiting"
+                c.restart_pending = True
+                c.backoff_until = 0.0
 
     def _should_restart(self, c: Container, policy: str) -> bool:
         if c.kind == "sidecar":

@@ -262,3 +262,16 @@ def test_liveness_failure_restarts_the_container(client, ns, tmp_path, probe):
     client.post(f"/api/v1/namespaces/{ns}/pods", pod("p", [c], terminationGracePeriodSeconds=1))
     wait_for(lambda: (cstatus(get_pod(client, ns, "p"), "app") or {}).get("restartCount", 0) >= 1, timeout=30,
              what="restart after liveness failures")
+
+
+def test_changing_an_image_restarts_that_container(client, ns):
+    client.post(f"/api/v1/namespaces/{ns}/pods", pod("p", [app()]))
+    p = wait_ready(client, ns, "p")
+    old_id = cstatus(p, "app")["containerID"]
+    r = client.patch(f"/api/v1/namespaces/{ns}/pods/p", {"spec": {"containers": [{"name": "app", "image": "example/app:2"}]}},
+                     content_type="application/strategic-merge-patch+json")
+    assert r.status == 200
+    p = wait_for(lambda: (lambda x: x if (cstatus(x, "app") or {}).get("image") == "example/app:2"
+                          and cstatus(x, "app")["ready"] else None)(get_pod(client, ns, "p")), what="restarted on the new image")
+    cs = cstatus(p, "app")
+    assert cs["restartCount"] == 1 and cs["containerID"] != old_id
