@@ -152,15 +152,21 @@ def builtin_catalog() -> list[ResourceType]:
         _b("rbac.authorization.k8s.io", ["v1"], "RoleBinding", "rolebindings", True),
         _b("rbac.authorization.k8s.io", ["v1"], "ClusterRole", "clusterroles", False),
         _b("rbac.authorization.k8s.io", ["v1"], "ClusterRoleBinding", "clusterrolebindings", False),
+        _b("authorization.k8s.io", ["v1"], "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+           verbs=["create"]),
+        _b("authorization.k8s.io", ["v1"], "SubjectAccessReview", "subjectaccessreviews", False, verbs=["create"]),
+        _b("authorization.k8s.io", ["v1"], "SelfSubjectRulesReview", "selfsubjectrulesreviews", False,
+           verbs=["create"]),
+        _b("authentication.k8s.io", ["v1"], "SelfSubjectReview", "selfsubjectreviews", False, verbs=["create"]),
         _b("apiextensions.k8s.io", ["v1"], "CustomResourceDefinition", "customresourcedefinitions", False,
            short_names=["crd", "crds"], categories=["api-extensions"], status=True, tracks_generation=True),
     ]
 
 
 # Preferred order of groups in discovery, as the real server lists them.
-GROUP_ORDER = ["", "apps", "events.k8s.io", "batch", "policy", "rbac.authorization.k8s.io", "storage.k8s.io",
-               "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
-               "networking.k8s.io"]
+GROUP_ORDER = ["", "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "batch", "policy",
+               "rbac.authorization.k8s.io", "storage.k8s.io", "apiextensions.k8s.io", "scheduling.k8s.io",
+               "coordination.k8s.io", "discovery.k8s.io", "networking.k8s.io"]
 
 
 class Registry:

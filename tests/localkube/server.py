@@ -441,6 +441,8 @@ class Handler(BaseHTTPRequestHandler):
                                                     {"resourceVersion": obj["metadata"].get("resourceVersion")}),
                                   "application/json;as=Table;v=v1;g=meta.k8s.io")
             return self._send(200, obj)
+        if method == "POST" and not r.name and rt.group in ("authorization.k8s.io", "authentication.k8s.io"):
+            return self._review(rt, self._json_body() or {})
         if method == "POST" and not r.name:
             if rt.namespaced and not r.namespace:
                 raise E.method_not_allowed()
@@ -478,6 +480,20 @@ class Handler(BaseHTTPRequestHandler):
                                         q.get("fieldSelector", ""), opts)
             return self._send(200, lst)
         raise E.method_not_allowed()
+
+    def _review(self, rt: ResourceType, body: dict):
+        """Access reviews: nothing is authorized here, so everything is allowed (see DIFFERENCES.md)."""
+        out = {"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"creationTimestamp": None},
+               "spec": body.get("spec") or {}}
+        if rt.kind == "SelfSubjectRulesReview":
+            out["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                             "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False}
+        elif rt.kind == "SelfSubjectReview":
+            out["status"] = {"userInfo": {"username": "localkube-admin", "groups": ["system:masters",
+                                                                                   "system:authenticated"]}}
+        else:
+            out["status"] = {"allowed": True, "reason": "localkube does not authorize requests"}
+        return self._send(201, out)
 
     def _subresource(self, method: str, r: Route, q: dict, accept: str):
         api, rt = self.srv.api, r.rt

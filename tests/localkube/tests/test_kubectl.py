@@ -159,3 +159,8 @@ def test_deployment_rolls_out_and_updates(kubectl, ns):
     kubectl("delete", "deploy", "op", "-n", ns)
     wait_for(lambda: not json.loads(kubectl("get", "pods,rs", "-n", ns, "-o", "json").stdout)["items"],
              what="pods and replicasets collected")
+
+
+def test_auth_can_i_and_explain(kubectl):
+    assert kubectl("auth", "can-i", "create", "pods").stdout.strip() == "yes"
+    assert "parallelism\t<integer>" in kubectl("explain", "sj.spec").stdout
