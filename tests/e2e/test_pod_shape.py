@@ -126,4 +126,3 @@ def test_operator_shaped_pod_runs_the_real_sidecar_and_app(cluster, namespace):
                    what="recreated pod Ready on the same claim")
     pvc = cluster.get("pvc", "data-wc-0", namespace)
     assert pvc["status"]["phase"] == "Bound"
-    _ = json

@@ -267,12 +267,8 @@ class Api:
                 items, rv = self.store.list(rt.sgr, nsf)
                 items = [self._dec(rt, o) for o in items]
                 initial = [o for o in items if ls.matches(o["metadata"].get("labels")) and fs.matches(o)]
-                if send_initial_events and resource_version not in ("", "0"):
-                    try:
-                        if int(resource_version) > rv:
-                            initial = initial  # a future version: the real server waits; we serve now
-                    except ValueError:
-                        raise E.bad_request(f"invalid resource version: {resource_version}") from None
+                if send_initial_events and resource_version not in ("", "0") and not resource_version.isdigit():
+                    raise E.bad_request(f"invalid resource version: {resource_version}")
             else:
                 try:
                     since = int(resource_version)
@@ -764,7 +760,6 @@ class Api:
             except E.ApiError as e:
                 if e.code != 404:
                     raise
-        lst["items"] = lst["items"]
         return lst
 
 

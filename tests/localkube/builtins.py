@@ -64,15 +64,12 @@ def validate_meta(obj: dict, old: dict | None) -> list[FieldError]:
     for k, v in (md.get("annotations") or {}).items():
         errs += _validate_qualified_key(k, "metadata.annotations")
         if not isinstance(v, str):
-            errs.append(FieldError("Invalid", f"metadata.annotations", v, "must be a string"))
+            errs.append(FieldError("Invalid", "metadata.annotations", v, "must be a string"))
     total = sum(len(k) + len(v) for k, v in (md.get("annotations") or {}).items() if isinstance(v, str))
     if total > 262144:
         errs.append(FieldError("TooLong", "metadata.annotations", "", "262144"))
         errs[-1].kind = "TooLongAnnotations"
-    for i, f in enumerate(md.get("finalizers") or []):
-        if "/" not in f and f not in ("kubernetes", "orphan", "foregroundDeletion"):
-            pass  # the real server only warns about unqualified finalizer names
-    for i, ref in enumerate(md.get("ownerReferences") or []):
+    for ref in md.get("ownerReferences") or []:
         for req in ("apiVersion", "kind", "name", "uid"):
             if not ref.get(req):
                 errs.append(FieldError("Invalid", f"metadata.ownerReferences.{req}" if req != "uid" else

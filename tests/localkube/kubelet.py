@@ -526,7 +526,7 @@ class PodWorker:
         return s
 
     def _field(self, path: str) -> str:
-        md, spec, st = self.pod["metadata"], self.pod["spec"], self.pod.get("status") or {}
+        md, spec = self.pod["metadata"], self.pod["spec"]
         m = re.match(r"^metadata\.(labels|annotations)\['(.+)'\]$", path)
         if m:
             return (md.get(m.group(1)) or {}).get(m.group(2), "")
@@ -950,8 +950,6 @@ class PodWorker:
         self.terminal = True
         for c in self.containers:
             c.ready = False
-            if c.state == "waiting" and c.waiting_reason in ("ContainerCreating", "PodInitializing"):
-                pass
         if self.mains and all(c.state == "terminated" for c in self.mains):
             self.phase = "Succeeded" if all(c.terminated.get("exitCode") == 0 for c in self.mains) else "Failed"
         elif self.phase not in ("Succeeded", "Failed"):
@@ -1007,8 +1005,6 @@ class PodWorker:
         if self.inits:
             st["initContainerStatuses"] = [c.status() for c in self.inits]
         st["containerStatuses"] = [c.status() for c in self.mains]
-        if self.terminal and self.removed:
-            pass
         return st
 
     def _write_status(self) -> None:

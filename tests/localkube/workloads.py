@@ -13,7 +13,6 @@ import logging
 from . import errors as E
 from .api import Api, WriteOptions
 from .controllers import condition, set_condition
-from .selectors import LabelSelector
 
 log = logging.getLogger("localkube.workloads")
 
@@ -151,8 +150,6 @@ class Workloads:
             int((new.get("status") or {}).get("replicas", 0))
         avail = sum(int((r.get("status") or {}).get("availableReplicas", 0)) for r in owned)
         updated = int((new.get("status") or {}).get("replicas", 0))
-        sel = LabelSelector.from_label_selector_object(spec.get("selector"))
-        _ = sel
 
         def put(o):
             st = copy.deepcopy(o.get("status") or {})
