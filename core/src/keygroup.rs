@@ -87,7 +87,7 @@ impl Layout {
 }
 
 /// An inclusive range of key groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct KeyGroupRange {
     pub start: u32,
     pub end: u32,

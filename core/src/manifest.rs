@@ -1,0 +1,207 @@
+//! The manifest of a checkpoint or savepoint: the commit point of one replica's snapshot.
+//!
+//! A snapshot is complete exactly when its `manifest.json` exists; it is written last, with a
+//! conditional put. It lists every file the snapshot needs with its size and SHA-256, so a
+//! restore can verify everything it reads. JSON, camelCase; readers refuse a `formatVersion`
+//! they do not know.
+//!
+//! Layout under a job's state location (see docs/checkpoints.md):
+//!
+//! - `checkpoints/replica-{i}-of-{P}/chk-{id:020}/manifest.json`, with files (shared between
+//!   checkpoints of that replica, named by content) under `checkpoints/replica-{i}-of-{P}/shared/`.
+//! - a savepoint directory `<dir>/replica-{i}-of-{P}/manifest.json` with its own copies of every
+//!   file under `<dir>/replica-{i}-of-{P}/files/`. A savepoint is complete when all P replica
+//!   manifests exist.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keygroup::KeyGroupRange;
+
+/// The version this build writes and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    Checkpoint,
+    Savepoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    pub kind: SnapshotKind,
+    /// The checkpoint id (increasing per replica directory); for a savepoint, the id of the
+    /// checkpoint sequence at the time it was taken.
+    pub checkpoint_id: u64,
+    /// The savepoint's id, for savepoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint_id: Option<String>,
+    pub replica_index: u32,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    pub key_groups: KeyGroupRange,
+    /// Milliseconds since the Unix epoch when the snapshot was cut.
+    pub created_at_ms: u64,
+    pub states: Vec<StateDeclaration>,
+    pub operator_states: Vec<OperatorStateDeclaration>,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateDeclaration {
+    pub name: String,
+    /// `value`, `list` or `map`.
+    pub kind: String,
+    #[serde(default)]
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorStateDeclaration {
+    pub name: String,
+    /// `split` or `union`.
+    pub redistribution: String,
+}
+
+/// One file of the RocksDB snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    /// The file's name in the RocksDB directory.
+    pub name: String,
+    /// Where the object is, relative to the replica's directory (`shared/...` or `files/...`).
+    pub object: String,
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("not a manifest: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error(
+        "manifest format version {found} is not supported (this build reads version {FORMAT_VERSION})"
+    )]
+    Version { found: u32 },
+}
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Probe {
+            format_version: u32,
+        }
+        let probe: Probe = serde_json::from_slice(bytes)?;
+        if probe.format_version != FORMAT_VERSION {
+            return Err(ManifestError::Version {
+                found: probe.format_version,
+            });
+        }
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data to a Vec cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// `replica-{i}-of-{P}`.
+pub fn replica_dir(replica: u32, parallelism: u32) -> String {
+    format!("replica-{replica}-of-{parallelism}")
+}
+
+/// Parses `replica-{i}-of-{P}`.
+pub fn parse_replica_dir(name: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix("replica-")?;
+    let (i, p) = rest.split_once("-of-")?;
+    Some((i.parse().ok()?, p.parse().ok()?))
+}
+
+/// `chk-{id:020}`: zero-padded so names sort by id.
+pub fn checkpoint_dir(id: u64) -> String {
+    format!("chk-{id:020}")
+}
+
+pub fn parse_checkpoint_dir(name: &str) -> Option<u64> {
+    name.strip_prefix("chk-")?.parse().ok()
+}
+
+/// RFC 3339 (UTC, milliseconds) for epoch milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort_by_id() {
+        assert_eq!(parse_replica_dir(&replica_dir(2, 5)), Some((2, 5)));
+        assert_eq!(parse_checkpoint_dir(&checkpoint_dir(42)), Some(42));
+        assert!(checkpoint_dir(9) < checkpoint_dir(10));
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_709_251_200_123), "2024-03-01T00:00:00.123Z");
+    }
+
+    #[test]
+    fn refuses_unknown_versions() {
+        let m = Manifest {
+            format_version: FORMAT_VERSION,
+            kind: SnapshotKind::Checkpoint,
+            checkpoint_id: 1,
+            savepoint_id: None,
+            replica_index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            key_groups: KeyGroupRange { start: 0, end: 127 },
+            created_at_ms: 1,
+            states: vec![],
+            operator_states: vec![],
+            files: vec![],
+        };
+        let json = String::from_utf8(m.to_json()).unwrap();
+        assert!(json.contains("\"formatVersion\": 1"));
+        assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), m);
+        let newer = json.replace("\"formatVersion\": 1", "\"formatVersion\": 2");
+        assert!(matches!(
+            Manifest::parse(newer.as_bytes()),
+            Err(ManifestError::Version { found: 2 })
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+//! Parsing `s3://` and `file://` URLs into a store plus a key prefix.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{FileStore, ObjectMeta, ObjectStore, S3Store, StorageError};
+
+/// How to reach S3 (ignored for `file://`).
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000`; AWS when unset.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// `http://endpoint/bucket/key` rather than `http://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// A directory with files `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (a mounted
+    /// Secret); the standard AWS chain (env, profile, web identity, instance role) when unset.
+    pub credentials_dir: Option<PathBuf>,
+    /// Files at least this large go up in multipart uploads.
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    /// Attempts per request, with exponential backoff between them.
+    pub max_attempts: u32,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+            credentials_dir: None,
+            multipart_threshold: 64 << 20,
+            part_size: 16 << 20,
+            max_attempts: 4,
+        }
+    }
+}
+
+/// A directory-like place in an object store: the store and a key prefix.
+#[derive(Debug, Clone)]
+pub struct Location {
+    store: Arc<dyn ObjectStore>,
+    /// No leading or trailing `/`; empty for the store's root.
+    prefix: String,
+}
+
+impl Location {
+    /// Parses `s3://bucket[/prefix]` or `file:///absolute/path`.
+    pub async fn parse(url: &str, s3: &S3Options) -> Result<Self, StorageError> {
+        let invalid = |reason: &str| StorageError::InvalidLocation {
+            location: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("no bucket"));
+            }
+            let store = S3Store::connect(bucket, s3).await?;
+            Ok(Self::new(Arc::new(store), prefix))
+        } else if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "a file location needs an absolute path: file:///path",
+                ));
+            }
+            Ok(Self::new(Arc::new(FileStore::new("/")), path))
+        } else {
+            Err(invalid("use s3://bucket/prefix or file:///path"))
+        }
+    }
+
+    /// A location on a local directory.
+    pub fn local(dir: &Path) -> Self {
+        Self::new(Arc::new(FileStore::new("/")), &dir.to_string_lossy())
+    }
+
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The location `name` below this one.
+    pub fn child(&self, name: &str) -> Self {
+        Self {
+            store: self.store.clone(),
+            prefix: self.key(name),
+        }
+    }
+
+    /// The full key of `name` below this location.
+    pub fn key(&self, name: &str) -> String {
+        let name = name.trim_matches('/');
+        match (self.prefix.is_empty(), name.is_empty()) {
+            (true, _) => name.to_owned(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{name}", self.prefix),
+        }
+    }
+
+    /// The URL of this location.
+    pub fn url(&self) -> String {
+        self.store.url(&self.prefix)
+    }
+
+    pub fn url_of(&self, name: &str) -> String {
+        self.store.url(&self.key(name))
+    }
+
+    fn dir_prefix(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+
+    pub async fn put(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        self.store.put(&self.key(name), data).await
+    }
+
+    pub async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        self.store.put_if_absent(&self.key(name), data).await
+    }
+
+    pub async fn put_file(
+        &self,
+        name: &str,
+        path: &Path,
+        sha256: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        self.store.put_file(&self.key(name), path, sha256).await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Bytes, StorageError> {
+        self.store.get(&self.key(name)).await
+    }
+
+    pub async fn get_to_file(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Result<(u64, String), StorageError> {
+        self.store.get_to_file(&self.key(name), path).await
+    }
+
+    pub async fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        self.store.exists(&self.key(name)).await
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        self.store.delete(&self.key(name)).await
+    }
+
+    /// Objects below this location whose relative names start with `prefix`; keys are relative
+    /// to this location.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let base = self.dir_prefix();
+        let mut out = self.store.list(&format!("{base}{prefix}")).await?;
+        for o in &mut out {
+            o.key = o.key[base.len()..].to_owned();
+        }
+        Ok(out)
+    }
+
+    /// The sub-directories directly below `dir` (relative; empty for this location).
+    pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        let dir = dir.trim_matches('/');
+        let prefix = if dir.is_empty() {
+            self.dir_prefix()
+        } else {
+            format!("{}{dir}/", self.dir_prefix())
+        };
+        self.store.list_dirs(&prefix).await
+    }
+
+    /// Deletes every object below this location (for example a savepoint the operator dropped
+    /// from its history). Returns how many were deleted.
+    pub async fn delete_all(&self, concurrency: usize) -> Result<usize, StorageError> {
+        let objects = self.store.list(&self.dir_prefix()).await?;
+        let n = objects.len();
+        crate::parallel(objects, concurrency, |o| {
+            let store = self.store.clone();
+            async move { store.delete(&o.key).await }
+        })
+        .await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,441 @@
+//! `s3://bucket/prefix` through aws-sdk-s3, also for S3-compatible stores (endpoint override,
+//! path-style addressing). The SDK retries transient failures (network errors, 5xx, throttling)
+//! with exponential backoff; large files go up in multipart uploads.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+
+use crate::location::S3Options;
+use crate::{ObjectMeta, ObjectStore, StorageError};
+
+#[derive(Debug)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    multipart_threshold: u64,
+    part_size: u64,
+}
+
+impl S3Store {
+    pub async fn connect(bucket: &str, options: &S3Options) -> Result<Self, StorageError> {
+        let retry = RetryConfig::standard()
+            .with_max_attempts(options.max_attempts.max(1))
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(5));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(300))
+            .build();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(options.region.clone()))
+            .retry_config(retry)
+            .timeout_config(timeouts);
+        if let Some(dir) = &options.credentials_dir {
+            loader = loader.credentials_provider(read_credentials_dir(dir)?);
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            // We send our own SHA-256 where we know it; the SDK's streaming CRC trailers are not
+            // understood by every S3-compatible store.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &options.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Ok(Self {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.to_owned(),
+            multipart_threshold: options.multipart_threshold,
+            part_size: options.part_size.max(5 << 20),
+        })
+    }
+
+    fn remote<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+        &self,
+        op: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StorageError {
+        let url = self.url(key);
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_owned);
+        if status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")) {
+            return StorageError::NotFound { url };
+        }
+        if status == Some(412) || code.as_deref() == Some("PreconditionFailed") {
+            return StorageError::AlreadyExists { url };
+        }
+        let transient = match &err {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            _ => {
+                status.is_some_and(|s| s >= 500 || s == 429)
+                    || matches!(
+                        code.as_deref(),
+                        Some(
+                            "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout"
+                        )
+                    )
+            }
+        };
+        let message = match (&code, err.message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.clone(),
+            _ => format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(&err)
+            ),
+        };
+        StorageError::Remote {
+            op,
+            url,
+            message,
+            transient,
+        }
+    }
+
+    async fn multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), StorageError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.remote("start multipart upload of", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut offset = 0u64;
+            let mut number = 1i32;
+            while offset < size {
+                let len = self.part_size.min(size - offset);
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(Length::Exact(len))
+                    .build()
+                    .await
+                    .map_err(|e| StorageError::Remote {
+                        op: "read part for",
+                        url: self.url(key),
+                        message: e.to_string(),
+                        transient: false,
+                    })?;
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_length(len as i64)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| self.remote("upload part of", key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_owned))
+                        .build(),
+                );
+                offset += len;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.remote("complete multipart upload of", key, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+/// Reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN` from
+/// files in `dir` (a mounted Kubernetes Secret).
+fn read_credentials_dir(dir: &Path) -> Result<Credentials, StorageError> {
+    let read = |name: &str| -> Result<Option<String>, StorageError> {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(s) => Ok(Some(s.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::Credentials(format!(
+                "{}: {e}",
+                dir.join(name).display()
+            ))),
+        }
+    };
+    let missing =
+        |name: &str| StorageError::Credentials(format!("{} is missing", dir.join(name).display()));
+    let key = read("AWS_ACCESS_KEY_ID")?.ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+    let secret = read("AWS_SECRET_ACCESS_KEY")?.ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+    let token = read("AWS_SESSION_TOKEN")?;
+    Ok(Credentials::new(
+        key,
+        secret,
+        token,
+        None,
+        "stator-credentials-dir",
+    ))
+}
+
+fn sha256_base64(hex_digest: &str) -> Option<String> {
+    hex::decode(hex_digest)
+        .ok()
+        .map(aws_smithy_types::base64::encode)
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        let sha = sha256_base64(&crate::sha256_bytes(&data));
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_checksum_sha256(sha)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.remote("put", key, e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        let sha = sha256_base64(&crate::sha256_bytes(&data));
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .set_checksum_sha256(sha)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.remote("put", key, e))?;
+        Ok(())
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        sha256: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(StorageError::io("cannot read", path))?
+            .len();
+        if size >= self.multipart_threshold {
+            self.multipart(key, path, size).await?;
+            return Ok(size);
+        }
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StorageError::Remote {
+                op: "read for upload to",
+                url: self.url(key),
+                message: e.to_string(),
+                transient: false,
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(size as i64)
+            .set_checksum_sha256(sha256.and_then(sha256_base64))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.remote("upload", key, e))?;
+        Ok(size)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.remote("get", key, e))?;
+        let data = out.body.collect().await.map_err(|e| StorageError::Remote {
+            op: "read",
+            url: self.url(key),
+            message: e.to_string(),
+            transient: true,
+        })?;
+        Ok(data.into_bytes())
+    }
+
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<(u64, String), StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.remote("download", key, e))?;
+        let mut body = out.body;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(StorageError::io("cannot create", path))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| StorageError::Remote {
+            op: "download",
+            url: self.url(key),
+            message: e.to_string(),
+            transient: true,
+        })? {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(StorageError::io("cannot write", path))?;
+        }
+        file.flush()
+            .await
+            .map_err(StorageError::io("cannot write", path))?;
+        Ok((size, hex::encode(hasher.finalize())))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| self.remote("list", prefix, e))?;
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    out.push(ObjectMeta {
+                        key: key.to_owned(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() || page.is_truncated() != Some(true) {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| self.remote("list", prefix, e))?;
+            for p in page.common_prefixes() {
+                if let Some(name) = p
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(prefix))
+                    .map(|p| p.trim_end_matches('/'))
+                {
+                    out.push(name.to_owned());
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() || page.is_truncated() != Some(true) {
+                break;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.remote("delete", key, e) {
+                StorageError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match self.remote("check", key, e) {
+                StorageError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+}
