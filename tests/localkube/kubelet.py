@@ -525,6 +525,14 @@ class PodWorker:
             s = re.sub(r"(?<![\w.\-])" + re.escape(mp) + r"(?=/|$|[\s,;:\"'=])", lambda _m, l=local: l, s)
         return s
 
+    _BIND_ALL = re.compile(r"(?<![\w.:\[])(0\.0\.0\.0|\[::\])(?=:\d|$)")
+
+    def bind_address(self, s: str) -> str:
+        """A pod has its own network namespace: binding all its interfaces reaches only the pod. Here all pods
+        share the host's, so a bind-all address (0.0.0.0 or [::], alone or with a port) becomes the pod's
+        own address, which keeps pods' ports apart and every server on loopback."""
+        return self._BIND_ALL.sub(self.ip or "127.0.0.1", s) if self.ip else s
+
     def _field(self, path: str) -> str:
         md, spec = self.pod["metadata"], self.pod["spec"]
         m = re.match(r"^metadata\.(labels|annotations)\['(.+)'\]$", path)
@@ -635,9 +643,10 @@ class PodWorker:
             raise ConfigError("no command specified")
         if argv[0] in entry.paths:
             argv[0] = entry.paths[argv[0]]
-        argv = [argv[0]] + [self.localize(a, mounts) for a in argv[1:]]
+        argv = [argv[0]] + [self.bind_address(self.localize(a, mounts)) for a in argv[1:]]
         argv[0] = self.localize(argv[0], mounts)
         env = {k: self.localize(v, mounts) for k, v in env.items()}
+        env.update({k: self.bind_address(env[k]) for k in kenv})
         cwd = base_dir
         wd = c.spec.get("workingDir") or entry.working_dir
         if wd:

@@ -275,3 +275,16 @@ def test_changing_an_image_restarts_that_container(client, ns):
                           and cstatus(x, "app")["ready"] else None)(get_pod(client, ns, "p")), what="restarted on the new image")
     cs = cstatus(p, "app")
     assert cs["restartCount"] == 1 and cs["containerID"] != old_id
+
+
+def test_bind_all_addresses_stay_inside_the_pod(client, ns):
+    for name in ("a", "b"):
+        c = app(probe=True)
+        c["env"] = [{"name": "POD_IP", "value": "0.0.0.0"}, {"name": "PORT", "value": "8080"}]
+        c["args"] = ["--listen=0.0.0.0:8080", "--cidr=0.0.0.0/0"]
+        client.post(f"/api/v1/namespaces/{ns}/pods", pod(name, [c]))
+    for name in ("a", "b"):
+        p = wait_ready(client, ns, name)
+        ip = p["status"]["podIP"]
+        assert http_json(ip, 8080, "/env")["POD_IP"] == ip, "two pods binding 0.0.0.0:8080 do not collide"
+        assert http_json(ip, 8080, "/argv")[1:] == [f"--listen={ip}:8080", "--cidr=0.0.0.0/0"]
