@@ -48,6 +48,11 @@ pub struct Manifest {
     pub created_at_ms: u64,
     pub states: Vec<StateDeclaration>,
     pub operator_states: Vec<OperatorStateDeclaration>,
+    /// Every operator-state list at the cut, values hex-encoded. Kept in the manifest (it is
+    /// small: source positions and the like) so a rescaled replica can redistribute the lists of
+    /// every old replica without downloading their keyed state.
+    #[serde(default)]
+    pub operator_state: std::collections::BTreeMap<String, Vec<String>>,
     pub files: Vec<FileEntry>,
 }
 
@@ -116,6 +121,20 @@ impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+}
+
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// `replica-{i}-of-{P}`.
@@ -193,6 +212,7 @@ mod tests {
             created_at_ms: 1,
             states: vec![],
             operator_states: vec![],
+            operator_state: Default::default(),
             files: vec![],
         };
         let json = String::from_utf8(m.to_json()).unwrap();

@@ -2,23 +2,28 @@
 //!
 //! `/healthz` and `/metrics` are open (kubelet probes and scrapers carry no token); everything
 //! under `/v1/` needs `Authorization: Bearer <token>` with the token from the admin token file.
-//! Without a configured token those routes refuse every request.
+//! Without a configured token those routes refuse every request. The endpoint serves from the
+//! start, while the store is still being restored (`/readyz` false, `/v1/*` 503).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Deserialize;
 
+use crate::checkpoint::{Coordinator, TriggerError};
 use crate::metrics::{Metrics, ROCKSDB_PROPERTIES};
 use crate::store::Store;
 
 pub struct AdminState {
-    pub store: Arc<Store>,
+    /// Set once the store is open (and restored).
+    pub store: OnceLock<Arc<Store>>,
+    pub coordinator: OnceLock<Arc<Coordinator>>,
     pub metrics: Arc<Metrics>,
     /// True once the store is open (and restored) and the socket serves.
     pub ready: AtomicBool,
@@ -28,6 +33,15 @@ pub struct AdminState {
 pub fn router(state: Arc<AdminState>) -> Router {
     let protected = Router::new()
         .route("/v1/status", get(status))
+        .route(
+            "/v1/checkpoints",
+            get(list_checkpoints).post(trigger_checkpoint),
+        )
+        .route(
+            "/v1/savepoints",
+            get(list_savepoints).post(trigger_savepoint),
+        )
+        .route("/v1/savepoints/{id}", get(get_savepoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -37,8 +51,17 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
+fn restoring() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the state store is still opening or restoring\n",
+    )
+        .into_response()
+}
+
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
-    if state.ready.load(Ordering::SeqCst) && !state.store.is_fenced() {
+    let fenced = state.store.get().is_none_or(|s| s.is_fenced());
+    if state.ready.load(Ordering::SeqCst) && !fenced {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -46,10 +69,12 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    for (property, label) in ROCKSDB_PROPERTIES {
-        state
-            .metrics
-            .set_rocksdb(label, state.store.property_sum(property));
+    if let Some(store) = state.store.get() {
+        for (property, label) in ROCKSDB_PROPERTIES {
+            state
+                .metrics
+                .set_rocksdb(label, store.property_sum(property));
+        }
     }
     (
         [(
@@ -62,17 +87,106 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
-    let p = state.store.placement();
+    let (Some(store), Some(coordinator)) = (state.store.get(), state.coordinator.get()) else {
+        return restoring();
+    };
+    let p = store.placement();
+    let latest = coordinator
+        .latest()
+        .map(|c| serde_json::json!({"id": c.id, "createdAt": c.created_at}));
     axum::Json(serde_json::json!({
         "replicaIndex": p.replica,
         "parallelism": p.layout.parallelism(),
         "maxParallelism": p.layout.max_parallelism(),
         "keyGroups": {"start": p.range.start, "end": p.range.end},
-        "states": state.store.states(),
-        "operatorStates": state.store.operator_states(),
-        "fenced": state.store.is_fenced(),
+        "states": store.states(),
+        "operatorStates": store.operator_states(),
+        "fenced": store.is_fenced(),
+        "latestCheckpoint": latest,
     }))
     .into_response()
+}
+
+fn trigger_error(e: TriggerError) -> Response {
+    let code = match e {
+        TriggerError::NoStateLocation => StatusCode::CONFLICT,
+        TriggerError::InvalidLocation(_) => StatusCode::BAD_REQUEST,
+        TriggerError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        code,
+        axum::Json(serde_json::json!({"error": e.to_string()})),
+    )
+        .into_response()
+}
+
+async fn trigger_checkpoint(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return restoring();
+    };
+    match coordinator.trigger_checkpoint() {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"id": id})),
+        )
+            .into_response(),
+        Err(e) => trigger_error(e),
+    }
+}
+
+async fn list_checkpoints(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return restoring();
+    };
+    axum::Json(serde_json::json!({
+        "latest": coordinator.latest(),
+        "retained": coordinator.retained(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct SavepointRequest {
+    location: String,
+    #[serde(default)]
+    stop: bool,
+}
+
+async fn trigger_savepoint(
+    State(state): State<Arc<AdminState>>,
+    axum::Json(request): axum::Json<SavepointRequest>,
+) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return restoring();
+    };
+    match coordinator
+        .trigger_savepoint(&request.location, request.stop)
+        .await
+    {
+        Ok(info) => (StatusCode::ACCEPTED, axum::Json(info)).into_response(),
+        Err(e) => trigger_error(e),
+    }
+}
+
+async fn list_savepoints(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return restoring();
+    };
+    axum::Json(coordinator.savepoints()).into_response()
+}
+
+async fn get_savepoint(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return restoring();
+    };
+    match coordinator.savepoint(&id) {
+        Some(info) => axum::Json(info).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": format!("no savepoint {id:?}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn require_token(

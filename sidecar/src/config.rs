@@ -63,6 +63,39 @@ pub struct Args {
     /// flush, and the replica recovers from its latest checkpoint).
     #[arg(long, env = "STATOR_DISABLE_WAL", default_value_t = false)]
     pub disable_wal: bool,
+    /// The job's base location for checkpoints: `s3://bucket/prefix` or `file:///path`. Without
+    /// it there are no checkpoints: the store is purely local.
+    #[arg(long, env = "STATOR_STATE_LOCATION")]
+    pub state_location: Option<String>,
+    /// Seconds between periodic checkpoints; 0 disables them (the admin API can still trigger).
+    #[arg(long, env = "STATOR_CHECKPOINT_INTERVAL_SECS", default_value_t = 60)]
+    pub checkpoint_interval_secs: u64,
+    /// How many complete checkpoints to keep; older ones and unreferenced files are deleted.
+    #[arg(long, env = "STATOR_RETAINED_CHECKPOINTS", default_value_t = 3)]
+    pub retained_checkpoints: usize,
+    /// Restore from this location at start-up: a savepoint directory, or a checkpoint set (a
+    /// state location or its `checkpoints/` directory). Missing or corrupt: exit non-zero.
+    #[arg(long, env = "STATOR_RESTORE_FROM")]
+    pub restore_from: Option<String>,
+    /// S3-compatible endpoint URL (e.g. http://127.0.0.1:9000); AWS when unset.
+    #[arg(long, env = "STATOR_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "STATOR_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Path-style S3 addressing (endpoint/bucket/key), as most S3-compatible stores need.
+    #[arg(long, env = "STATOR_S3_PATH_STYLE", default_value_t = false)]
+    pub s3_path_style: bool,
+    /// A directory (a mounted Secret) with files AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY;
+    /// otherwise the standard AWS credential chain.
+    #[arg(long, env = "STATOR_S3_CREDENTIALS_DIR")]
+    pub s3_credentials_dir: Option<PathBuf>,
+    /// Reuse files on the replica's volume that match the manifest's checksums instead of
+    /// downloading them (`--local-recovery false` to turn off).
+    #[arg(long, env = "STATOR_LOCAL_RECOVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_recovery: bool,
+    /// Parallel transfers per checkpoint, savepoint or restore.
+    #[arg(long, env = "STATOR_TRANSFER_CONCURRENCY", default_value_t = 4)]
+    pub transfer_concurrency: usize,
     /// Log format: json or text.
     #[arg(long, env = "STATOR_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
@@ -86,6 +119,16 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 }
 
 impl Args {
+    pub fn s3_options(&self) -> stator_storage::S3Options {
+        stator_storage::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+            credentials_dir: self.s3_credentials_dir.clone(),
+            ..Default::default()
+        }
+    }
+
     pub fn rocks_options(&self) -> RocksOptions {
         RocksOptions {
             block_cache_bytes: self.block_cache_mb << 20,

@@ -6,6 +6,7 @@
 //! into store calls.
 
 pub mod admin;
+pub mod checkpoint;
 pub mod config;
 pub mod metrics;
 pub mod protocol;

@@ -72,6 +72,21 @@ struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PropertyLabel {
     property: &'static str,
 }
@@ -84,6 +99,15 @@ pub struct Metrics {
     pub connections: Gauge,
     pub frame_errors: Counter,
     rocksdb: Family<PropertyLabel, Gauge<u64, AtomicU64>>,
+    checkpoints: Family<OutcomeLabel, Counter>,
+    savepoints: Family<OutcomeLabel, Counter>,
+    pub checkpoint_duration: Histogram,
+    pub write_pause: Histogram,
+    uploaded_bytes: Family<KindLabel, Counter>,
+    restores: Family<SourceLabel, Counter>,
+    pub restore_fallbacks: Counter,
+    pub restored_bytes: Counter,
+    pub latest_checkpoint_id: Gauge,
 }
 
 /// RocksDB properties exported as gauges, summed over all column families.
@@ -140,7 +164,76 @@ impl Metrics {
             "RocksDB size properties, summed over column families",
             rocksdb.clone(),
         );
+        let checkpoints = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "checkpoints",
+            "Checkpoints by outcome (completed, failed)",
+            checkpoints.clone(),
+        );
+        let savepoints = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "savepoints",
+            "Savepoints by outcome (completed, failed)",
+            savepoints.clone(),
+        );
+        // 10 ms to ~40 min.
+        let checkpoint_duration = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 18),
+        );
+        registry.register(
+            "checkpoint_duration_seconds",
+            "Time from cut to committed manifest",
+            checkpoint_duration.clone(),
+        );
+        // 50 us to ~1.6 s.
+        let write_pause = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(5e-5, 2.0, 16),
+        );
+        registry.register(
+            "snapshot_write_pause_seconds",
+            "How long writes waited for the local cut of a checkpoint or savepoint",
+            write_pause.clone(),
+        );
+        let uploaded_bytes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "uploaded_bytes",
+            "Bytes uploaded, by snapshot kind (checkpoint, savepoint)",
+            uploaded_bytes.clone(),
+        );
+        let restores = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "restores",
+            "Start-up restores by source (savepoint, checkpoint, local, fallback, empty)",
+            restores.clone(),
+        );
+        let restore_fallbacks = Counter::default();
+        registry.register(
+            "restore_fallbacks",
+            "Checkpoints skipped at restore because they were missing or corrupt",
+            restore_fallbacks.clone(),
+        );
+        let restored_bytes = Counter::default();
+        registry.register(
+            "restored_bytes",
+            "Bytes of snapshot files restored (downloaded or reused locally)",
+            restored_bytes.clone(),
+        );
+        let latest_checkpoint_id = Gauge::default();
+        registry.register(
+            "latest_checkpoint_id",
+            "Id of the latest confirmed checkpoint",
+            latest_checkpoint_id.clone(),
+        );
         Arc::new(Self {
+            checkpoints,
+            savepoints,
+            checkpoint_duration,
+            write_pause,
+            uploaded_bytes,
+            restores,
+            restore_fallbacks,
+            restored_bytes,
+            latest_checkpoint_id,
             registry,
             ops,
             errors,
@@ -170,6 +263,28 @@ impl Metrics {
         self.rocksdb
             .get_or_create(&PropertyLabel { property })
             .set(value);
+    }
+
+    pub fn checkpoint(&self, outcome: &'static str) {
+        self.checkpoints
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    pub fn savepoint(&self, outcome: &'static str) {
+        self.savepoints
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    pub fn uploaded(&self, kind: &'static str, bytes: u64) {
+        self.uploaded_bytes
+            .get_or_create(&KindLabel { kind })
+            .inc_by(bytes);
+    }
+
+    pub fn restored_from(&self, source: &'static str) {
+        self.restores.get_or_create(&SourceLabel { source }).inc();
     }
 
     /// The registry in Prometheus text format.

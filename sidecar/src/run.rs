@@ -7,11 +7,17 @@ use anyhow::Context;
 use stator_core::keygroup::Layout;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
+use stator_storage::Location;
+
 use crate::admin::{self, AdminState};
+use crate::checkpoint::restore::{self, RestoreRequest};
+use crate::checkpoint::{Coordinator, SnapshotConfig};
 use crate::config::Args;
 use crate::metrics::Metrics;
 use crate::server;
-use crate::store::{Placement, Store};
+use crate::store::Placement;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let layout = Layout::new(args.parallelism, args.max_parallelism)?;
@@ -35,18 +41,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin endpoint on {}", args.admin_addr))?;
-    let states: Vec<_> = args.states.iter().map(|s| s.0.clone()).collect();
-    let operator_states: Vec<_> = args.operator_states.iter().map(|s| s.0.clone()).collect();
-    let store = {
-        let (path, rocks) = (args.data_dir.join("db"), args.rocks_options());
-        tokio::task::spawn_blocking(move || {
-            Store::open(&path, placement, &rocks, &states, &operator_states)
-        })
-        .await?
-        .with_context(|| format!("cannot open the state store in {}", args.data_dir.display()))?
-    };
     let admin_state = Arc::new(AdminState {
-        store: store.clone(),
+        store: Default::default(),
+        coordinator: Default::default(),
         metrics: metrics.clone(),
         ready: Default::default(),
         token,
@@ -58,6 +55,63 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .into_future(),
     );
 
+    let states: Vec<_> = args.states.iter().map(|s| s.0.clone()).collect();
+    let operator_states: Vec<_> = args.operator_states.iter().map(|s| s.0.clone()).collect();
+    let s3 = args.s3_options();
+    let state_location = match &args.state_location {
+        Some(url) => Some(
+            Location::parse(url, &s3)
+                .await
+                .with_context(|| format!("bad --state-location {url:?}"))?,
+        ),
+        None => None,
+    };
+    let rocks = args.rocks_options();
+    let restored = restore::restore(
+        RestoreRequest {
+            placement,
+            data_dir: &args.data_dir,
+            state_location: state_location.as_ref(),
+            restore_from: args.restore_from.as_deref(),
+            s3: &s3,
+            local_recovery: args.local_recovery,
+            concurrency: args.transfer_concurrency,
+            rocks: &rocks,
+            states: &states,
+            operator_states: &operator_states,
+        },
+        &metrics,
+    )
+    .await
+    .with_context(|| match &args.restore_from {
+        Some(from) => format!("cannot restore from {from}"),
+        None => format!(
+            "cannot open or restore the state store in {}",
+            args.data_dir.display()
+        ),
+    })?;
+    let store = restored.store;
+    let coordinator = Coordinator::new(
+        store.clone(),
+        metrics.clone(),
+        SnapshotConfig {
+            state_location,
+            s3,
+            retained: args.retained_checkpoints,
+            concurrency: args.transfer_concurrency,
+            data_dir: args.data_dir.clone(),
+        },
+        restored.own_checkpoint,
+    )
+    .await
+    .context("cannot read this replica's checkpoints")?;
+    let _ = admin_state.store.set(store.clone());
+    let _ = admin_state.coordinator.set(coordinator.clone());
+    tokio::spawn(coordinator.clone().run_periodic(
+        Duration::from_secs(args.checkpoint_interval_secs),
+        shutdown.clone(),
+    ));
+
     let listener = server::bind(&args.socket)?;
     let p = store.placement();
     tracing::info!(
@@ -68,6 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_parallelism = p.layout.max_parallelism(),
         key_groups = %p.range,
         states = store.states().len(),
+        restored_from = restored.source,
         "serving state"
     );
     admin_state.ready.store(true, Ordering::SeqCst);

@@ -8,6 +8,7 @@
 pub mod encoding;
 mod error;
 mod ops;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use stator_core::keygroup::{KeyGroupRange, Layout};
 
 pub use error::StoreError;
 pub use ops::{BatchError, MapPage, WriteOp};
+pub use snapshot::Cut;
 
 use encoding::{decode_value, is_live, list_elements, now_ms};
 
@@ -164,6 +166,7 @@ pub struct Store {
     catalog: RwLock<Catalog>,
     cf_options: CfOptions,
     write_options: WriteOptions,
+    wal: bool,
     fenced: AtomicBool,
     /// Held shared by every write, exclusively by fencing and checkpoint cuts.
     gate: RwLock<()>,
@@ -297,6 +300,7 @@ impl Store {
             catalog: RwLock::new(Catalog::default()),
             cf_options,
             write_options,
+            wal: rocks.wal,
             fenced: AtomicBool::new(false),
             gate: RwLock::new(()),
             created_cf_options: Default::default(),
@@ -451,6 +455,11 @@ impl Store {
     pub fn fence(&self) {
         let _gate = self.gate.write();
         self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    /// Lifts a fence (a stop-with-savepoint that failed: the replica keeps serving).
+    pub fn unfence(&self) {
+        self.fenced.store(false, Ordering::SeqCst);
     }
 
     pub fn is_fenced(&self) -> bool {

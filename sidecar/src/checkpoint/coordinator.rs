@@ -1,0 +1,656 @@
+//! Takes checkpoints and savepoints, keeps the retained checkpoints and collects garbage.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use stator_core::manifest::{
+    self, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest, SnapshotKind, checkpoint_dir,
+    parse_checkpoint_dir, replica_dir,
+};
+use stator_storage::{Location, S3Options, StorageError};
+use tokio_util::sync::CancellationToken;
+
+use super::{to_manifest_operator_state, to_manifest_state};
+use crate::metrics::Metrics;
+use crate::store::{Cut, Store, StoreError};
+
+/// Where snapshots go and how many to keep.
+#[derive(Debug, Clone)]
+pub struct SnapshotConfig {
+    /// The job's base location; `None`: no checkpoints.
+    pub state_location: Option<Location>,
+    pub s3: S3Options,
+    pub retained: usize,
+    /// Parallel transfers per snapshot.
+    pub concurrency: usize,
+    /// The replica's volume; local snapshots live under it.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the local cut failed: {0}")]
+    Cut(#[from] StoreError),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("local file {}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("no state location is configured (--state-location), so there are no checkpoints")]
+    NoStateLocation,
+    #[error("{0}")]
+    InvalidLocation(String),
+    #[error("cannot check the savepoint location: {0}")]
+    Storage(StorageError),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointInfo {
+    pub id: u64,
+    pub created_at: String,
+    pub created_at_ms: u64,
+    pub files: usize,
+    pub total_bytes: u64,
+    /// Bytes this checkpoint uploaded (absent for checkpoints of an earlier process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_pause_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SavepointState {
+    Pending,
+    Complete,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointInfo {
+    pub id: String,
+    pub location: String,
+    pub state: SavepointState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub stop: bool,
+    pub bytes: u64,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last confirmed checkpoint of this replica's directory.
+    last: Option<Manifest>,
+    retained: Vec<CheckpointInfo>,
+    /// SHA-256 of immutable SST files by (name, size), so unchanged files are not re-read.
+    sha_cache: HashMap<(String, u64), String>,
+    savepoints: Vec<SavepointInfo>,
+}
+
+pub struct Coordinator {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    config: SnapshotConfig,
+    /// `checkpoints/replica-{i}-of-{P}` under the state location.
+    own: Option<Location>,
+    next_id: AtomicU64,
+    /// One snapshot at a time (tokio's mutex is fair, so checkpoints commit in id order).
+    snapshot_lock: tokio::sync::Mutex<()>,
+    trigger_lock: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+}
+
+fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Local {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Coordinator {
+    /// Sets up after restore: finds this replica's checkpoint sequence and the last confirmed
+    /// checkpoint (`restored`, when the restore used one of this directory's checkpoints).
+    pub async fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        config: SnapshotConfig,
+        restored: Option<Manifest>,
+    ) -> Result<Arc<Self>, StorageError> {
+        let p = *store.placement();
+        let own = config.state_location.as_ref().map(|l| {
+            l.child("checkpoints")
+                .child(&replica_dir(p.replica, p.layout.parallelism()))
+        });
+        let mut state = State::default();
+        let mut next_id = 1;
+        if let Some(own) = &own {
+            let manifests = list_checkpoints(own).await?;
+            next_id = manifests.last().map_or(1, |id| id + 1);
+            for id in manifests.iter().rev().take(config.retained.max(1)) {
+                if let Ok(m) = read_manifest(own, *id).await {
+                    state.retained.push(info_of(&m, None, None));
+                }
+            }
+            state.retained.reverse();
+            // Incremental uploads build on the newest checkpoint of this directory, when the
+            // store was restored from it; otherwise the next checkpoint uploads everything.
+            if let Some(m) = restored.filter(|m| manifests.contains(&m.checkpoint_id)) {
+                for f in &m.files {
+                    state
+                        .sha_cache
+                        .insert((f.name.clone(), f.size), f.sha256.clone());
+                }
+                metrics.latest_checkpoint_id.set(m.checkpoint_id as i64);
+                state.last = Some(m);
+            }
+        }
+        Ok(Arc::new(Self {
+            store,
+            metrics,
+            config,
+            own,
+            next_id: AtomicU64::new(next_id),
+            snapshot_lock: Default::default(),
+            trigger_lock: Default::default(),
+            state: Mutex::new(state),
+        }))
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn latest(&self) -> Option<CheckpointInfo> {
+        self.lock_state().retained.last().cloned()
+    }
+
+    pub fn retained(&self) -> Vec<CheckpointInfo> {
+        self.lock_state().retained.clone()
+    }
+
+    pub fn has_state_location(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// Starts a checkpoint now and returns its id.
+    pub fn trigger_checkpoint(self: &Arc<Self>) -> Result<u64, TriggerError> {
+        if self.own.is_none() {
+            return Err(TriggerError::NoStateLocation);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = this.checkpoint(id).await;
+        });
+        Ok(id)
+    }
+
+    /// Takes a checkpoint every `interval` until `shutdown`.
+    pub async fn run_periodic(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        if self.own.is_none() || interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            let _ = self.checkpoint(id).await;
+        }
+    }
+
+    /// Takes checkpoint `id`: cut, upload what the last confirmed checkpoint lacks, commit the
+    /// manifest, then apply retention.
+    pub async fn checkpoint(self: &Arc<Self>, id: u64) -> Result<CheckpointInfo, SnapshotError> {
+        let Some(own) = self.own.clone() else {
+            return Err(SnapshotError::Storage(StorageError::InvalidLocation {
+                location: String::new(),
+                reason: "no state location".into(),
+            }));
+        };
+        let _one = self.snapshot_lock.lock().await;
+        let started = Instant::now();
+        let local = self
+            .config
+            .data_dir
+            .join("checkpoints")
+            .join(checkpoint_dir(id));
+        let result = self.checkpoint_inner(id, &own, &local).await;
+        self.metrics
+            .checkpoint_duration
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(info) => {
+                self.metrics.checkpoint("completed");
+                self.metrics.latest_checkpoint_id.set(id as i64);
+                tracing::info!(
+                    id,
+                    files = info.files,
+                    total_bytes = info.total_bytes,
+                    uploaded_bytes = info.uploaded_bytes,
+                    write_pause_ms = info.write_pause_ms,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "checkpoint complete"
+                );
+                self.keep_only_local(&local);
+                if let Err(e) = self.retain(&own).await {
+                    tracing::warn!(error = %e, "checkpoint retention and garbage collection failed; will retry after the next checkpoint");
+                }
+            }
+            Err(e) => {
+                self.metrics.checkpoint("failed");
+                tracing::warn!(id, error = %e, "checkpoint failed; serving continues and the next one will retry");
+                let _ = std::fs::remove_dir_all(&local);
+            }
+        }
+        result
+    }
+
+    async fn checkpoint_inner(
+        &self,
+        id: u64,
+        own: &Location,
+        local: &Path,
+    ) -> Result<CheckpointInfo, SnapshotError> {
+        let (cut, files) = self.cut_and_hash(local).await?;
+        let already: HashSet<String> = self
+            .lock_state()
+            .last
+            .as_ref()
+            .map(|m| m.files.iter().map(|f| f.object.clone()).collect())
+            .unwrap_or_default();
+        let entries: Vec<FileEntry> = files
+            .iter()
+            .map(|(name, size, sha)| FileEntry {
+                name: name.clone(),
+                object: format!("shared/{sha}-{name}"),
+                size: *size,
+                sha256: sha.clone(),
+            })
+            .collect();
+        let to_upload: Vec<FileEntry> = entries
+            .iter()
+            .filter(|e| !already.contains(&e.object))
+            .cloned()
+            .collect();
+        let uploaded = self.upload(own, local, to_upload).await?;
+        self.metrics.uploaded("checkpoint", uploaded);
+        let m = self.manifest(SnapshotKind::Checkpoint, id, None, &cut, entries);
+        own.put_if_absent(
+            &format!("{}/{MANIFEST_FILE}", checkpoint_dir(id)),
+            Bytes::from(m.to_json()),
+        )
+        .await?;
+        let info = info_of(&m, Some(uploaded), Some(cut.pause));
+        let mut state = self.lock_state();
+        for f in &m.files {
+            if f.name.ends_with(".sst") {
+                state
+                    .sha_cache
+                    .insert((f.name.clone(), f.size), f.sha256.clone());
+            }
+        }
+        state.last = Some(m);
+        state.retained.push(info.clone());
+        Ok(info)
+    }
+
+    /// Cuts into `local` and hashes every file (SSTs from the cache when known).
+    async fn cut_and_hash(
+        &self,
+        local: &Path,
+    ) -> Result<(Cut, Vec<(String, u64, String)>), SnapshotError> {
+        if local.exists() {
+            std::fs::remove_dir_all(local).map_err(local_err(local))?;
+        }
+        if let Some(parent) = local.parent() {
+            std::fs::create_dir_all(parent).map_err(local_err(parent))?;
+        }
+        let store = self.store.clone();
+        let dir = local.to_owned();
+        let cut = tokio::task::spawn_blocking(move || store.cut(&dir)).await??;
+        self.metrics.write_pause.observe(cut.pause.as_secs_f64());
+        let cache: HashMap<(String, u64), String> = self.lock_state().sha_cache.clone();
+        let dir = local.to_owned();
+        let files = tokio::task::spawn_blocking(move || -> Result<_, SnapshotError> {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(local_err(&dir))? {
+                let entry = entry.map_err(local_err(&dir))?;
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let size = entry.metadata().map_err(local_err(&path))?.len();
+                let sha = match cache.get(&(name.clone(), size)) {
+                    Some(sha) if name.ends_with(".sst") => sha.clone(),
+                    _ => {
+                        stator_storage::sha256_file(&path)
+                            .map_err(local_err(&path))?
+                            .1
+                    }
+                };
+                out.push((name, size, sha));
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await??;
+        Ok((cut, files))
+    }
+
+    async fn upload(
+        &self,
+        to: &Location,
+        local: &Path,
+        files: Vec<FileEntry>,
+    ) -> Result<u64, SnapshotError> {
+        let jobs: Vec<_> = files
+            .into_iter()
+            .map(|f| (to.clone(), local.join(&f.name), f))
+            .collect();
+        let sizes = stator_storage::parallel(jobs, self.config.concurrency, upload_one).await?;
+        Ok(sizes.iter().sum())
+    }
+
+    fn manifest(
+        &self,
+        kind: SnapshotKind,
+        id: u64,
+        savepoint_id: Option<String>,
+        cut: &Cut,
+        files: Vec<FileEntry>,
+    ) -> Manifest {
+        let p = self.store.placement();
+        Manifest {
+            format_version: FORMAT_VERSION,
+            kind,
+            checkpoint_id: id,
+            savepoint_id,
+            replica_index: p.replica,
+            parallelism: p.layout.parallelism(),
+            max_parallelism: p.layout.max_parallelism(),
+            key_groups: p.range,
+            created_at_ms: cut.created_at_ms,
+            states: cut.states.iter().map(to_manifest_state).collect(),
+            operator_states: cut
+                .operator_states
+                .iter()
+                .map(to_manifest_operator_state)
+                .collect(),
+            operator_state: cut
+                .operator_state
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.iter().map(|b| manifest::hex_encode(b)).collect(),
+                    )
+                })
+                .collect(),
+            files,
+        }
+    }
+
+    /// Keeps only `keep` among the local checkpoints (the newest confirmed one, for local
+    /// recovery).
+    fn keep_only_local(&self, keep: &Path) {
+        let dir = self.config.data_dir.join("checkpoints");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path() != keep {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+
+    /// Drops checkpoints beyond the newest N (manifest first), then deletes shared files that no
+    /// remaining manifest references. Any manifest that cannot be read stops the collection.
+    async fn retain(&self, own: &Location) -> Result<(), StorageError> {
+        let ids = list_checkpoints(own).await?;
+        let keep = self.config.retained.max(1);
+        let cut_at = ids.len().saturating_sub(keep);
+        let (dropped, kept) = ids.split_at(cut_at);
+        for id in dropped {
+            own.delete(&format!("{}/{MANIFEST_FILE}", checkpoint_dir(*id)))
+                .await?;
+        }
+        let mut referenced = HashSet::new();
+        for id in kept {
+            let m = read_manifest(own, *id).await?;
+            referenced.extend(m.files.into_iter().map(|f| f.object));
+        }
+        if let Some(last) = &self.lock_state().last {
+            referenced.extend(last.files.iter().map(|f| f.object.clone()));
+        }
+        let garbage: Vec<String> = own
+            .list("shared/")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| !referenced.contains(k))
+            .collect();
+        let collected = garbage.len();
+        stator_storage::parallel(garbage, self.config.concurrency, |k| async move {
+            own.delete(&k).await
+        })
+        .await?;
+        self.lock_state().retained.retain(|c| kept.contains(&c.id));
+        if collected > 0 || !dropped.is_empty() {
+            tracing::info!(
+                dropped = dropped.len(),
+                files_deleted = collected,
+                "checkpoint garbage collected"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn savepoints(&self) -> Vec<SavepointInfo> {
+        self.lock_state().savepoints.clone()
+    }
+
+    pub fn savepoint(&self, id: &str) -> Option<SavepointInfo> {
+        self.lock_state()
+            .savepoints
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+    }
+
+    /// Starts a savepoint into `location` (idempotent per location: a second trigger returns the
+    /// first one's status).
+    pub async fn trigger_savepoint(
+        self: &Arc<Self>,
+        location: &str,
+        stop: bool,
+    ) -> Result<SavepointInfo, TriggerError> {
+        let location = location.trim_end_matches('/').to_owned();
+        let _one = self.trigger_lock.lock().await;
+        if let Some(existing) = self
+            .lock_state()
+            .savepoints
+            .iter()
+            .find(|s| s.location == location)
+        {
+            return Ok(existing.clone());
+        }
+        let base = Location::parse(&location, &self.config.s3)
+            .await
+            .map_err(|e| TriggerError::InvalidLocation(e.to_string()))?;
+        let p = self.store.placement();
+        let target = base.child(&replica_dir(p.replica, p.layout.parallelism()));
+        let id = format!(
+            "sp-{}",
+            &stator_storage::sha256_bytes(location.as_bytes())[..16]
+        );
+        let now = crate::store::encoding::now_ms();
+        let mut info = SavepointInfo {
+            id,
+            location: location.clone(),
+            state: SavepointState::Pending,
+            reason: None,
+            stop,
+            bytes: 0,
+            started_at: manifest::rfc3339(now),
+            completed_at: None,
+        };
+        // A savepoint an earlier process completed (the operator retries after restarts).
+        match target.get(MANIFEST_FILE).await {
+            Ok(bytes) => {
+                if let Ok(m) = Manifest::parse(&bytes) {
+                    info.state = SavepointState::Complete;
+                    info.bytes = m.total_bytes();
+                    info.started_at = manifest::rfc3339(m.created_at_ms);
+                    info.completed_at = Some(info.started_at.clone());
+                    if stop {
+                        let store = self.store.clone();
+                        let _ = tokio::task::spawn_blocking(move || store.fence()).await;
+                    }
+                    self.lock_state().savepoints.push(info.clone());
+                    return Ok(info);
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(TriggerError::Storage(e)),
+        }
+        self.lock_state().savepoints.push(info.clone());
+        let this = self.clone();
+        let sp_id = info.id.clone();
+        tokio::spawn(async move { this.run_savepoint(sp_id, target, stop).await });
+        Ok(info)
+    }
+
+    async fn run_savepoint(self: Arc<Self>, id: String, target: Location, stop: bool) {
+        if stop {
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.fence()).await;
+            tracing::info!(savepoint = %id, "writes fenced for stop-with-savepoint");
+        }
+        let local = self.config.data_dir.join("savepoints").join(&id);
+        let result = {
+            let _one = self.snapshot_lock.lock().await;
+            self.savepoint_inner(&id, &target, &local).await
+        };
+        let _ = std::fs::remove_dir_all(&local);
+        let now = manifest::rfc3339(crate::store::encoding::now_ms());
+        let mut state = self.lock_state();
+        let Some(info) = state.savepoints.iter_mut().find(|s| s.id == id) else {
+            return;
+        };
+        match result {
+            Ok(bytes) => {
+                self.metrics.savepoint("completed");
+                info.state = SavepointState::Complete;
+                info.bytes = bytes;
+                info.completed_at = Some(now);
+                tracing::info!(savepoint = %id, location = %target.url(), bytes, stop, "savepoint complete");
+            }
+            Err(e) => {
+                self.metrics.savepoint("failed");
+                info.state = SavepointState::Failed;
+                info.reason = Some(e.to_string());
+                info.completed_at = Some(now);
+                tracing::warn!(savepoint = %id, location = %target.url(), error = %e, "savepoint failed");
+                if stop {
+                    // Nothing was lost: the replica keeps serving and the caller may retry.
+                    self.store.unfence();
+                }
+            }
+        }
+    }
+
+    async fn savepoint_inner(
+        &self,
+        id: &str,
+        target: &Location,
+        local: &Path,
+    ) -> Result<u64, SnapshotError> {
+        let (cut, files) = self.cut_and_hash(local).await?;
+        let entries: Vec<FileEntry> = files
+            .into_iter()
+            .map(|(name, size, sha256)| FileEntry {
+                object: format!("files/{name}"),
+                name,
+                size,
+                sha256,
+            })
+            .collect();
+        let bytes = self.upload(target, local, entries.clone()).await?;
+        self.metrics.uploaded("savepoint", bytes);
+        let checkpoint_id = self.next_id.load(Ordering::SeqCst).saturating_sub(1);
+        let m = self.manifest(
+            SnapshotKind::Savepoint,
+            checkpoint_id,
+            Some(id.to_owned()),
+            &cut,
+            entries,
+        );
+        target
+            .put_if_absent(MANIFEST_FILE, Bytes::from(m.to_json()))
+            .await?;
+        Ok(bytes)
+    }
+}
+
+async fn upload_one((to, path, f): (Location, PathBuf, FileEntry)) -> Result<u64, StorageError> {
+    to.put_file(&f.object, &path, Some(&f.sha256)).await
+}
+
+fn info_of(m: &Manifest, uploaded: Option<u64>, pause: Option<Duration>) -> CheckpointInfo {
+    CheckpointInfo {
+        id: m.checkpoint_id,
+        created_at: manifest::rfc3339(m.created_at_ms),
+        created_at_ms: m.created_at_ms,
+        files: m.files.len(),
+        total_bytes: m.total_bytes(),
+        uploaded_bytes: uploaded,
+        write_pause_ms: pause.map(|d| d.as_secs_f64() * 1e3),
+    }
+}
+
+/// Ids of the complete checkpoints (those with a manifest) in a replica directory, ascending.
+pub(crate) async fn list_checkpoints(dir: &Location) -> Result<Vec<u64>, StorageError> {
+    let mut ids: Vec<u64> = dir
+        .list("chk-")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let (d, f) = o.key.split_once('/')?;
+            (f == MANIFEST_FILE)
+                .then(|| parse_checkpoint_dir(d))
+                .flatten()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+pub(crate) async fn read_manifest(dir: &Location, id: u64) -> Result<Manifest, StorageError> {
+    let name = format!("{}/{MANIFEST_FILE}", checkpoint_dir(id));
+    let bytes = dir.get(&name).await?;
+    Manifest::parse(&bytes).map_err(|e| StorageError::Remote {
+        op: "parse",
+        url: dir.url_of(&name),
+        message: e.to_string(),
+        transient: false,
+    })
+}

@@ -1,0 +1,605 @@
+//! Restore at start-up: from an explicit location, else from this replica's latest complete
+//! checkpoint, else empty. Every file is checked against the manifest's size and SHA-256.
+//!
+//! An explicit location is a savepoint directory (`<dir>/replica-{i}-of-{P}/manifest.json` for
+//! every i) or a checkpoint set: a job's state location, or its `checkpoints/` directory, whose
+//! newest complete set of `replica-{i}-of-{P}` directories is used (the latest checkpoint of each
+//! replica). Either may have been taken at another parallelism: replica j then takes every source
+//! whose key groups overlap its own, opens the biggest overlap as its database, range-deletes
+//! what is outside its range, and ingests the rest as sorted SST files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use stator_core::keygroup::KeyGroupRange;
+use stator_core::manifest::{
+    self, FileEntry, MANIFEST_FILE, Manifest, parse_replica_dir, replica_dir,
+};
+use stator_storage::{Location, S3Options, StorageError};
+
+use super::coordinator::{list_checkpoints, read_manifest};
+use super::{from_manifest_operator_state, from_manifest_state};
+use crate::metrics::Metrics;
+use crate::store::{
+    OperatorStateDecl, Placement, Redistribution, RocksOptions, StateDecl, Store, StoreError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "nothing to restore at {0}: no savepoint (replica-*-of-*/manifest.json) and no checkpoints (checkpoints/replica-*-of-*/chk-*/manifest.json)"
+    )]
+    NothingThere(String),
+    #[error(
+        "the savepoint at {location} is incomplete: replicas {missing:?} of {parallelism} have no manifest"
+    )]
+    Incomplete {
+        location: String,
+        parallelism: u32,
+        missing: Vec<u32>,
+    },
+    #[error(
+        "{url} was taken with maxParallelism {found}; this job has maxParallelism {expected}, which is fixed for the life of its state"
+    )]
+    MaxParallelism {
+        url: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{url} is corrupt: {reason}")]
+    Corrupt { url: String, reason: String },
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("every checkpoint in {0} is missing files or corrupt; refusing to start empty")]
+    AllCorrupt(String),
+    #[error("local file {}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("building the restored store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl RestoreError {
+    /// Problems of the stored snapshot (fall back to an older checkpoint), as opposed to
+    /// problems of this machine.
+    fn is_snapshot_problem(&self) -> bool {
+        match self {
+            RestoreError::Corrupt { .. } | RestoreError::MaxParallelism { .. } => true,
+            RestoreError::Storage(e) => e.is_not_found() || !e.is_transient(),
+            RestoreError::Store(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn local(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Local {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the sidecar starts from.
+pub struct RestoreRequest<'a> {
+    pub placement: Placement,
+    pub data_dir: &'a Path,
+    pub state_location: Option<&'a Location>,
+    pub restore_from: Option<&'a str>,
+    pub s3: &'a S3Options,
+    pub local_recovery: bool,
+    pub concurrency: usize,
+    pub rocks: &'a RocksOptions,
+    pub states: &'a [StateDecl],
+    pub operator_states: &'a [OperatorStateDecl],
+}
+
+pub struct Restored {
+    pub store: Arc<Store>,
+    /// The checkpoint of this replica's own directory the store came from, if it did.
+    pub own_checkpoint: Option<Manifest>,
+    /// savepoint, checkpoint, local, fallback, empty or none (no state location).
+    pub source: &'static str,
+}
+
+/// One replica's snapshot to restore from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The replica's directory (the manifest's `object` names are relative to it).
+    pub dir: Location,
+    pub manifest: Manifest,
+}
+
+pub async fn restore(req: RestoreRequest<'_>, metrics: &Metrics) -> Result<Restored, RestoreError> {
+    let db_dir = req.data_dir.join("db");
+    let p = req.placement;
+    let own = req.state_location.map(|l| {
+        l.child("checkpoints")
+            .child(&replica_dir(p.replica, p.layout.parallelism()))
+    });
+    if let Some(from) = req.restore_from {
+        let location = Location::parse(from, req.s3).await?;
+        let (kind, sources) = find_sources(&location).await?;
+        check_max_parallelism(&sources, p.layout.max_parallelism())?;
+        tracing::info!(
+            location = from,
+            kind,
+            replicas = sources.len(),
+            "restoring from an explicit location"
+        );
+        let (store, reused_all) = build(&req, &sources).await?;
+        let own_checkpoint = match (&own, kind) {
+            (Some(own), "checkpoint") => sources
+                .iter()
+                .find(|s| s.dir.url() == own.url())
+                .map(|s| s.manifest.clone()),
+            _ => None,
+        };
+        let source = if reused_all { "local" } else { kind };
+        metrics.restored_from(source);
+        return Ok(Restored {
+            store,
+            own_checkpoint,
+            source,
+        });
+    }
+    let Some(own) = own else {
+        let store = open(&req, &db_dir)?;
+        return Ok(Restored {
+            store,
+            own_checkpoint: None,
+            source: "none",
+        });
+    };
+    let ids = list_checkpoints(&own).await?;
+    if ids.is_empty() {
+        tracing::info!(location = %own.url(), "no checkpoint of this replica exists and no restore location was given: starting empty");
+        remove_dir(&db_dir)?;
+        let store = open(&req, &db_dir)?;
+        metrics.restored_from("empty");
+        return Ok(Restored {
+            store,
+            own_checkpoint: None,
+            source: "empty",
+        });
+    }
+    let mut fell_back = false;
+    for id in ids.iter().rev() {
+        let attempt = async {
+            let manifest = read_manifest(&own, *id).await?;
+            let sources = vec![Source {
+                dir: own.clone(),
+                manifest,
+            }];
+            check_max_parallelism(&sources, p.layout.max_parallelism())?;
+            let (store, reused_all) = build(&req, &sources).await?;
+            Ok::<_, RestoreError>((store, reused_all, sources))
+        }
+        .await;
+        match attempt {
+            Ok((store, reused_all, mut sources)) => {
+                let source = match (fell_back, reused_all) {
+                    (true, _) => "fallback",
+                    (false, true) => "local",
+                    (false, false) => "checkpoint",
+                };
+                metrics.restored_from(source);
+                tracing::info!(
+                    checkpoint = id,
+                    source,
+                    "restored from this replica's latest usable checkpoint"
+                );
+                return Ok(Restored {
+                    store,
+                    own_checkpoint: sources.pop().map(|s| s.manifest),
+                    source,
+                });
+            }
+            Err(e) if e.is_snapshot_problem() => {
+                metrics.restore_fallbacks.inc();
+                fell_back = true;
+                tracing::error!(checkpoint = id, error = %e, "checkpoint is missing files or corrupt; falling back to the previous checkpoint");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(RestoreError::AllCorrupt(own.url()))
+}
+
+fn open(req: &RestoreRequest<'_>, db_dir: &Path) -> Result<Arc<Store>, RestoreError> {
+    Ok(Store::open(
+        db_dir,
+        req.placement,
+        req.rocks,
+        req.states,
+        req.operator_states,
+    )?)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), RestoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(local(dir)(e)),
+    }
+}
+
+fn check_max_parallelism(sources: &[Source], expected: u32) -> Result<(), RestoreError> {
+    for s in sources {
+        if s.manifest.max_parallelism != expected {
+            return Err(RestoreError::MaxParallelism {
+                url: s.dir.url(),
+                found: s.manifest.max_parallelism,
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The replica snapshots at an explicit location: a savepoint directory, or a checkpoint set.
+pub async fn find_sources(
+    location: &Location,
+) -> Result<(&'static str, Vec<Source>), RestoreError> {
+    let mut base = location.clone();
+    let mut dirs = replica_dirs(&base).await?;
+    if dirs.is_empty() {
+        base = location.child("checkpoints");
+        dirs = replica_dirs(&base).await?;
+    }
+    let Some(first) = dirs.first() else {
+        return Err(RestoreError::NothingThere(location.url()));
+    };
+    if base
+        .exists(&format!(
+            "{}/{MANIFEST_FILE}",
+            replica_dir(first.0, first.1)
+        ))
+        .await?
+    {
+        // A savepoint: one parallelism, every replica's manifest.
+        let parallelism = dirs.iter().map(|d| d.1).max().unwrap_or(1);
+        let mut sources = Vec::new();
+        let mut missing = Vec::new();
+        for i in 0..parallelism {
+            let dir = base.child(&replica_dir(i, parallelism));
+            match dir.get(MANIFEST_FILE).await {
+                Ok(bytes) => {
+                    let manifest = parse(&dir, &bytes)?;
+                    sources.push(Source { dir, manifest });
+                }
+                Err(e) if e.is_not_found() => missing.push(i),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(RestoreError::Incomplete {
+                location: base.url(),
+                parallelism,
+                missing,
+            });
+        }
+        return Ok(("savepoint", sources));
+    }
+    // A checkpoint set: per parallelism, the latest checkpoint of every replica; the set whose
+    // newest checkpoint is the most recent wins.
+    let mut by_parallelism: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (i, p) in &dirs {
+        by_parallelism.entry(*p).or_default().push(*i);
+    }
+    let mut best: Option<(u64, Vec<Source>)> = None;
+    for (p, replicas) in by_parallelism {
+        if replicas.len() != p as usize {
+            continue;
+        }
+        let mut sources = Vec::new();
+        for i in 0..p {
+            let dir = base.child(&replica_dir(i, p));
+            let Some(id) = list_checkpoints(&dir).await?.last().copied() else {
+                break;
+            };
+            let manifest = read_manifest(&dir, id)
+                .await
+                .map_err(|e| RestoreError::Corrupt {
+                    url: dir.url(),
+                    reason: e.to_string(),
+                })?;
+            sources.push(Source { dir, manifest });
+        }
+        if sources.len() != p as usize {
+            continue;
+        }
+        let newest = sources
+            .iter()
+            .map(|s| s.manifest.created_at_ms)
+            .max()
+            .unwrap_or(0);
+        if best.as_ref().is_none_or(|(t, _)| newest > *t) {
+            best = Some((newest, sources));
+        }
+    }
+    best.map(|(_, s)| ("checkpoint", s))
+        .ok_or_else(|| RestoreError::NothingThere(location.url()))
+}
+
+async fn replica_dirs(base: &Location) -> Result<Vec<(u32, u32)>, RestoreError> {
+    let mut dirs: Vec<(u32, u32)> = base
+        .list_dirs("")
+        .await?
+        .iter()
+        .filter_map(|d| parse_replica_dir(d))
+        .filter(|(i, p)| i < p)
+        .collect();
+    dirs.sort_by_key(|(i, p)| (*p, *i));
+    Ok(dirs)
+}
+
+fn parse(dir: &Location, bytes: &[u8]) -> Result<Manifest, RestoreError> {
+    Manifest::parse(bytes).map_err(|e| RestoreError::Corrupt {
+        url: dir.url_of(MANIFEST_FILE),
+        reason: e.to_string(),
+    })
+}
+
+/// Downloads (or reuses locally) and verifies the overlapping sources, then builds and opens the
+/// store. Returns the store and whether every file was reused locally.
+async fn build(
+    req: &RestoreRequest<'_>,
+    sources: &[Source],
+) -> Result<(Arc<Store>, bool), RestoreError> {
+    let mine = req.placement.range;
+    let mut overlapping: Vec<(&Source, u32)> = sources
+        .iter()
+        .filter_map(|s| s.manifest.key_groups.intersect(&mine).map(|r| (s, r.len())))
+        .collect();
+    // The biggest overlap becomes the database; the others are ingested into it.
+    overlapping.sort_by_key(|(s, len)| (std::cmp::Reverse(*len), s.manifest.replica_index));
+    let restore_dir = req.data_dir.join("restore");
+    remove_dir(&restore_dir)?;
+    std::fs::create_dir_all(&restore_dir).map_err(local(&restore_dir))?;
+    let jobs: Vec<(Location, FileEntry, PathBuf)> = overlapping
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (s, _))| {
+            let dir = restore_dir.join(format!("src-{k}"));
+            s.manifest
+                .files
+                .iter()
+                .map(move |f| (s.dir.clone(), f.clone(), dir.join(&f.name)))
+        })
+        .collect();
+    for k in 0..overlapping.len() {
+        let dir = restore_dir.join(format!("src-{k}"));
+        std::fs::create_dir_all(&dir).map_err(local(&dir))?;
+    }
+    let total: u64 = jobs.iter().map(|(_, f, _)| f.size).sum();
+    let progress = Arc::new(Progress::default());
+    let candidates = if req.local_recovery {
+        local_candidates(req.data_dir)
+    } else {
+        BTreeMap::new()
+    };
+    let ticker = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                tracing::info!(
+                    restored_bytes = progress.bytes.load(Ordering::Relaxed),
+                    total_bytes = total,
+                    seconds = started.elapsed().as_secs(),
+                    "restore in progress"
+                );
+            }
+        })
+    };
+    let files = jobs.len();
+    let fetched = stator_storage::parallel(
+        jobs.into_iter()
+            .map(|(dir, f, path)| (dir, f, path, candidates.clone(), progress.clone()))
+            .collect(),
+        req.concurrency,
+        fetch_one,
+    )
+    .await;
+    ticker.abort();
+    let reused = fetched?.iter().filter(|r| **r).count();
+    tracing::info!(
+        files,
+        reused_locally = reused,
+        bytes = total,
+        "restore files verified"
+    );
+
+    let db_dir = req.data_dir.join("db");
+    remove_dir(&db_dir)?;
+    let base_dir = restore_dir.join("src-0");
+    std::fs::rename(&base_dir, &db_dir).map_err(local(&base_dir))?;
+    let store = open(req, &db_dir)?;
+    let (base, _) = overlapping[0];
+    let same_shape = base.manifest.key_groups == mine
+        && base.manifest.parallelism == req.placement.layout.parallelism()
+        && base.manifest.replica_index == req.placement.replica;
+    // Declarations of every source (a state may exist only in some).
+    let mut states = Vec::new();
+    let mut operator_states = Vec::new();
+    for s in sources {
+        states.extend(s.manifest.states.iter().filter_map(from_manifest_state));
+        operator_states.extend(
+            s.manifest
+                .operator_states
+                .iter()
+                .filter_map(from_manifest_operator_state),
+        );
+    }
+    states.dedup_by(|a, b| a.name == b.name);
+    operator_states.sort_by(|a, b| a.name.cmp(&b.name));
+    operator_states.dedup_by(|a, b| a.name == b.name);
+    let base_range = base.manifest.key_groups;
+    let store_for_build = store.clone();
+    let others: Vec<PathBuf> = (1..overlapping.len())
+        .map(|k| restore_dir.join(format!("src-{k}")))
+        .collect();
+    let scratch = restore_dir.join("ingest");
+    let operator_lists =
+        (!same_shape).then(|| redistribute(sources, &operator_states, req.placement));
+    tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
+        if !same_shape {
+            store_for_build.declare(&states, &operator_states)?;
+            if base_range != mine {
+                store_for_build.clip_to_range()?;
+            }
+            for (k, dir) in others.iter().enumerate() {
+                let copied = store_for_build.ingest_range_from(dir, &scratch.join(k.to_string()))?;
+                tracing::debug!(source = %dir.display(), entries = copied, "ingested a source's share");
+            }
+            if let Some(lists) = operator_lists {
+                store_for_build.set_operator_state(&lists)?;
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    remove_dir(&restore_dir)?;
+    Ok((store, reused == files && files > 0))
+}
+
+#[derive(Default)]
+struct Progress {
+    bytes: AtomicU64,
+}
+
+/// Files in earlier local checkpoints and the old database, by name, for local recovery.
+fn local_candidates(data_dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
+    let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut dirs = vec![data_dir.join("db")];
+    if let Ok(entries) = std::fs::read_dir(data_dir.join("checkpoints")) {
+        dirs.extend(entries.flatten().map(|e| e.path()));
+    }
+    for dir in dirs {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".sst") || name.ends_with(".blob") {
+                    out.entry(name).or_default().push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Fetches one file into `path`, reusing a local copy whose checksum matches. Returns whether it
+/// was reused.
+async fn fetch_one(
+    (dir, f, path, candidates, progress): (
+        Location,
+        FileEntry,
+        PathBuf,
+        BTreeMap<String, Vec<PathBuf>>,
+        Arc<Progress>,
+    ),
+) -> Result<bool, RestoreError> {
+    if let Some(paths) = candidates.get(&f.name) {
+        for candidate in paths {
+            let (candidate, target, f2) = (candidate.clone(), path.clone(), f.clone());
+            let reused = tokio::task::spawn_blocking(move || {
+                let same_size = std::fs::metadata(&candidate)
+                    .map(|m| m.len() == f2.size)
+                    .unwrap_or(false);
+                if !same_size
+                    || stator_storage::sha256_file(&candidate)
+                        .map(|(_, s)| s)
+                        .ok()
+                        .as_deref()
+                        != Some(f2.sha256.as_str())
+                {
+                    return false;
+                }
+                std::fs::hard_link(&candidate, &target).is_ok()
+                    || std::fs::copy(&candidate, &target).is_ok()
+            })
+            .await?;
+            if reused {
+                progress.bytes.fetch_add(f.size, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
+    }
+    let url = dir.url_of(&f.object);
+    let (size, sha) = dir
+        .get_to_file(&f.object, &path)
+        .await
+        .map_err(|e| match e {
+            StorageError::NotFound { url } => RestoreError::Corrupt {
+                url,
+                reason: "the object is missing".into(),
+            },
+            other => other.into(),
+        })?;
+    if size != f.size || sha != f.sha256 {
+        return Err(RestoreError::Corrupt {
+            url,
+            reason: format!(
+                "expected {} bytes with SHA-256 {}, got {size} bytes with SHA-256 {sha}",
+                f.size, f.sha256
+            ),
+        });
+    }
+    progress.bytes.fetch_add(size, Ordering::Relaxed);
+    Ok(false)
+}
+
+/// Operator-state lists for this replica from every source replica's lists (in replica order):
+/// `union` gives everyone everything; `split` deals the concatenation out in contiguous shares.
+fn redistribute(
+    sources: &[Source],
+    decls: &[OperatorStateDecl],
+    placement: Placement,
+) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut ordered: Vec<&Source> = sources.iter().collect();
+    ordered.sort_by_key(|s| s.manifest.replica_index);
+    let p = placement.layout.parallelism() as usize;
+    let j = placement.replica as usize;
+    let mut out = BTreeMap::new();
+    for decl in decls {
+        let all: Vec<Vec<u8>> = ordered
+            .iter()
+            .flat_map(|s| {
+                s.manifest
+                    .operator_state
+                    .get(&decl.name)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(|h| manifest::hex_decode(h))
+            .collect();
+        let mine = match decl.redistribution {
+            Redistribution::Union => all,
+            Redistribution::Split => {
+                let n = all.len();
+                all[n * j / p..n * (j + 1) / p].to_vec()
+            }
+        };
+        out.insert(decl.name.clone(), mine);
+    }
+    out
+}
+
+/// The key groups covered by `sources` (for checks and the inspect command).
+pub fn covered(sources: &[Source]) -> BTreeSet<u32> {
+    sources
+        .iter()
+        .flat_map(|s| {
+            let KeyGroupRange { start, end } = s.manifest.key_groups;
+            start..=end
+        })
+        .collect()
+}

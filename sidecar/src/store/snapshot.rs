@@ -1,0 +1,168 @@
+//! Snapshots of the store for checkpoints and savepoints, and rebuilding a store from snapshots
+//! taken at another parallelism.
+//!
+//! A cut is a RocksDB checkpoint (hard links plus a copied MANIFEST) taken while the write gate
+//! is held exclusively, so it falls between batches. Memtables are flushed just before, outside
+//! the gate, so the pause covers only what arrived during that flush.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rocksdb::{
+    ColumnFamilyDescriptor, IngestExternalFileOptions, Options, ReadOptions, SstFileWriter,
+};
+
+use super::encoding::{self, now_ms};
+use super::{Db, META_CF, OPERATOR_CF, OperatorStateDecl, StateDecl, Store, StoreError};
+
+/// A local snapshot, ready to upload.
+#[derive(Debug)]
+pub struct Cut {
+    /// How long writes were held back.
+    pub pause: Duration,
+    pub created_at_ms: u64,
+    pub states: Vec<StateDecl>,
+    pub operator_states: Vec<OperatorStateDecl>,
+    /// Every operator-state list at the cut.
+    pub operator_state: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+/// Families that hold keyed state (named `<kind letter>:<name>`).
+fn is_state_family(name: &str) -> bool {
+    !matches!(name, "default" | META_CF | OPERATOR_CF)
+}
+
+impl Store {
+    /// Writes a consistent snapshot into `dir` (which must not exist), on the same file system
+    /// as the store.
+    pub fn cut(&self, dir: &Path) -> Result<Cut, StoreError> {
+        self.flush()?;
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        let start = Instant::now();
+        let gate = self.gate.write().map_err(|_| StoreError::Poisoned)?;
+        if self.wal {
+            // Writes are held, so the live WAL ends at a batch boundary: copy it rather than
+            // flush, which keeps the pause to linking files.
+            checkpoint.create_checkpoint_with_log_size(dir, u64::MAX)?;
+        } else {
+            checkpoint.create_checkpoint(dir)?;
+        }
+        let mut operator_state = BTreeMap::new();
+        let operator_states = self.operator_states();
+        let cf = self.operator_cf()?;
+        for decl in &operator_states {
+            let stored = self.db.get_pinned_cf(&cf, decl.name.as_bytes())?;
+            operator_state.insert(
+                decl.name.clone(),
+                stored
+                    .map(|s| encoding::decode_operator_list(&s))
+                    .unwrap_or_default(),
+            );
+        }
+        drop(gate);
+        let pause = start.elapsed();
+        Ok(Cut {
+            pause,
+            created_at_ms: now_ms(),
+            states: self.states(),
+            operator_states,
+            operator_state,
+        })
+    }
+
+    /// Deletes every keyed entry outside this replica's key-group range (after opening a snapshot
+    /// of a replica whose range was wider or elsewhere).
+    pub fn clip_to_range(&self) -> Result<(), StoreError> {
+        let range = self.placement.range;
+        let names = Db::list_cf(&Options::default(), &self.path)?;
+        for name in names.iter().filter(|n| is_state_family(n)) {
+            let cf = self.cf_handle(name)?;
+            if range.start > 0 {
+                self.db
+                    .delete_range_cf(&cf, [0u8, 0u8], encoding::group_prefix(range.start))?;
+            }
+            // Groups are below 32768, so every key sorts below [0xff, 0xff].
+            self.db
+                .delete_range_cf(&cf, encoding::group_prefix(range.end + 1), [0xffu8, 0xff])?;
+        }
+        Ok(())
+    }
+
+    /// Copies the entries of this replica's range from another replica's snapshot in
+    /// `source` into this store: one sorted SST per state, ingested (no per-key writes).
+    /// The states must already be declared here. Returns the entries copied.
+    pub fn ingest_range_from(&self, source: &Path, scratch: &Path) -> Result<u64, StoreError> {
+        let names = Db::list_cf(&Options::default(), source)?;
+        let descriptors: Vec<_> = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, self.cf_options.for_family(n)))
+            .collect();
+        let source_db =
+            Db::open_cf_descriptors_read_only(&self.cf_options.base, source, descriptors, false)?;
+        std::fs::create_dir_all(scratch).map_err(|e| StoreError::Io {
+            path: scratch.to_owned(),
+            source: e,
+        })?;
+        let range = self.placement.range;
+        let mut copied = 0;
+        for (i, name) in names.iter().filter(|n| is_state_family(n)).enumerate() {
+            let Some(source_cf) = source_db.cf_handle(name) else {
+                continue;
+            };
+            let opts = self.cf_options.for_family(name);
+            let sst = scratch.join(format!("ingest-{i}.sst"));
+            let mut writer = SstFileWriter::create(&opts);
+            writer.open(&sst)?;
+            let mut read = ReadOptions::default();
+            read.set_iterate_lower_bound(encoding::group_prefix(range.start).to_vec());
+            read.set_iterate_upper_bound(encoding::group_prefix(range.end + 1).to_vec());
+            let mut it = source_db.raw_iterator_cf_opt(&source_cf, read);
+            it.seek_to_first();
+            let mut n = 0u64;
+            while it.valid() {
+                if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    writer.put(k, v)?;
+                    n += 1;
+                }
+                it.next();
+            }
+            it.status()?;
+            if n == 0 {
+                drop(writer);
+                let _ = std::fs::remove_file(&sst);
+                continue;
+            }
+            writer.finish()?;
+            let cf = self.cf_handle(name)?;
+            let mut ingest = IngestExternalFileOptions::default();
+            ingest.set_move_files(true);
+            self.db
+                .ingest_external_file_cf_opts(&cf, &ingest, vec![&sst])?;
+            copied += n;
+        }
+        Ok(copied)
+    }
+
+    /// Replaces operator-state lists (after redistribution on rescale).
+    pub fn set_operator_state(
+        &self,
+        lists: &BTreeMap<String, Vec<Vec<u8>>>,
+    ) -> Result<(), StoreError> {
+        let cf = self.operator_cf()?;
+        for (name, values) in lists {
+            self.db
+                .put_cf(&cf, name.as_bytes(), encoding::encode_operator_list(values))?;
+        }
+        Ok(())
+    }
+
+    fn cf_handle(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("column family {name:?} is missing")))
+    }
+}
