@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod checkpoint;
 pub mod config;
+pub mod inspect;
 pub mod metrics;
 pub mod protocol;
 pub mod run;

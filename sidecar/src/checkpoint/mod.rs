@@ -42,7 +42,7 @@ pub(crate) fn to_manifest_operator_state(d: &OperatorStateDecl) -> OperatorState
     }
 }
 
-pub(crate) fn from_manifest_state(d: &StateDeclaration) -> Option<StateDecl> {
+pub fn from_manifest_state(d: &StateDeclaration) -> Option<StateDecl> {
     Some(StateDecl {
         name: d.name.clone(),
         kind: match d.kind.as_str() {

@@ -603,3 +603,55 @@ pub fn covered(sources: &[Source]) -> BTreeSet<u32> {
         })
         .collect()
 }
+
+/// Downloads and verifies every file of `source` into `dir` (for the inspect command).
+pub async fn download_verified(
+    source: &Source,
+    dir: &Path,
+    concurrency: usize,
+) -> Result<u64, RestoreError> {
+    std::fs::create_dir_all(dir).map_err(local(dir))?;
+    let progress = Arc::new(Progress::default());
+    let jobs = source
+        .manifest
+        .files
+        .iter()
+        .map(|f| {
+            (
+                source.dir.clone(),
+                f.clone(),
+                dir.join(&f.name),
+                BTreeMap::new(),
+                progress.clone(),
+            )
+        })
+        .collect();
+    stator_storage::parallel(jobs, concurrency, fetch_one).await?;
+    Ok(progress.bytes.load(Ordering::Relaxed))
+}
+
+/// The snapshots at `location`: one replica directory holding `manifest.json`, one checkpoint
+/// directory (`.../chk-N`), a savepoint, or a checkpoint set.
+pub async fn sources_at(location: &Location) -> Result<(&'static str, Vec<Source>), RestoreError> {
+    if let Ok(bytes) = location.get(MANIFEST_FILE).await {
+        let manifest = parse(location, &bytes)?;
+        let kind = match manifest.kind {
+            manifest::SnapshotKind::Checkpoint => "checkpoint",
+            manifest::SnapshotKind::Savepoint => "savepoint",
+        };
+        // A checkpoint's objects are named relative to its replica directory.
+        let dir = if kind == "checkpoint" {
+            parent(location)
+        } else {
+            location.clone()
+        };
+        return Ok((kind, vec![Source { dir, manifest }]));
+    }
+    find_sources(location).await
+}
+
+fn parent(location: &Location) -> Location {
+    let key = location.key("");
+    let up = key.rsplit_once('/').map_or("", |(p, _)| p);
+    Location::new(location.store().clone(), up)
+}

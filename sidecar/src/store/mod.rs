@@ -23,7 +23,7 @@ use stator_core::keygroup::{KeyGroupRange, Layout};
 
 pub use error::StoreError;
 pub use ops::{BatchError, MapPage, WriteOp};
-pub use snapshot::Cut;
+pub use snapshot::{Cut, DumpEntry, dump_state};
 
 use encoding::{decode_value, is_live, list_elements, now_ms};
 

@@ -166,3 +166,91 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("column family {name:?} is missing")))
     }
 }
+
+/// One stored entry of a keyed state, decoded (for the offline inspect command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpEntry {
+    pub key_group: u32,
+    pub key: Vec<u8>,
+    /// Map states only.
+    pub map_key: Option<Vec<u8>>,
+    /// One value for value and map states; the live elements for list states.
+    pub values: Vec<Vec<u8>>,
+    /// 0: never (for lists, the latest element expiry).
+    pub expires_at_ms: u64,
+}
+
+/// Reads every live entry of `decl` from a snapshot directory (opened read-only), in key order.
+pub fn dump_state(dir: &Path, decl: &StateDecl) -> Result<Vec<DumpEntry>, StoreError> {
+    let cf_options = super::CfOptions::new(&super::RocksOptions::default());
+    let names = Db::list_cf(&Options::default(), dir)?;
+    let descriptors: Vec<_> = names
+        .iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, cf_options.for_family(n)))
+        .collect();
+    let db = Db::open_cf_descriptors_read_only(&cf_options.base, dir, descriptors, false)?;
+    let name = super::cf_name(decl);
+    let Some(cf) = db.cf_handle(&name) else {
+        return Ok(Vec::new());
+    };
+    let now = now_ms();
+    let mut out = Vec::new();
+    let mut it = db.raw_iterator_cf(&cf);
+    it.seek_to_first();
+    while it.valid() {
+        if let (Some(k), Some(v)) = (it.key(), it.value())
+            && let Some((group, rest)) = k.split_at_checked(encoding::GROUP_BYTES)
+        {
+            let key_group = u32::from(u16::from_be_bytes([group[0], group[1]]));
+            match decl.kind {
+                super::Kind::Value => {
+                    if let Some((expiry, payload)) = encoding::decode_value(v)
+                        && encoding::is_live(expiry, now)
+                    {
+                        out.push(DumpEntry {
+                            key_group,
+                            key: rest.to_vec(),
+                            map_key: None,
+                            values: vec![payload.to_vec()],
+                            expires_at_ms: expiry,
+                        });
+                    }
+                }
+                super::Kind::List => {
+                    let live: Vec<_> = encoding::list_elements(v)
+                        .filter(|(e, _)| encoding::is_live(*e, now))
+                        .collect();
+                    if !live.is_empty() {
+                        out.push(DumpEntry {
+                            key_group,
+                            key: rest.to_vec(),
+                            map_key: None,
+                            expires_at_ms: live.iter().map(|(e, _)| *e).max().unwrap_or(0),
+                            values: live.into_iter().map(|(_, v)| v.to_vec()).collect(),
+                        });
+                    }
+                }
+                super::Kind::Map => {
+                    if let Some((len, tail)) = rest.split_at_checked(4) {
+                        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                        if let Some((key, map_key)) = tail.split_at_checked(len)
+                            && let Some((expiry, payload)) = encoding::decode_value(v)
+                            && encoding::is_live(expiry, now)
+                        {
+                            out.push(DumpEntry {
+                                key_group,
+                                key: key.to_vec(),
+                                map_key: Some(map_key.to_vec()),
+                                values: vec![payload.to_vec()],
+                                expires_at_ms: expiry,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}

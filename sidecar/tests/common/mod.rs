@@ -2,6 +2,8 @@
 //! (SIGTERM, then SIGKILL) when dropped, also when a test fails.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ pub struct Sidecar {
     pub data_dir: PathBuf,
     pub admin: SocketAddr,
     pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -36,6 +39,14 @@ impl Sidecar {
 
     /// Starts a sidecar whose socket and data live under `dir` (kept by the caller).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        let mut s = Self::new_in(dir, extra);
+        s.spawn();
+        s.wait_ready();
+        s
+    }
+
+    /// Prepares a sidecar under `dir` without starting it.
+    pub fn new_in(dir: &Path, extra: &[&str]) -> Self {
         let socket = dir.join("run/state.sock");
         let data_dir = dir.join("data");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -50,22 +61,78 @@ impl Sidecar {
             "text".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Self {
+        Self {
             child: None,
             socket,
             data_dir,
             admin,
             args,
+            env: Vec::new(),
             _dir: None,
-        };
-        s.spawn();
-        s.wait_ready();
-        s
+        }
+    }
+
+    /// Runs the sidecar expecting it to exit during start-up; returns its status and stderr.
+    pub fn run_to_exit(&mut self) -> (ExitStatus, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stator-sidecar"))
+            .args(&self.args)
+            .envs(self.env.iter().cloned())
+            .env("STATOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stator-sidecar");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status, err);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the sidecar was expected to exit but still runs after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a node failure would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path, Some(TOKEN)).unwrap()
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, String) {
+        http_request(self.admin, "POST", path, Some(TOKEN), body).unwrap()
+    }
+
+    /// A metric's value from /metrics (the first line starting with `name`), or 0.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, text) = http_get(self.admin, "/metrics", None).unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn spawn(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_stator-sidecar"))
             .args(&self.args)
+            .envs(self.env.iter().cloned())
             .env("STATOR_LOG", "warn")
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
@@ -132,20 +199,49 @@ impl Drop for Sidecar {
     }
 }
 
+/// The admin token tests write into a token file (see [`token_file`]).
+pub const TOKEN: &str = "test-token";
+
+/// Writes [`TOKEN`] into `dir/token` and returns the path.
+pub fn token_file(dir: &Path) -> String {
+    let path = dir.join("token");
+    std::fs::write(&path, TOKEN).unwrap();
+    path.display().to_string()
+}
+
 /// A minimal HTTP/1.1 GET; returns (status, body).
 pub fn http_get(
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, token, "")
+}
+
+/// A minimal HTTP/1.1 request with an optional JSON body; returns (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Connection: close\r\n\r\n{body}"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

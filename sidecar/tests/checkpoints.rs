@@ -1,0 +1,748 @@
+//! Checkpoints, savepoints and restore on real processes and real S3-compatible servers.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::Sidecar;
+use common::s3::{Proxy, S3Server};
+use serde_json::Value;
+use stator_client::{Batch, Client, proto::ErrorCode};
+use stator_core::manifest::Manifest;
+use stator_storage::Location;
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn start(dir: &Path, extra: &[String]) -> Sidecar {
+    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+    Sidecar::start_in(dir, &args)
+}
+
+fn base_args(dir: &Path, location: &str) -> Vec<String> {
+    [
+        "--state",
+        "v:value",
+        "--state-location",
+        location,
+        "--checkpoint-interval-secs",
+        "0",
+        "--admin-token-file",
+        &common::token_file(dir),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Triggers a checkpoint and waits until it is confirmed; returns its id.
+fn checkpoint(sidecar: &Sidecar) -> u64 {
+    let (code, body) = sidecar.post("/v1/checkpoints", "");
+    assert_eq!(code, 202, "{body}");
+    let id = json(&body)["id"].as_u64().unwrap();
+    wait_checkpoint(sidecar, id);
+    id
+}
+
+fn wait_checkpoint(sidecar: &Sidecar, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (code, body) = sidecar.get("/v1/checkpoints");
+        assert_eq!(code, 200, "{body}");
+        let v = json(&body);
+        if v["latest"]["id"].as_u64().is_some_and(|l| l >= id) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint {id} not confirmed in 90 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn savepoint(sidecar: &Sidecar, location: &str, stop: bool) -> Value {
+    let (code, body) = sidecar.post(
+        "/v1/savepoints",
+        &serde_json::json!({"location": location, "stop": stop}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = json(&body)["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (code, body) = sidecar.get(&format!("/v1/savepoints/{id}"));
+        assert_eq!(code, 200, "{body}");
+        let v = json(&body);
+        match v["state"].as_str().unwrap() {
+            "pending" => {}
+            "complete" => return v,
+            other => panic!("savepoint {other}: {body}"),
+        }
+        assert!(Instant::now() < deadline, "savepoint not done in 90 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A value of about `len` bytes that compresses poorly, different per key and round.
+fn value(key: u32, round: u32, len: usize) -> String {
+    let mut x = (u64::from(key) << 32 | u64::from(round)).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = format!("r{round}-k{key}-");
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+async fn write_values(client: &mut Client, keys: std::ops::Range<u32>, round: u32, len: usize) {
+    let keys: Vec<u32> = keys.collect();
+    for chunk in keys.chunks(500) {
+        let mut batch = Batch::new();
+        for k in chunk {
+            batch.value_put("v", format!("k{k}"), value(*k, round, len));
+        }
+        client.write(batch).await.unwrap();
+    }
+}
+
+/// Asserts every key in `keys` holds its value of `round` (or is absent when `round` is None).
+async fn assert_values(
+    client: &mut Client,
+    keys: std::ops::Range<u32>,
+    round: Option<u32>,
+    len: usize,
+) {
+    let keys: Vec<u32> = keys.collect();
+    for chunk in keys.chunks(500) {
+        let got = client
+            .multi_get("v", chunk.iter().map(|k| format!("k{k}")))
+            .await
+            .unwrap();
+        for (k, v) in chunk.iter().zip(got) {
+            let expected = round.map(|r| value(*k, r, len));
+            assert_eq!(
+                v.as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned()),
+                expected,
+                "key k{k}"
+            );
+        }
+    }
+}
+
+async fn read_manifest(location: &Location, dir: &str, id: u64) -> Manifest {
+    let bytes = location
+        .get(&format!("{dir}/chk-{id:020}/manifest.json"))
+        .await
+        .unwrap();
+    Manifest::parse(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn incremental_checkpoint_uploads_only_the_files_the_last_one_lacks() {
+    let s3 = S3Server::moto("stator");
+    let dir = tempfile::tempdir().unwrap();
+    let url = "s3://stator/jobs/incremental";
+    let mut args = base_args(dir.path(), url);
+    args.extend(s3.sidecar_args(None));
+    let sidecar = start(dir.path(), &args);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_values(&mut client, 0..20_000, 0, 200).await;
+    let first = checkpoint(&sidecar);
+    // Change 1% of the keys.
+    write_values(&mut client, 0..200, 1, 200).await;
+    let second = checkpoint(&sidecar);
+    assert_eq!((first, second), (1, 2), "ids increase from 1");
+
+    let listed = json(&sidecar.get("/v1/checkpoints").1);
+    let info = |id: u64| {
+        listed["retained"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let location = Location::parse(url, &s3.options()).await.unwrap();
+    let m1 = read_manifest(&location, "checkpoints/replica-0-of-1", 1).await;
+    let m2 = read_manifest(&location, "checkpoints/replica-0-of-1", 2).await;
+    let in_first: HashSet<_> = m1.files.iter().map(|f| f.object.clone()).collect();
+    let new_bytes: u64 = m2
+        .files
+        .iter()
+        .filter(|f| !in_first.contains(&f.object))
+        .map(|f| f.size)
+        .sum();
+    let uploaded1 = info(1)["uploadedBytes"].as_u64().unwrap();
+    let uploaded2 = info(2)["uploadedBytes"].as_u64().unwrap();
+    assert_eq!(
+        uploaded1,
+        m1.total_bytes(),
+        "the first checkpoint uploads everything"
+    );
+    assert_eq!(
+        uploaded2, new_bytes,
+        "the second uploads exactly the files the first lacks"
+    );
+    assert!(
+        uploaded2 * 10 < m2.total_bytes(),
+        "after a 1% change the upload ({uploaded2} bytes) is a small part of the state ({} bytes)",
+        m2.total_bytes()
+    );
+    assert_eq!(
+        sidecar.metric("stator_sidecar_uploaded_bytes_total{kind=\"checkpoint\"}") as u64,
+        uploaded1 + uploaded2
+    );
+    let status = json(&sidecar.get("/v1/status").1);
+    assert_eq!(status["latestCheckpoint"]["id"], 2);
+}
+
+#[tokio::test]
+async fn garbage_collection_deletes_only_unreferenced_files() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/job", store_dir.path().display());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), &url);
+    args.extend(["--retained-checkpoints".into(), "2".into()]);
+    let sidecar = start(dir.path(), &args);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    let replica_dir = store_dir.path().join("job/checkpoints/replica-0-of-1");
+    let mut deleted_any = false;
+    let mut seen_objects = BTreeSet::new();
+    for round in 0..7u32 {
+        // Overwrite a share of the keys each round, so compactions replace older files.
+        write_values(&mut client, 0..3000, round, 100).await;
+        let id = checkpoint(&sidecar);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all = common::s3::files_under(&replica_dir);
+            let manifests: Vec<&String> = all
+                .iter()
+                .filter(|f| f.ends_with("manifest.json"))
+                .collect();
+            let mut referenced = BTreeSet::new();
+            for m in &manifests {
+                let m = Manifest::parse(&std::fs::read(replica_dir.join(m)).unwrap()).unwrap();
+                for f in m.files {
+                    let path = replica_dir.join(&f.object);
+                    let (size, sha) = stator_storage::sha256_file(&path).unwrap_or_else(|e| {
+                        panic!(
+                            "checkpoint {} references {} which is gone: {e}",
+                            m.checkpoint_id, f.object
+                        )
+                    });
+                    assert_eq!((size, sha), (f.size, f.sha256), "{} is intact", f.object);
+                    referenced.insert(f.object);
+                }
+            }
+            let shared: BTreeSet<String> = all
+                .iter()
+                .filter(|f| f.starts_with("shared/"))
+                .cloned()
+                .collect();
+            seen_objects.extend(shared.iter().cloned());
+            let expected_manifests = (id.min(2)) as usize;
+            if manifests.len() == expected_manifests && shared == referenced {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after checkpoint {id}: {} manifests (want {expected_manifests}); unreferenced files {:?}",
+                manifests.len(),
+                shared.difference(&referenced).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let now: BTreeSet<String> = common::s3::files_under(&replica_dir).into_iter().collect();
+        deleted_any |= seen_objects.iter().any(|o| !now.contains(o));
+    }
+    assert!(deleted_any, "files of dropped checkpoints were collected");
+    drop(client);
+    drop(sidecar);
+
+    // The retained state restores.
+    let fresh = tempfile::tempdir().unwrap();
+    let sidecar = start(fresh.path(), &base_args(fresh.path(), &url));
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    assert_values(&mut client, 0..3000, Some(6), 100).await;
+}
+
+/// When to kill the sidecar during a checkpoint.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// Right after the trigger: during the cut or hashing.
+    Trigger,
+    /// Once this many new files are uploaded (the manifest is not yet written).
+    Uploaded(usize),
+    /// After the checkpoint is confirmed.
+    Confirmed,
+}
+
+#[tokio::test]
+async fn kill_9_during_upload_restores_exactly_the_latest_complete_checkpoint() {
+    let s3 = S3Server::moto("stator");
+    let url = "s3://stator/jobs/killed";
+    let location = Location::parse(url, &s3.options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), url);
+    args.extend(s3.sidecar_args(None));
+    // Small memtables and one transfer at a time: several files, uploaded one by one.
+    args.extend(["--write-buffer-mb", "1", "--transfer-concurrency", "1"].map(String::from));
+    let mut sidecar = start(dir.path(), &args);
+    const KEYS: u32 = 20_000;
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_values(&mut client, 0..KEYS, 0, 300).await;
+    checkpoint(&sidecar);
+    let shared = async || {
+        location
+            .list("checkpoints/replica-0-of-1/shared/")
+            .await
+            .unwrap()
+            .len()
+    };
+    // Which round each committed checkpoint holds.
+    let mut rounds: BTreeMap<u64, u32> = BTreeMap::from([(1, 0)]);
+    let plan = [
+        KillAt::Trigger,
+        KillAt::Uploaded(1),
+        KillAt::Uploaded(3),
+        KillAt::Confirmed,
+    ];
+    for (round, kill_at) in (1u32..).zip(plan) {
+        write_values(&mut client, 0..KEYS, round, 300).await;
+        let before = shared().await;
+        let (code, body) = sidecar.post("/v1/checkpoints", "");
+        assert_eq!(code, 202);
+        let id = json(&body)["id"].as_u64().unwrap();
+        match kill_at {
+            KillAt::Trigger => {}
+            KillAt::Uploaded(n) => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while shared().await < before + n {
+                    assert!(Instant::now() < deadline, "no upload started");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            KillAt::Confirmed => {
+                wait_checkpoint(&sidecar, id);
+            }
+        }
+        sidecar.kill9();
+        drop(client);
+        let manifests = location
+            .list("checkpoints/replica-0-of-1/chk-")
+            .await
+            .unwrap();
+        if manifests
+            .iter()
+            .any(|o| o.key.contains(&format!("chk-{id:020}/")))
+        {
+            rounds.insert(id, round);
+        }
+        let latest = *rounds.keys().max().unwrap();
+        let expected = rounds[&latest];
+        match kill_at {
+            KillAt::Confirmed => assert_eq!(expected, round),
+            _ => assert_ne!(expected, round, "{kill_at:?}: killed before the manifest"),
+        }
+        // Restart on the same volume (local recovery may reuse files).
+        sidecar.spawn();
+        sidecar.wait_ready();
+        client = Client::connect(&sidecar.socket).await.unwrap();
+        assert_values(&mut client, 0..KEYS, Some(expected), 300).await;
+        eprintln!("killed at {kill_at:?}: restored checkpoint {latest} (round {expected})");
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_newest_checkpoint_falls_back_and_an_explicit_one_fails() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/job", store_dir.path().display());
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = start(dir.path(), &base_args(dir.path(), &url));
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_values(&mut client, 0..1000, 0, 100).await;
+    checkpoint(&sidecar);
+    write_values(&mut client, 0..1000, 1, 100).await;
+    checkpoint(&sidecar);
+    drop(client);
+    drop(sidecar);
+
+    let replica_dir = store_dir.path().join("job/checkpoints/replica-0-of-1");
+    let m1 = Manifest::parse(
+        &std::fs::read(replica_dir.join(format!("chk-{:020}/manifest.json", 1))).unwrap(),
+    )
+    .unwrap();
+    let m2 = Manifest::parse(
+        &std::fs::read(replica_dir.join(format!("chk-{:020}/manifest.json", 2))).unwrap(),
+    )
+    .unwrap();
+    let only_in_2 = m2
+        .files
+        .iter()
+        .find(|f| f.name.ends_with(".sst") && !m1.files.iter().any(|g| g.object == f.object))
+        .expect("the second checkpoint has a new SST");
+    let victim = replica_dir.join(&only_in_2.object);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+
+    // Latest-checkpoint mode: falls back to checkpoint 1, says so, counts it.
+    let fresh = tempfile::tempdir().unwrap();
+    let sidecar = start(fresh.path(), &base_args(fresh.path(), &url));
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    assert_values(&mut client, 0..1000, Some(0), 100).await;
+    assert_eq!(
+        sidecar.metric("stator_sidecar_restore_fallbacks_total"),
+        1.0
+    );
+    assert_eq!(
+        sidecar.metric("stator_sidecar_restores_total{source=\"fallback\"}"),
+        1.0
+    );
+    drop(client);
+    drop(sidecar);
+
+    // Explicit mode: the same corruption is fatal.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut args = base_args(fresh.path(), &url);
+    args.extend(["--restore-from".into(), url.clone()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, stderr) = Sidecar::new_in(fresh.path(), &refs).run_to_exit();
+    assert!(
+        !status.success(),
+        "a corrupt explicit restore must not start"
+    );
+    assert!(
+        stderr.contains("corrupt") && stderr.contains(&only_in_2.object),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_explicit_savepoint_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("file://{}/savepoints/never-taken", dir.path().display());
+    let (status, stderr) = Sidecar::new_in(dir.path(), &["--restore-from", &missing]).run_to_exit();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("nothing to restore") && stderr.contains("never-taken"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data/db").exists(),
+        "no empty store was created"
+    );
+}
+
+/// Writes the reference state: values, lists and maps for `n` keys and operator state.
+async fn write_reference(client: &mut Client, n: u32) {
+    let keys: Vec<u32> = (0..n).collect();
+    for chunk in keys.chunks(500) {
+        let mut batch = Batch::new();
+        for k in chunk {
+            batch.value_put("v", format!("k{k}"), format!("v{k}"));
+            if k % 3 == 0 {
+                batch.list_append("l", format!("k{k}"), [format!("a{k}"), format!("b{k}")]);
+            }
+            if k % 5 == 0 {
+                batch.map_put("m", format!("k{k}"), "mk", format!("mv{k}"));
+            }
+        }
+        client.write(batch).await.unwrap();
+    }
+    let mut batch = Batch::new();
+    batch.operator_state_set("offsets", ["o0", "o1", "o2", "o3", "o4", "o5", "o6"]);
+    batch.operator_state_set("config", ["c"]);
+    client.write(batch).await.unwrap();
+}
+
+fn rescale_args(dir: &Path, store: &Path, replica: u32, parallelism: u32) -> Vec<String> {
+    let url = format!("file://{}/job", store.display());
+    let mut args = base_args(dir, &url);
+    args.extend(
+        [
+            "--state",
+            "l:list",
+            "--state",
+            "m:map",
+            "--operator-state",
+            "offsets:split",
+            "--operator-state",
+            "config:union",
+            "--replica-index",
+            &replica.to_string(),
+            "--parallelism",
+            &parallelism.to_string(),
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+fn inspect(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stator-inspect"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn rescale_keeps_exactly_the_original_keys() {
+    const N: u32 = 3000;
+    let store = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = start(dir.path(), &rescale_args(dir.path(), store.path(), 0, 1));
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_reference(&mut client, N).await;
+    let mut previous = format!("file://{}/job/savepoints/p1", store.path().display());
+    savepoint(&sidecar, &previous, true);
+    drop(client);
+    drop(sidecar);
+
+    for (step, (from, to)) in [(1u32, 3u32), (3, 2), (2, 4), (4, 4)]
+        .into_iter()
+        .enumerate()
+    {
+        let dirs: Vec<_> = (0..to).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut sidecars = Vec::new();
+        for (j, d) in dirs.iter().enumerate() {
+            let mut args = rescale_args(d.path(), store.path(), j as u32, to);
+            args.extend(["--restore-from".into(), previous.clone()]);
+            sidecars.push(start(d.path(), &args));
+        }
+        let mut clients = Vec::new();
+        for s in &sidecars {
+            clients.push(Client::connect(&s.socket).await.unwrap());
+        }
+        for k in 0..N {
+            let key = format!("k{k}");
+            let owner = stator_core::keygroup::owner(key.as_bytes(), to, 128) as usize;
+            let c = &mut clients[owner];
+            assert_eq!(
+                c.get("v", key.clone()).await.unwrap().as_deref(),
+                Some(format!("v{k}").as_bytes()),
+                "{from}->{to}: {key}"
+            );
+            if k % 3 == 0 {
+                assert_eq!(
+                    c.list_get("l", key.clone()).await.unwrap(),
+                    [format!("a{k}"), format!("b{k}")]
+                );
+            }
+            if k % 5 == 0 {
+                assert_eq!(
+                    c.map_get("m", key.clone(), "mk").await.unwrap().as_deref(),
+                    Some(format!("mv{k}").as_bytes())
+                );
+            }
+            let other = &mut clients[(owner + 1) % to as usize];
+            if to > 1 {
+                let err = other.get("v", key.clone()).await.unwrap_err();
+                assert_eq!(err.code(), Some(ErrorCode::WrongKeyGroup));
+            }
+        }
+        // Split operator state is dealt out, in order, without loss or repeats.
+        let mut offsets = Vec::new();
+        for c in &mut clients {
+            offsets.extend(c.operator_state_get("offsets").await.unwrap());
+        }
+        assert_eq!(
+            offsets,
+            ["o0", "o1", "o2", "o3", "o4", "o5", "o6"],
+            "{from}->{to}"
+        );
+        if step == 0 {
+            for c in &mut clients {
+                assert_eq!(
+                    c.operator_state_get("config").await.unwrap(),
+                    ["c"],
+                    "union: everyone gets all"
+                );
+            }
+        }
+        drop(clients);
+        let next = format!(
+            "file://{}/job/savepoints/p{}",
+            store.path().display(),
+            step + 2
+        );
+        for s in &sidecars {
+            savepoint(s, &next, true);
+        }
+        drop(sidecars);
+        // The stored state holds every key exactly once, each in its owner's replica.
+        let (ok, out) = inspect(&["dump", &next, "--state", "v"]);
+        assert!(ok, "{out}");
+        let mut seen = BTreeMap::new();
+        for line in out.lines() {
+            let v = json(line);
+            let key = v["key"].as_str().unwrap().to_owned();
+            let owner = stator_core::keygroup::owner(key.as_bytes(), to, 128);
+            assert_eq!(
+                v["replica"].as_u64().unwrap() as u32,
+                owner,
+                "{key} sits in its owner"
+            );
+            *seen.entry(key).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), N as usize, "{from}->{to}: no key lost");
+        assert!(seen.values().all(|n| *n == 1), "{from}->{to}: no key twice");
+        previous = next;
+    }
+    let (ok, out) = inspect(&["verify", &previous]);
+    assert!(ok && out.lines().count() == 4, "{out}");
+    let (ok, out) = inspect(&["list", &format!("file://{}/job", store.path().display())]);
+    assert!(
+        ok && out.contains("savepoint") && out.contains("complete"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn an_s3_outage_fails_checkpoints_but_not_serving() {
+    let s3 = S3Server::moto("stator");
+    let proxy = Proxy::start(s3.port);
+    let url = "s3://stator/jobs/outage";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), url);
+    args.extend(s3.sidecar_args(Some(&proxy.endpoint())));
+    let sidecar = start(dir.path(), &args);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_values(&mut client, 0..1000, 0, 100).await;
+    checkpoint(&sidecar);
+
+    proxy.set_down(true);
+    write_values(&mut client, 0..1000, 1, 100).await;
+    let (code, body) = sidecar.post("/v1/checkpoints", "");
+    assert_eq!(code, 202);
+    let failed_id = json(&body)["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sidecar.metric("stator_sidecar_checkpoints_total{outcome=\"failed\"}") < 1.0 {
+        // Serving continues throughout.
+        assert_values(&mut client, 0..50, Some(1), 100).await;
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint did not fail within 60 s of the outage"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        json(&sidecar.get("/v1/status").1)["latestCheckpoint"]["id"],
+        1
+    );
+    proxy.set_down(false);
+    let location = Location::parse(url, &s3.options()).await.unwrap();
+    assert!(
+        !location
+            .exists(&format!(
+                "checkpoints/replica-0-of-1/chk-{failed_id:020}/manifest.json"
+            ))
+            .await
+            .unwrap(),
+        "a failed checkpoint leaves no manifest"
+    );
+    write_values(&mut client, 0..1000, 2, 100).await;
+    let id = checkpoint(&sidecar);
+    assert!(id > failed_id);
+    drop(client);
+    drop(sidecar);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let mut args = base_args(fresh.path(), url);
+    args.extend(s3.sidecar_args(None));
+    let sidecar = start(fresh.path(), &args);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    assert_values(&mut client, 0..1000, Some(2), 100).await;
+}
+
+#[tokio::test]
+async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
+    // s3s-fs checks every request's SigV4 signature and the SHA-256 we send with each object.
+    let s3 = S3Server::s3s_fs("stator");
+    let url = "s3://stator/jobs/stopped";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), url);
+    args.extend(s3.sidecar_args(None));
+    let sidecar = start(dir.path(), &args);
+    let socket = sidecar.socket.clone();
+    let writer = tokio::spawn(async move {
+        let mut client = Client::connect(&socket).await.unwrap();
+        let mut acknowledged = Vec::new();
+        for k in 0u32.. {
+            let mut batch = Batch::new();
+            batch.value_put("v", format!("k{k}"), value(k, 0, 100));
+            match client.write(batch).await {
+                Ok(_) => acknowledged.push(k),
+                Err(e) => {
+                    assert_eq!(e.code(), Some(ErrorCode::Suspended), "{e}");
+                    break;
+                }
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let savepoint_url = format!("{url}/savepoints/final");
+    let done = savepoint(&sidecar, &savepoint_url, true);
+    assert!(done["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(done["stop"], true);
+    let acknowledged = writer.await.unwrap();
+    assert!(acknowledged.len() > 10, "the writer ran before the fence");
+    // Idempotent: a second trigger for the same location is the same savepoint.
+    let (code, again) = sidecar.post(
+        "/v1/savepoints",
+        &serde_json::json!({"location": savepoint_url, "stop": true}).to_string(),
+    );
+    assert_eq!(code, 202);
+    assert_eq!(json(&again)["id"], done["id"]);
+    assert_eq!(json(&again)["state"], "complete");
+    assert_eq!(
+        common::http_get(sidecar.admin, "/readyz", None).unwrap().0,
+        503
+    );
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    let mut batch = Batch::new();
+    batch.value_put("v", "late", "x");
+    assert_eq!(
+        client.write(batch).await.unwrap_err().code(),
+        Some(ErrorCode::Suspended)
+    );
+    drop(client);
+    drop(sidecar);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let mut args = base_args(fresh.path(), "s3://stator/jobs/next");
+    args.extend(s3.sidecar_args(None));
+    args.extend(["--restore-from".into(), savepoint_url.clone()]);
+    let sidecar = start(fresh.path(), &args);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    for chunk in acknowledged.chunks(500) {
+        let got = client
+            .multi_get("v", chunk.iter().map(|k| format!("k{k}")))
+            .await
+            .unwrap();
+        for (k, v) in chunk.iter().zip(got) {
+            assert_eq!(
+                v.as_deref(),
+                Some(value(*k, 0, 100).as_bytes()),
+                "acknowledged k{k}"
+            );
+        }
+    }
+    assert_eq!(
+        sidecar.metric("stator_sidecar_restores_total{source=\"savepoint\"}"),
+        1.0
+    );
+}
