@@ -1,0 +1,509 @@
+//! The StreamJob controller: for each job, fetch what it refers to, validate the spec (pure),
+//! build the desired objects (pure), apply them, and report status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{Phase, StreamJob, StreamJobStatus};
+use crate::metrics::Metrics;
+use crate::objects::{self, ANNOTATION_SPEC_HASH, LABEL_REPLICA, PodInputs};
+use crate::status::{self, DEGRADED, PROGRESSING, READY};
+use crate::validate::validate;
+
+pub const FIELD_MANAGER: &str = "stator-operator";
+pub const FINALIZER: &str = "stator.dev/cleanup";
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub default_sidecar_image: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer failed: {0}")]
+    Finalizer(String),
+    #[error("StreamJob has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    let jobs: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&jobs, FINALIZER, job, |event| async {
+        match event {
+            Finalizer::Apply(job) => apply(job, &ctx).await,
+            Finalizer::Cleanup(job) => cleanup(job, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::label));
+    result
+}
+
+pub fn error_policy(job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(job = %job.name_any(), namespace = ?job.namespace(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn publish(ctx: &Context, job: &StreamJob, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+async fn apply(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
+    let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    let name = job.name_any();
+    let client = &ctx.client;
+    let generation = job.metadata.generation;
+    let old_status = job.status.clone().unwrap_or_default();
+
+    // Validate: an invalid spec changes no pods; it is reported and awaits a new spec.
+    if let Err(problems) = validate(&job) {
+        let message = problems.join("; ");
+        let mut st = old_status.clone();
+        st.phase = Some(Phase::Failed);
+        st.observed_generation = generation;
+        status::set(
+            &mut st.conditions,
+            DEGRADED,
+            true,
+            "InvalidSpec",
+            &message,
+            generation,
+        );
+        status::set(
+            &mut st.conditions,
+            PROGRESSING,
+            false,
+            "InvalidSpec",
+            "waiting for a valid spec",
+            generation,
+        );
+        if !status::is_true(&old_status.conditions, DEGRADED)
+            || old_status.conditions.iter().all(|c| c.message != message)
+        {
+            publish(
+                ctx,
+                &job,
+                EventType::Warning,
+                "InvalidSpec",
+                message.clone(),
+            )
+            .await;
+        }
+        ctx.metrics.set_phase(format!("{ns}/{name}"), st.phase);
+        write_status(client, &job, &old_status, st).await?;
+        return Ok(Action::await_change());
+    }
+
+    // Fetch or create what the pods refer to.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret_name = objects::token_secret_name(&job);
+    if secrets.get_opt(&secret_name).await?.is_none() {
+        let secret = objects::token_secret(&job, &objects::new_token());
+        match secrets
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &secret,
+            )
+            .await
+        {
+            Ok(_) => {
+                publish(
+                    ctx,
+                    &job,
+                    EventType::Normal,
+                    "CreatedAdminToken",
+                    format!("created Secret {secret_name} with the sidecars' admin token"),
+                )
+                .await
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    apply_if_changed(
+        &services,
+        &objects::service_name(&job),
+        &objects::service(&job),
+    )
+    .await?;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    for i in 0..job.spec.parallelism {
+        if let Some(claim) = objects::claim(&job, i) {
+            // Claims are immutable in most fields: create once, never re-apply.
+            if claims
+                .get_opt(&objects::claim_name(&job, i))
+                .await?
+                .is_none()
+            {
+                claims
+                    .patch(
+                        &objects::claim_name(&job, i),
+                        &apply_params(),
+                        &Patch::Apply(&claim),
+                    )
+                    .await?;
+            }
+        }
+    }
+
+    // Pods: one per replica at the current spec hash.
+    let hash = objects::spec_hash(&job, &ctx.default_sidecar_image);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let existing = pods
+        .list(&ListParams::default().labels(&objects::selector(&job)))
+        .await?;
+    let mut by_index: BTreeMap<i32, Pod> = BTreeMap::new();
+    for pod in existing {
+        match pod.labels().get(LABEL_REPLICA).and_then(|i| i.parse().ok()) {
+            Some(i) => {
+                by_index.insert(i, pod);
+            }
+            None => tracing::warn!(pod = %pod.name_any(), "pod of the job without a replica label"),
+        }
+    }
+    let restore_from = if old_status.deployed_spec_hash.is_none() {
+        job.spec.initial_savepoint.clone()
+    } else {
+        None
+    };
+    let inputs = PodInputs {
+        default_sidecar_image: &ctx.default_sidecar_image,
+        spec_hash: &hash,
+        restore_from: restore_from.as_deref(),
+    };
+    let mut ready = 0;
+    let mut present = 0;
+    let mut changed = false;
+    for (&i, pod) in &by_index {
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let stale = pod.annotations().get(ANNOTATION_SPEC_HASH) != Some(&hash);
+        let failed = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Failed" | "Succeeded")
+        );
+        if i >= job.spec.parallelism || stale || failed {
+            if !deleting {
+                let why = if i >= job.spec.parallelism {
+                    "scaled down"
+                } else if failed {
+                    "failed"
+                } else {
+                    "spec changed"
+                };
+                pods.delete(&pod.name_any(), &DeleteParams::default())
+                    .await?;
+                publish(
+                    ctx,
+                    &job,
+                    EventType::Normal,
+                    "DeletedPod",
+                    format!("deleted pod {} ({why})", pod.name_any()),
+                )
+                .await;
+                changed = true;
+            }
+            continue;
+        }
+        present += 1;
+        if !deleting && is_ready(pod) {
+            ready += 1;
+        }
+    }
+    for i in 0..job.spec.parallelism {
+        if by_index.contains_key(&i) {
+            continue;
+        }
+        let pod = objects::pod(&job, i, &inputs);
+        pods.patch(
+            &objects::pod_name(&job, i),
+            &apply_params(),
+            &Patch::Apply(&pod),
+        )
+        .await?;
+        publish(
+            ctx,
+            &job,
+            EventType::Normal,
+            "CreatedPod",
+            format!(
+                "created pod {} (replica {i} of {})",
+                objects::pod_name(&job, i),
+                job.spec.parallelism
+            ),
+        )
+        .await;
+        changed = true;
+    }
+
+    // Status.
+    let p = job.spec.parallelism;
+    let mut st = old_status.clone();
+    st.observed_generation = generation;
+    st.replicas = present;
+    st.ready_replicas = ready;
+    st.selector = Some(objects::selector(&job));
+    let all_ready = ready == p && present == p && !changed;
+    if all_ready {
+        if st.deployed_spec_hash.as_deref() != Some(&hash) {
+            publish(
+                ctx,
+                &job,
+                EventType::Normal,
+                "Running",
+                format!("all {p} replicas are ready"),
+            )
+            .await;
+        }
+        st.deployed_spec_hash = Some(hash.clone());
+        if restore_from.is_some() {
+            st.restored_from = restore_from.clone();
+        }
+        st.phase = Some(Phase::Running);
+    } else if st.deployed_spec_hash.is_some() && st.deployed_spec_hash.as_deref() != Some(&hash) {
+        st.phase = Some(Phase::Upgrading);
+    } else {
+        st.phase = Some(Phase::Deploying);
+    }
+    status::set(
+        &mut st.conditions,
+        READY,
+        all_ready,
+        if all_ready {
+            "AllReplicasReady"
+        } else {
+            "ReplicasNotReady"
+        },
+        format!("{ready}/{p} replicas ready"),
+        generation,
+    );
+    status::set(
+        &mut st.conditions,
+        PROGRESSING,
+        !all_ready,
+        if all_ready { "Deployed" } else { "RollingOut" },
+        if all_ready {
+            "the spec is deployed".to_owned()
+        } else {
+            format!("bringing {p} replicas to spec {hash}")
+        },
+        generation,
+    );
+    status::set(
+        &mut st.conditions,
+        DEGRADED,
+        false,
+        "AsExpected",
+        "",
+        generation,
+    );
+    ctx.metrics.set_phase(format!("{ns}/{name}"), st.phase);
+    write_status(client, &job, &old_status, st).await?;
+    Ok(if all_ready {
+        Action::requeue(Duration::from_secs(60))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    })
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Server-side applies `desired` unless the live object already carries the same content hash.
+async fn apply_if_changed<K>(api: &Api<K>, name: &str, desired: &K) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let hash = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(serde_json::to_vec(desired).unwrap_or_default());
+        d.iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    if let Some(live) = api.get_opt(name).await?
+        && live
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_SPEC_HASH))
+            == Some(&hash)
+    {
+        return Ok(());
+    }
+    let mut desired = desired.clone();
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_SPEC_HASH.to_owned(), hash);
+    api.patch(name, &apply_params(), &Patch::Apply(&desired))
+        .await?;
+    Ok(())
+}
+
+/// Writes the status only when it changed.
+async fn write_status(
+    client: &Client,
+    job: &StreamJob,
+    old: &StreamJobStatus,
+    new: StreamJobStatus,
+) -> Result<(), Error> {
+    if *old == new && job.status.is_some() {
+        return Ok(());
+    }
+    let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<StreamJob> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": "stator.dev/v1alpha1",
+        "kind": "StreamJob",
+        "status": new,
+    });
+    api.patch_status(&job.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn cleanup(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
+    // Pods, the Service and the Secret go with their owner reference. Stored state and claims are
+    // kept unless the policy says Delete.
+    let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    if job.spec.state.on_delete == crate::crd::StateDeletePolicy::Delete {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        for i in 0..job.spec.parallelism {
+            match claims
+                .delete(&objects::claim_name(&job, i), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    ctx.metrics
+        .set_phase(format!("{ns}/{}", job.name_any()), None);
+    publish(
+        ctx,
+        &job,
+        EventType::Normal,
+        "Deleted",
+        format!(
+            "StreamJob deleted; stored state {}",
+            match job.spec.state.on_delete {
+                crate::crd::StateDeletePolicy::Retain => "retained",
+                crate::crd::StateDeletePolicy::Delete => "deleted",
+            }
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Runs the controller for one namespace (or all, with `None`) until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let client = ctx.client.clone();
+    // Secrets are not watched: the operator may only get and create its own (see the chart's RBAC).
+    let (jobs, pods, services, claims): (
+        Api<StreamJob>,
+        Api<Pod>,
+        Api<Service>,
+        Api<PersistentVolumeClaim>,
+    ) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=stator-operator");
+    Controller::new(jobs, watcher::Config::default())
+        .owns(pods, owned.clone())
+        .owns(services, owned.clone())
+        .owns(claims, owned)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+pub fn reporter(instance: Option<String>) -> Reporter {
+    Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance,
+    }
+}
+
+pub fn recorder(client: Client, instance: Option<String>) -> Recorder {
+    Recorder::new(client, reporter(instance))
+}

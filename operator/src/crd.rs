@@ -1,0 +1,456 @@
+//! The `StreamJob` API (`stator.dev/v1alpha1`): the Rust types are the source of the CRD schema
+//! and its validation rules (`stator-operator crd` prints it; `crds/streamjob.yaml` is checked in).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ContainerPort, EnvVar, PodSecurityContext, ResourceRequirements, Toleration,
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A stateful stream job: replica pods of an app, each with the Stator state sidecar.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "stator.dev",
+    version = "v1alpha1",
+    kind = "StreamJob",
+    namespaced,
+    shortname = "sj",
+    status = "StreamJobStatus",
+    scale(
+        spec_replicas_path = ".spec.parallelism",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
+)]
+// Printer columns in kube's raw JSON form: the structured form repeats `type_ = ...`, which
+// clippy's duplicated_attributes lint rejects.
+#[kube(printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#)]
+#[kube(printcolumn = r#"{"name":"Parallelism","type":"integer","jsonPath":".spec.parallelism"}"#)]
+#[kube(printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#)]
+#[kube(
+    printcolumn = r#"{"name":"Last Savepoint","type":"date","jsonPath":".status.lastSavepoint.time"}"#
+)]
+#[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.parallelism <= self.maxParallelism").message("parallelism must not exceed maxParallelism"))]
+#[x_kube(validation = Rule::new("self.maxParallelism == oldSelf.maxParallelism").message("maxParallelism is immutable: it fixes the key groups of the job's state"))]
+pub struct StreamJobSpec {
+    /// The app container: the user's stream processor.
+    pub app: AppSpec,
+    /// Overrides for every replica pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+    /// Number of replicas, one pod each. `kubectl scale` changes it.
+    #[serde(default = "default_parallelism")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub parallelism: i32,
+    /// Number of key groups; fixed for the life of the job's state.
+    #[serde(default = "default_max_parallelism")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub max_parallelism: i32,
+    /// Where and how state is kept.
+    #[serde(default)]
+    pub state: StateSpec,
+    /// How a change of the deployed spec carries state over.
+    #[serde(default)]
+    pub upgrade_mode: UpgradeMode,
+    /// Savepoints on demand, on a schedule, and their history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<SavepointSpec>,
+    /// A savepoint directory to restore from on the first deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_savepoint: Option<String>,
+    /// Stop the job with a savepoint and remove its pods; set back to false to resume from it.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Change to restart every replica (restoring from its latest checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_nonce: Option<i64>,
+    /// Rolling back to the last stable spec when a new version does not become ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackSpec>,
+    /// The state sidecar container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarSpec>,
+}
+
+fn default_parallelism() -> i32 {
+    1
+}
+
+fn default_max_parallelism() -> i32 {
+    stator_core::keygroup::DEFAULT_MAX_PARALLELISM as i32
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSpec {
+    /// The app's container image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.location) || self.location.startsWith('s3://') || self.location.startsWith('file://')").message("state.location must be an s3://bucket/prefix or file:///path URL"))]
+pub struct StateSpec {
+    /// Where checkpoints and savepoints go: `s3://bucket/prefix` or `file:///path`. Without it,
+    /// state lives only on the replicas' volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// A Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for an s3:// location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+    #[serde(default = "default_checkpoint_interval")]
+    #[schemars(range(min = 0))]
+    pub checkpoint_interval_seconds: i64,
+    #[serde(default = "default_retained_checkpoints")]
+    #[schemars(range(min = 1, max = 100))]
+    pub retained_checkpoints: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rocksdb: Option<RocksDbSpec>,
+    /// The replica's local volume for RocksDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSpec>,
+    /// Keyed states declared at start-up (apps may also declare at run time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StateDeclSpec>,
+    /// Operator states declared at start-up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_states: Vec<OperatorStateDeclSpec>,
+    /// What happens to stored checkpoints, savepoints and volumes when the StreamJob is deleted.
+    #[serde(default)]
+    pub on_delete: StateDeletePolicy,
+}
+
+impl Default for StateSpec {
+    fn default() -> Self {
+        Self {
+            location: None,
+            credentials_secret: None,
+            s3: None,
+            checkpoint_interval_seconds: default_checkpoint_interval(),
+            retained_checkpoints: default_retained_checkpoints(),
+            rocksdb: None,
+            volume: None,
+            states: Vec::new(),
+            operator_states: Vec::new(),
+            on_delete: StateDeletePolicy::default(),
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> i64 {
+    60
+}
+
+fn default_retained_checkpoints() -> i32 {
+    3
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// Endpoint override for S3-compatible stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RocksDbSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub block_cache_mb: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub write_buffer_mb: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.emptyDir) != has(self.persistentVolumeClaim)").message("state.volume needs exactly one of emptyDir or persistentVolumeClaim"))]
+pub struct VolumeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirSpec {
+    /// For example `10Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimSpec {
+    /// Requested size, for example `10Gi`.
+    #[schemars(length(min = 1))]
+    pub size: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateDeclSpec {
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    pub kind: StateKind,
+    /// Time to live of each entry in milliseconds; 0 or absent: never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_ms: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateKind {
+    Value,
+    List,
+    Map,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorStateDeclSpec {
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    pub redistribution: Redistribution,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Redistribution {
+    Split,
+    Union,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StateDeletePolicy {
+    /// Keep checkpoints, savepoints and volumes (the default: state outlives its job).
+    #[default]
+    Retain,
+    /// Delete them with the StreamJob.
+    Delete,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UpgradeMode {
+    /// Start the new version empty.
+    Stateless,
+    /// Stop with a savepoint and restore the new version from it.
+    #[default]
+    Savepoint,
+    /// Stop and restore each replica from its latest checkpoint.
+    LastState,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointSpec {
+    /// Change to take a savepoint now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_nonce: Option<i64>,
+    /// Take a savepoint this often (seconds); absent or 0: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub periodic_interval_seconds: Option<i64>,
+    /// Savepoints kept in the history (older ones are disposed of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub history_count: Option<i32>,
+    /// Savepoints older than this (seconds) are disposed of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub history_max_age_seconds: Option<i64>,
+    /// How long a savepoint may take before the upgrade is abandoned (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long a new version may take to become ready (seconds).
+    #[serde(default = "default_readiness_timeout")]
+    #[schemars(range(min = 1))]
+    pub readiness_timeout_seconds: i64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_readiness_timeout() -> i64 {
+    300
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// Default: the operator's `--sidecar-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// What the operator observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamJobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Replica pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the replica pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Hash of the spec the running pods were built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_spec_hash: Option<String>,
+    /// Where the running version restored from, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<CheckpointRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_savepoint: Option<SavepointRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Pods are being created or are starting.
+    Deploying,
+    /// Every replica is ready.
+    Running,
+    /// A change of the spec is being rolled out.
+    Upgrading,
+    /// Stopped with a savepoint; no pods.
+    Suspended,
+    /// The spec is invalid or the job cannot run; see the conditions.
+    Failed,
+    /// The last change did not become ready and was rolled back.
+    RolledBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Deploying => "Deploying",
+            Phase::Running => "Running",
+            Phase::Upgrading => "Upgrading",
+            Phase::Suspended => "Suspended",
+            Phase::Failed => "Failed",
+            Phase::RolledBack => "RolledBack",
+        }
+    }
+}
+
+/// A standard condition (`metav1.Condition`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub last_transition_time: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRef {
+    pub id: i64,
+    pub time: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointRef {
+    pub location: String,
+    pub time: String,
+    /// Why it was taken: upgrade, suspend, trigger, periodic.
+    pub reason: String,
+}
+
+impl StreamJob {
+    pub fn rollback_enabled(&self) -> bool {
+        self.spec.rollback.as_ref().is_none_or(|r| r.enabled)
+    }
+}

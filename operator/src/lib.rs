@@ -1,0 +1,19 @@
+//! `stator-operator`: the Kubernetes operator for `StreamJob` resources (`stator.dev/v1alpha1`).
+//!
+//! [`crd`] holds the API types (the CRD is generated from them), [`validate`] and [`objects`] are
+//! pure (spec checks, and the pods, Service, Secret and claims a job runs on), [`controller`]
+//! fetches, applies and reports status, and [`run`] wires the process: leader election, metrics,
+//! health endpoints and graceful shutdown. It must not depend on RocksDB.
+
+pub mod controller;
+pub mod crd;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod objects;
+pub mod run;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+mod fixtures;

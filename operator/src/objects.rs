@@ -1,0 +1,742 @@
+//! Builds the objects a StreamJob runs on, as pure functions of the job (unit-testable without a
+//! server): one pod per replica with the sidecar as a native sidecar container, per-replica
+//! PersistentVolumeClaims when asked, a headless Service and the admin token Secret.
+//!
+//! Output is deterministic (sorted maps, fixed ordering), so re-applying an unchanged job changes
+//! nothing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{Compression, StateKind, StreamJob};
+
+pub const SIDECAR_CONTAINER: &str = "stator-sidecar";
+pub const APP_CONTAINER: &str = "app";
+pub const ADMIN_PORT: i32 = 9601;
+pub const SOCKET_DIR: &str = "/var/run/stator";
+pub const SOCKET_PATH: &str = "/var/run/stator/state.sock";
+pub const DATA_DIR: &str = "/var/lib/stator";
+pub const TOKEN_DIR: &str = "/etc/stator/admin";
+pub const TOKEN_KEY: &str = "token";
+pub const CREDENTIALS_DIR: &str = "/etc/stator/s3";
+/// The non-root user the sidecar runs as.
+pub const SIDECAR_UID: i64 = 65532;
+
+pub const LABEL_JOB: &str = "stator.dev/job";
+pub const LABEL_REPLICA: &str = "stator.dev/replica";
+pub const ANNOTATION_SPEC_HASH: &str = "stator.dev/spec-hash";
+pub const ANNOTATION_RESTORE_FROM: &str = "stator.dev/restore-from";
+
+/// What a replica pod needs beyond the job itself.
+#[derive(Debug, Clone)]
+pub struct PodInputs<'a> {
+    pub default_sidecar_image: &'a str,
+    pub spec_hash: &'a str,
+    /// Where the new pods restore from: a savepoint or checkpoint location; `None` means the
+    /// replica's own latest checkpoint (or empty when there is none).
+    pub restore_from: Option<&'a str>,
+}
+
+pub fn selector_labels(job: &StreamJob) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "stator-operator".to_owned(),
+        ),
+        (LABEL_JOB.to_owned(), job.name_any()),
+    ])
+}
+
+/// The label selector of a job's pods, as a string (for the scale subresource and listing).
+pub fn selector(job: &StreamJob) -> String {
+    selector_labels(job)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn labels(job: &StreamJob) -> BTreeMap<String, String> {
+    let mut out = selector_labels(job);
+    out.insert(
+        "app.kubernetes.io/name".to_owned(),
+        "stator-streamjob".to_owned(),
+    );
+    out.insert("app.kubernetes.io/instance".to_owned(), job.name_any());
+    out
+}
+
+pub fn owner_reference(job: &StreamJob) -> OwnerReference {
+    // A StreamJob read from the API always has a uid.
+    let mut owner = job.controller_owner_ref(&()).unwrap_or_default();
+    owner.block_owner_deletion = Some(true);
+    owner
+}
+
+fn meta(job: &StreamJob, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: job.namespace(),
+        labels: Some(labels(job)),
+        owner_references: Some(vec![owner_reference(job)]),
+        ..Default::default()
+    }
+}
+
+pub fn pod_name(job: &StreamJob, index: i32) -> String {
+    format!("{}-{index}", job.name_any())
+}
+
+pub fn claim_name(job: &StreamJob, index: i32) -> String {
+    format!("data-{}-{index}", job.name_any())
+}
+
+pub fn service_name(job: &StreamJob) -> String {
+    job.name_any()
+}
+
+pub fn token_secret_name(job: &StreamJob) -> String {
+    format!("{}-admin-token", job.name_any())
+}
+
+/// The job's own directory under the user's state location, so jobs never share storage.
+pub fn state_location(job: &StreamJob) -> Option<String> {
+    let base = job.spec.state.location.as_deref()?;
+    Some(format!(
+        "{}/{}/{}",
+        base.trim_end_matches('/'),
+        job.namespace().unwrap_or_default(),
+        job.name_any()
+    ))
+}
+
+/// A short hash of everything in the spec that shapes the pods. A change of it is an upgrade.
+pub fn spec_hash(job: &StreamJob, default_sidecar_image: &str) -> String {
+    let s = &job.spec;
+    let shaping = serde_json::json!({
+        "app": s.app,
+        "pod": s.pod,
+        "parallelism": s.parallelism,
+        "maxParallelism": s.max_parallelism,
+        "state": {
+            "location": s.state.location,
+            "credentialsSecret": s.state.credentials_secret,
+            "s3": s.state.s3,
+            "checkpointIntervalSeconds": s.state.checkpoint_interval_seconds,
+            "retainedCheckpoints": s.state.retained_checkpoints,
+            "rocksdb": s.state.rocksdb,
+            "volume": s.state.volume,
+            "states": s.state.states,
+            "operatorStates": s.state.operator_states,
+        },
+        "restartNonce": s.restart_nonce,
+        "sidecar": s.sidecar,
+        "defaultSidecarImage": default_sidecar_image,
+    });
+    let digest = Sha256::digest(shaping.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(SIDECAR_UID),
+        run_as_group: Some(SIDECAR_UID),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVar> {
+    let s = &job.spec;
+    let mut out = vec![
+        field_env("POD_IP", "status.podIP"),
+        env("STATOR_SOCKET", SOCKET_PATH),
+        env("STATOR_DATA_DIR", DATA_DIR),
+        env("STATOR_REPLICA_INDEX", index.to_string()),
+        env("STATOR_PARALLELISM", s.parallelism.to_string()),
+        env("STATOR_MAX_PARALLELISM", s.max_parallelism.to_string()),
+        env("STATOR_ADMIN_ADDR", format!("$(POD_IP):{ADMIN_PORT}")),
+        env(
+            "STATOR_ADMIN_TOKEN_FILE",
+            format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+        ),
+        env("STATOR_LOG_FORMAT", "json"),
+    ];
+    if let Some(location) = state_location(job) {
+        out.push(env("STATOR_STATE_LOCATION", location));
+        out.push(env(
+            "STATOR_CHECKPOINT_INTERVAL_SECS",
+            s.state.checkpoint_interval_seconds.to_string(),
+        ));
+        out.push(env(
+            "STATOR_RETAINED_CHECKPOINTS",
+            s.state.retained_checkpoints.to_string(),
+        ));
+    }
+    if let Some(from) = inputs.restore_from {
+        out.push(env("STATOR_RESTORE_FROM", from));
+    }
+    if let Some(s3) = &s.state.s3 {
+        if let Some(endpoint) = &s3.endpoint {
+            out.push(env("STATOR_S3_ENDPOINT", endpoint.clone()));
+        }
+        if let Some(region) = &s3.region {
+            out.push(env("STATOR_S3_REGION", region.clone()));
+        }
+        if s3.path_style {
+            out.push(env("STATOR_S3_PATH_STYLE", "true"));
+        }
+    }
+    if s.state.credentials_secret.is_some() {
+        out.push(env("STATOR_S3_CREDENTIALS_DIR", CREDENTIALS_DIR));
+    }
+    if let Some(r) = &s.state.rocksdb {
+        if let Some(mb) = r.block_cache_mb {
+            out.push(env("STATOR_BLOCK_CACHE_MB", mb.to_string()));
+        }
+        if let Some(mb) = r.write_buffer_mb {
+            out.push(env("STATOR_WRITE_BUFFER_MB", mb.to_string()));
+        }
+        if let Some(c) = r.compression {
+            let c = match c {
+                Compression::None => "none",
+                Compression::Lz4 => "lz4",
+                Compression::Zstd => "zstd",
+            };
+            out.push(env("STATOR_COMPRESSION", c));
+        }
+    }
+    if !s.state.states.is_empty() {
+        let decls: Vec<String> = s
+            .state
+            .states
+            .iter()
+            .map(|d| {
+                let kind = match d.kind {
+                    StateKind::Value => "value",
+                    StateKind::List => "list",
+                    StateKind::Map => "map",
+                };
+                match d.ttl_ms {
+                    Some(ttl) if ttl > 0 => format!("{}:{kind}:{ttl}", d.name),
+                    _ => format!("{}:{kind}", d.name),
+                }
+            })
+            .collect();
+        out.push(env("STATOR_STATES", decls.join(",")));
+    }
+    if !s.state.operator_states.is_empty() {
+        let decls: Vec<String> = s
+            .state
+            .operator_states
+            .iter()
+            .map(|d| {
+                let mode = match d.redistribution {
+                    crate::crd::Redistribution::Split => "split",
+                    crate::crd::Redistribution::Union => "union",
+                };
+                format!("{}:{mode}", d.name)
+            })
+            .collect();
+        out.push(env("STATOR_OPERATOR_STATES", decls.join(",")));
+    }
+    out
+}
+
+/// Replica `index`'s pod.
+pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
+    let s = &job.spec;
+    let overrides = s.pod.clone().unwrap_or_default();
+    let mut meta = meta(job, pod_name(job, index));
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in &overrides.labels {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    labels.insert(LABEL_REPLICA.to_owned(), index.to_string());
+    let mut annotations = overrides.annotations.clone();
+    annotations.insert(ANNOTATION_SPEC_HASH.to_owned(), inputs.spec_hash.to_owned());
+    if let Some(from) = inputs.restore_from {
+        annotations.insert(ANNOTATION_RESTORE_FROM.to_owned(), from.to_owned());
+    }
+    meta.annotations = Some(annotations);
+
+    let sidecar_spec = s.sidecar.clone().unwrap_or_default();
+    let mut sidecar_mounts = vec![
+        mount("socket", SOCKET_DIR, false),
+        mount("data", DATA_DIR, false),
+        mount("admin-token", TOKEN_DIR, true),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "socket".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".to_owned()),
+                size_limit: None,
+            }),
+            ..Default::default()
+        },
+        data_volume(job, index),
+        Volume {
+            name: "admin-token".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(token_secret_name(job)),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    if let Some(secret) = &s.state.credentials_secret {
+        sidecar_mounts.push(mount("s3-credentials", CREDENTIALS_DIR, true));
+        volumes.push(Volume {
+            name: "s3-credentials".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let sidecar = Container {
+        name: SIDECAR_CONTAINER.to_owned(),
+        image: Some(
+            sidecar_spec
+                .image
+                .unwrap_or_else(|| inputs.default_sidecar_image.to_owned()),
+        ),
+        image_pull_policy: sidecar_spec.image_pull_policy,
+        // A native sidecar: starts before the app, stops after it, restarts on its own.
+        restart_policy: Some("Always".to_owned()),
+        env: Some(sidecar_env(job, index, inputs)),
+        ports: Some(vec![ContainerPort {
+            name: Some("admin".to_owned()),
+            container_port: ADMIN_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".to_owned()),
+                port: IntOrString::Int(ADMIN_PORT),
+                ..Default::default()
+            }),
+            period_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".to_owned()),
+                port: IntOrString::Int(ADMIN_PORT),
+                ..Default::default()
+            }),
+            period_seconds: Some(10),
+            failure_threshold: Some(6),
+            ..Default::default()
+        }),
+        resources: sidecar_spec.resources,
+        security_context: Some(restricted_security_context()),
+        volume_mounts: Some(sidecar_mounts),
+        ..Default::default()
+    };
+
+    let mut app_env = vec![
+        env("STATOR_SOCKET", SOCKET_PATH),
+        env("STATOR_REPLICA_INDEX", index.to_string()),
+        env("STATOR_PARALLELISM", s.parallelism.to_string()),
+        env("STATOR_MAX_PARALLELISM", s.max_parallelism.to_string()),
+    ];
+    app_env.extend(s.app.env.iter().cloned());
+    let app = Container {
+        name: APP_CONTAINER.to_owned(),
+        image: Some(s.app.image.clone()),
+        image_pull_policy: s.app.image_pull_policy.clone(),
+        command: (!s.app.command.is_empty()).then(|| s.app.command.clone()),
+        args: (!s.app.args.is_empty()).then(|| s.app.args.clone()),
+        env: Some(app_env),
+        ports: (!s.app.ports.is_empty()).then(|| s.app.ports.clone()),
+        resources: s.app.resources.clone(),
+        volume_mounts: Some(vec![mount("socket", SOCKET_DIR, false)]),
+        ..Default::default()
+    };
+
+    let pod_security = overrides
+        .security_context
+        .clone()
+        .unwrap_or(PodSecurityContext {
+            run_as_non_root: Some(true),
+            fs_group: Some(SIDECAR_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        });
+    Pod {
+        metadata: meta,
+        spec: Some(PodSpec {
+            init_containers: Some(vec![sidecar]),
+            containers: vec![app],
+            volumes: Some(volumes),
+            restart_policy: Some("Always".to_owned()),
+            hostname: Some(pod_name(job, index)),
+            subdomain: Some(service_name(job)),
+            node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
+            tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
+            affinity: overrides.affinity,
+            service_account_name: overrides.service_account_name,
+            automount_service_account_token: Some(false),
+            security_context: Some(pod_security),
+            termination_grace_period_seconds: Some(
+                overrides.termination_grace_period_seconds.unwrap_or(60),
+            ),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn data_volume(job: &StreamJob, index: i32) -> Volume {
+    let volume = job.spec.state.volume.as_ref();
+    match volume.and_then(|v| v.persistent_volume_claim.as_ref()) {
+        Some(_) => Volume {
+            name: "data".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim_name(job, index),
+                read_only: None,
+            }),
+            ..Default::default()
+        },
+        None => Volume {
+            name: "data".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: volume
+                    .and_then(|v| v.empty_dir.as_ref())
+                    .and_then(|e| e.size_limit.clone())
+                    .map(Quantity),
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// Replica `index`'s claim, when the job asks for persistent volumes.
+pub fn claim(job: &StreamJob, index: i32) -> Option<PersistentVolumeClaim> {
+    let spec = job
+        .spec
+        .state
+        .volume
+        .as_ref()?
+        .persistent_volume_claim
+        .as_ref()?;
+    let mut meta = meta(job, claim_name(job, index));
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(LABEL_REPLICA.to_owned(), index.to_string());
+    // Claims keep the job's state when the policy says Retain: no owner reference then.
+    if job.spec.state.on_delete == crate::crd::StateDeletePolicy::Retain {
+        meta.owner_references = None;
+    }
+    Some(PersistentVolumeClaim {
+        metadata: meta,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: spec.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(spec.size.clone()),
+                )])),
+                limits: None,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The headless Service: stable DNS names for the replicas and the admin port.
+pub fn service(job: &StreamJob) -> Service {
+    Service {
+        metadata: meta(job, service_name(job)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector_labels(job)),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![ServicePort {
+                name: Some("admin".to_owned()),
+                port: ADMIN_PORT,
+                target_port: Some(IntOrString::Int(ADMIN_PORT)),
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Secret holding the sidecars' admin token. Created once; never re-generated or logged.
+pub fn token_secret(job: &StreamJob, token: &str) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: meta(job, token_secret_name(job)),
+        string_data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), token.to_owned())])),
+        type_: Some("Opaque".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// A new random admin token: 32 bytes, hex.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::job;
+
+    fn inputs(hash: &str) -> PodInputs<'_> {
+        PodInputs {
+            default_sidecar_image: "ghcr.io/stator/stator-sidecar:test",
+            spec_hash: hash,
+            restore_from: None,
+        }
+    }
+
+    fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+        c.env
+            .as_ref()?
+            .iter()
+            .find(|e| e.name == name)?
+            .value
+            .as_deref()
+    }
+
+    #[test]
+    fn pod_runs_the_sidecar_as_a_native_sidecar_sharing_a_private_socket_volume() {
+        let j = job("wc")
+            .location("s3://bucket/jobs")
+            .state("counts")
+            .build();
+        let pod = pod(&j, 1, &inputs("abc"));
+        let spec = pod.spec.unwrap();
+        let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(sidecar.name, SIDECAR_CONTAINER);
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            sidecar.image.as_deref(),
+            Some("ghcr.io/stator/stator-sidecar:test")
+        );
+        assert_eq!(env_of(sidecar, "STATOR_REPLICA_INDEX"), Some("1"));
+        assert_eq!(env_of(sidecar, "STATOR_PARALLELISM"), Some("2"));
+        assert_eq!(env_of(sidecar, "STATOR_MAX_PARALLELISM"), Some("128"));
+        assert_eq!(
+            env_of(sidecar, "STATOR_STATE_LOCATION"),
+            Some("s3://bucket/jobs/default/wc")
+        );
+        assert_eq!(env_of(sidecar, "STATOR_STATES"), Some("counts:value"));
+        assert_eq!(env_of(sidecar, "STATOR_ADMIN_ADDR"), Some("$(POD_IP):9601"));
+        assert_eq!(env_of(sidecar, "STATOR_RESTORE_FROM"), None);
+        let probe = sidecar
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/readyz"));
+        let sc = sidecar.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+
+        let app = &spec.containers[0];
+        assert_eq!(app.image.as_deref(), Some("ghcr.io/stator/wordcount:1"));
+        assert_eq!(env_of(app, "STATOR_SOCKET"), Some(SOCKET_PATH));
+        let app_mounts: Vec<_> = app
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(
+            app_mounts,
+            ["socket"],
+            "the app sees the socket, not the data or the token"
+        );
+        let socket = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "socket")
+            .unwrap();
+        assert!(
+            socket.empty_dir.is_some(),
+            "the socket lives in a pod-private volume"
+        );
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()[LABEL_REPLICA], "1");
+        assert_eq!(
+            pod.metadata.annotations.as_ref().unwrap()[ANNOTATION_SPEC_HASH],
+            "abc"
+        );
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "StreamJob"
+        );
+    }
+
+    #[test]
+    fn restore_pointer_reaches_the_sidecar() {
+        let j = job("wc").location("s3://b/p").build();
+        let pod = pod(
+            &j,
+            0,
+            &PodInputs {
+                restore_from: Some("s3://b/p/default/wc/savepoints/sp-1"),
+                ..inputs("h")
+            },
+        );
+        let sidecar = &pod.spec.unwrap().init_containers.unwrap()[0];
+        assert_eq!(
+            env_of(sidecar, "STATOR_RESTORE_FROM"),
+            Some("s3://b/p/default/wc/savepoints/sp-1")
+        );
+    }
+
+    #[test]
+    fn spec_hash_changes_with_what_shapes_pods_only() {
+        let base = job("wc").build();
+        let h = spec_hash(&base, "img");
+        assert_eq!(h, spec_hash(&base.clone(), "img"), "stable");
+        assert_ne!(h, spec_hash(&job("wc").image("other:2").build(), "img"));
+        assert_ne!(h, spec_hash(&job("wc").parallelism(3).build(), "img"));
+        assert_ne!(h, spec_hash(&base, "other-default-sidecar"));
+        let mut suspended = base.clone();
+        suspended.spec.suspend = true;
+        suspended.spec.savepoint = Some(Default::default());
+        assert_eq!(
+            h,
+            spec_hash(&suspended, "img"),
+            "suspend and savepoint settings do not reshape pods"
+        );
+    }
+
+    #[test]
+    fn claims_only_when_asked_and_retained_by_default() {
+        let mut j = job("wc").build();
+        assert!(claim(&j, 0).is_none());
+        j.spec.state.volume = Some(crate::crd::VolumeSpec {
+            empty_dir: None,
+            persistent_volume_claim: Some(crate::crd::ClaimSpec {
+                size: "1Gi".into(),
+                storage_class_name: None,
+            }),
+        });
+        let c = claim(&j, 0).unwrap();
+        assert_eq!(c.metadata.name.as_deref(), Some("data-wc-0"));
+        assert!(
+            c.metadata.owner_references.is_none(),
+            "Retain: the claim outlives the job"
+        );
+        let pod = pod(&j, 0, &inputs("h"));
+        let data = pod
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert_eq!(
+            data.persistent_volume_claim.unwrap().claim_name,
+            "data-wc-0"
+        );
+    }
+
+    #[test]
+    fn tokens_are_random_and_long() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn crd_has_scale_status_printer_columns_and_rules() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&StreamJob::crd()).unwrap();
+        for needle in [
+            "\"specReplicasPath\":\".spec.parallelism\"",
+            "\"statusReplicasPath\":\".status.replicas\"",
+            "\"shortNames\":[\"sj\"]",
+            "\"name\":\"Last Savepoint\"",
+            "self.parallelism <= self.maxParallelism",
+            "self.maxParallelism == oldSelf.maxParallelism",
+            "\"enum\":[\"stateless\",\"savepoint\",\"lastState\"]",
+        ] {
+            assert!(crd.contains(needle), "CRD lacks {needle}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The operator process: flags, logging, the API client, leader election, controllers per watched
+//! namespace, the health and metrics endpoint, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::{self, Context};
+use crate::crd::StreamJob;
+use crate::http::{self, HttpState};
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stator-operator",
+    version,
+    about = "Runs StreamJobs: replica pods with the Stator state sidecar"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the StreamJob CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the operator.
+    Run(RunArgs),
+}
+
+#[derive(Parser, Debug)]
+pub struct RunArgs {
+    /// Namespaces to watch (repeat, or comma-separated in the env); all namespaces when empty.
+    #[arg(
+        long = "namespace",
+        env = "STATOR_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// The sidecar image for jobs that do not name one.
+    #[arg(
+        long,
+        env = "STATOR_SIDECAR_IMAGE",
+        default_value = "ghcr.io/stator/stator-sidecar:0.1.0"
+    )]
+    pub sidecar_image: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "STATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Elect a leader through a Lease, so several replicas can run.
+    #[arg(long, env = "STATOR_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    #[arg(
+        long,
+        env = "STATOR_LEASE_NAME",
+        default_value = "stator-operator-leader"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, env = "STATOR_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// This replica's identity in the Lease (defaults to the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// json or text.
+    #[arg(long, env = "STATOR_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+pub fn crd_yaml() -> anyhow::Result<String> {
+    Ok(serde_yaml::to_string(&StreamJob::crd())?)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::new());
+    let http_state = Arc::new(HttpState {
+        metrics: metrics.clone(),
+        ready: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot bind {}", args.http_addr))?;
+    let shutdown = shutdown_on_signal();
+    tokio::spawn(
+        axum::serve(listener, http::router(http_state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    // Reaching the API server is what "ready" means for a standby too.
+    client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API server")?;
+    http_state.ready.store(true, Ordering::SeqCst);
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("stator-operator-{}", std::process::id()));
+    tracing::info!(identity, namespaces = ?args.namespaces, http = %args.http_addr, "stator-operator started");
+
+    let elector = args.leader_election.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            identity.clone(),
+            Duration::from_secs(args.lease_seconds),
+        )
+    });
+    if let Some(elector) = &elector {
+        tracing::info!(lease = %args.lease_name, "waiting to become the leader");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        tracing::info!(identity = elector.identity(), "became the leader");
+    }
+    metrics.leader.set(1);
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: controller::recorder(client.clone(), Some(identity.clone())),
+        metrics: metrics.clone(),
+        default_sidecar_image: args.sidecar_image.clone(),
+    });
+    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = futures::future::join_all(
+        namespaces
+            .into_iter()
+            .map(|ns| controller::run(ctx.clone(), ns, shutdown.clone())),
+    );
+    let lost = async {
+        match &elector {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => {}
+        _ = lost => {
+            metrics.leader.set(0);
+            shutdown.cancel();
+            anyhow::bail!("lost the leader lease; exiting so a standby takes over");
+        }
+    }
+    tracing::info!("stator-operator stopped");
+    Ok(())
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("shutting down: finishing reconciles in flight");
+            t.cancel();
+        }
+    });
+    token
+}

@@ -1,0 +1,162 @@
+//! Checks a StreamJob's spec beyond what the CRD schema can say. Pure: no API calls. Every problem
+//! is one sentence a user can act on; an invalid job gets them in its status and an Event, and its
+//! pods are left alone.
+
+use std::collections::BTreeSet;
+
+use stator_core::keygroup::MAX_MAX_PARALLELISM;
+
+use crate::crd::{StreamJob, UpgradeMode};
+
+pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
+    let s = &job.spec;
+    let mut problems = Vec::new();
+    if s.app.image.trim().is_empty() {
+        problems.push("app.image must name a container image".to_owned());
+    }
+    if s.max_parallelism < 1 || s.max_parallelism > MAX_MAX_PARALLELISM as i32 {
+        problems.push(format!(
+            "maxParallelism must be between 1 and {MAX_MAX_PARALLELISM}, got {}",
+            s.max_parallelism
+        ));
+    }
+    if s.parallelism < 1 {
+        problems.push(format!(
+            "parallelism must be at least 1, got {}",
+            s.parallelism
+        ));
+    } else if s.parallelism > s.max_parallelism {
+        problems.push(format!(
+            "parallelism ({}) must not exceed maxParallelism ({})",
+            s.parallelism, s.max_parallelism
+        ));
+    }
+    match s.state.location.as_deref() {
+        Some(l) if l.starts_with("s3://") => {
+            let rest = &l["s3://".len()..];
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                problems.push(format!(
+                    "state.location {l:?} names no bucket: use s3://bucket/prefix"
+                ));
+            }
+        }
+        Some(l) if l.starts_with("file://") => {
+            if s.state.credentials_secret.is_some() {
+                problems
+                    .push("state.credentialsSecret only applies to an s3:// location".to_owned());
+            }
+        }
+        Some(l) => problems.push(format!(
+            "state.location {l:?} must be an s3://bucket/prefix or file:///path URL"
+        )),
+        None => {
+            if s.upgrade_mode != UpgradeMode::Stateless {
+                // Allowed (state stays on the replicas' volumes), but upgrades then cannot carry
+                // state: say so where users look.
+            }
+            if s.initial_savepoint.is_some() {
+                problems.push("initialSavepoint needs state.location to be set".to_owned());
+            }
+        }
+    }
+    if let Some(sp) = &s.initial_savepoint
+        && !(sp.starts_with("s3://") || sp.starts_with("file://"))
+    {
+        problems.push(format!(
+            "initialSavepoint {sp:?} must be an s3:// or file:// location"
+        ));
+    }
+    if s.state.retained_checkpoints < 1 {
+        problems.push("state.retainedCheckpoints must be at least 1".to_owned());
+    }
+    let mut names = BTreeSet::new();
+    for d in &s.state.states {
+        if !names.insert(d.name.as_str()) {
+            problems.push(format!("state {:?} is declared twice", d.name));
+        }
+        if d.name.is_empty() || d.name.contains([',', ':']) {
+            problems.push(format!(
+                "state name {:?} must be non-empty and contain no ',' or ':'",
+                d.name
+            ));
+        }
+    }
+    let mut op_names = BTreeSet::new();
+    for d in &s.state.operator_states {
+        if !op_names.insert(d.name.as_str()) {
+            problems.push(format!("operator state {:?} is declared twice", d.name));
+        }
+        if d.name.is_empty() || d.name.contains([',', ':']) {
+            problems.push(format!(
+                "operator state name {:?} must be non-empty and contain no ',' or ':'",
+                d.name
+            ));
+        }
+    }
+    if let Some(v) = &s.state.volume
+        && v.empty_dir.is_some() == v.persistent_volume_claim.is_some()
+    {
+        problems
+            .push("state.volume needs exactly one of emptyDir or persistentVolumeClaim".to_owned());
+    }
+    for e in &s.app.env {
+        if e.name.starts_with("STATOR_") {
+            problems.push(format!(
+                "app.env {:?}: STATOR_* variables are set by the operator",
+                e.name
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::job;
+
+    #[test]
+    fn a_minimal_job_is_valid() {
+        assert_eq!(validate(&job("wc").build()), Ok(()));
+    }
+
+    #[test]
+    fn parallelism_above_max_parallelism_is_refused() {
+        let err = validate(&job("wc").parallelism(200).build()).unwrap_err();
+        assert_eq!(
+            err,
+            vec!["parallelism (200) must not exceed maxParallelism (128)"]
+        );
+    }
+
+    #[test]
+    fn bad_locations_are_refused() {
+        let err = validate(&job("wc").location("gs://bucket/x").build()).unwrap_err();
+        assert!(
+            err[0].contains("must be an s3://bucket/prefix or file:///path URL"),
+            "{err:?}"
+        );
+        let err = validate(&job("wc").location("s3:///nobucket").build()).unwrap_err();
+        assert!(err[0].contains("names no bucket"), "{err:?}");
+    }
+
+    #[test]
+    fn reserved_env_and_duplicate_states_are_refused() {
+        let mut j = job("wc").state("counts").state("counts").build();
+        j.spec.app.env.push(k8s_openapi::api::core::v1::EnvVar {
+            name: "STATOR_SOCKET".into(),
+            value: Some("/x".into()),
+            value_from: None,
+        });
+        let err = validate(&j).unwrap_err();
+        assert!(err.iter().any(|e| e.contains("declared twice")), "{err:?}");
+        assert!(
+            err.iter().any(|e| e.contains("set by the operator")),
+            "{err:?}"
+        );
+    }
+}
