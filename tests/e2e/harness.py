@@ -332,7 +332,9 @@ class Cluster:
                      check=False)
 
     def wait(self, what: str, condition: str, namespace: str | None = None, timeout: str = "120s") -> None:
-        self.kubectl("wait", f"--for={condition}", what, f"--timeout={timeout}", namespace=namespace)
+        seconds = float(timeout.rstrip("s")) if timeout.endswith("s") else 120.0
+        self.kubectl("wait", f"--for={condition}", what, f"--timeout={timeout}", namespace=namespace,
+                     timeout=seconds + 30)
 
     def helm_install(self, chart_dir: str, release: str, namespace: str, values: dict | None = None,
                      include_crds: bool = True) -> str:

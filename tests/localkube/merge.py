@@ -144,7 +144,15 @@ def json_patch(doc, ops) -> dict:
         elif kind == "copy":
             doc = _add(doc, path, copy.deepcopy(_get(doc, op["from"])))
         elif kind == "test":
-            if _get(doc, path) != op.get("value"):
+            # As in the API server's JSON patch library (evanphx/json-patch): a missing member tests
+            # equal to null. kube-runtime's finalizer helper relies on it to add the first finalizer.
+            try:
+                current = _get(doc, path)
+            except PatchError:
+                if op.get("value") is not None:
+                    raise
+                current = None
+            if current != op.get("value"):
                 raise PatchError(f"testing value {path} failed: test failed")
         else:
             raise PatchError(f"Unexpected kind: {kind}")

@@ -35,6 +35,19 @@ def test_json_patch_with_test_op(client, ns):
     assert r.status == 422
 
 
+def test_json_patch_test_of_a_missing_member_equals_null(client, ns):
+    # kube-runtime adds the first finalizer this way; the real API server accepts it.
+    client.post(SJ.format(ns=ns), sj("x"))
+    p = f"{SJ.format(ns=ns)}/x"
+    ops = [{"op": "test", "path": "/metadata/finalizers", "value": None},
+           {"op": "add", "path": "/metadata/finalizers", "value": ["stator.dev/cleanup"]}]
+    r = client.patch(p, ops, content_type="application/json-patch+json")
+    assert r.status == 200 and r.body["metadata"]["finalizers"] == ["stator.dev/cleanup"]
+    # With the member present, the same test fails.
+    r = client.patch(p, ops, content_type="application/json-patch+json")
+    assert r.status == 422
+
+
 def test_strategic_merge_patch_merges_containers_by_name(client, ns):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
            "spec": {"schedulerName": "nobody", "containers": [
