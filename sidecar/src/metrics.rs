@@ -111,7 +111,9 @@ pub struct Metrics {
 }
 
 /// RocksDB properties exported as gauges, summed over all column families.
-pub const ROCKSDB_PROPERTIES: [(&str, &str); 4] = [
+pub const ROCKSDB_PROPERTIES: [(&str, &str); 6] = [
+    ("rocksdb.num-running-compactions", "running_compactions"),
+    ("rocksdb.compaction-pending", "compaction_pending"),
     ("rocksdb.total-sst-files-size", "sst_bytes"),
     ("rocksdb.cur-size-all-mem-tables", "memtable_bytes"),
     ("rocksdb.estimate-num-keys", "estimated_keys"),

@@ -153,10 +153,11 @@ async fn incremental_checkpoint_uploads_only_the_files_the_last_one_lacks() {
     args.extend(s3.sidecar_args(None));
     let sidecar = start(dir.path(), &args);
     let mut client = Client::connect(&sidecar.socket).await.unwrap();
-    write_values(&mut client, 0..20_000, 0, 200).await;
+    // 20 MB: more WAL than a checkpoint copies, so the first checkpoint flushes it into one SST.
+    write_values(&mut client, 0..20_000, 0, 1000).await;
     let first = checkpoint(&sidecar);
-    // Change 1% of the keys.
-    write_values(&mut client, 0..200, 1, 200).await;
+    // Change 1% of the keys: the second checkpoint holds the same SST and a small WAL.
+    write_values(&mut client, 0..200, 1, 1000).await;
     let second = checkpoint(&sidecar);
     assert_eq!((first, second), (1, 2), "ids increase from 1");
 
@@ -387,8 +388,9 @@ async fn a_corrupt_newest_checkpoint_falls_back_and_an_explicit_one_fails() {
     let only_in_2 = m2
         .files
         .iter()
-        .find(|f| f.name.ends_with(".sst") && !m1.files.iter().any(|g| g.object == f.object))
-        .expect("the second checkpoint has a new SST");
+        .filter(|f| f.size > 100 && !m1.files.iter().any(|g| g.object == f.object))
+        .max_by_key(|f| f.size)
+        .expect("the second checkpoint has a new data file");
     let victim = replica_dir.join(&only_in_2.object);
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[10] ^= 0xff;

@@ -281,6 +281,9 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
+        // A rarely written family (declarations) would otherwise keep every WAL file alive, and
+        // checkpoints copy the live WAL.
+        db_opts.set_max_total_wal_size(2 * rocks.write_buffer_bytes as u64);
         let mut names = Db::list_cf(&db_opts, path).unwrap_or_default();
         for fixed in ["default", META_CF, OPERATOR_CF] {
             if !names.iter().any(|n| n == fixed) {

@@ -1,9 +1,8 @@
 //! Snapshots of the store for checkpoints and savepoints, and rebuilding a store from snapshots
 //! taken at another parallelism.
 //!
-//! A cut is a RocksDB checkpoint (hard links plus a copied MANIFEST) taken while the write gate
-//! is held exclusively, so it falls between batches. Memtables are flushed just before, outside
-//! the gate, so the pause covers only what arrived during that flush.
+//! A cut is a RocksDB checkpoint (hard links plus a copied MANIFEST and WAL) that falls between
+//! batches: see [`Store::cut`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +14,9 @@ use rocksdb::{
 
 use super::encoding::{self, now_ms};
 use super::{Db, META_CF, OPERATOR_CF, OperatorStateDecl, StateDecl, Store, StoreError};
+
+/// Up to this much WAL goes into a checkpoint as is; beyond it the checkpoint flushes memtables.
+pub const WAL_BYTES_BEFORE_FLUSH: u64 = 16 << 20;
 
 /// A local snapshot, ready to upload.
 #[derive(Debug)]
@@ -36,32 +38,34 @@ fn is_state_family(name: &str) -> bool {
 impl Store {
     /// Writes a consistent snapshot into `dir` (which must not exist), on the same file system
     /// as the store.
+    ///
+    /// With the WAL on, RocksDB's checkpoint links the SST files and copies the live WAL up to a
+    /// record boundary; every batch is one WAL record, so the snapshot holds whole batches and
+    /// writes are never held back. Memtables are flushed only once the WAL reaches
+    /// [`WAL_BYTES_BEFORE_FLUSH`]: flushing at every checkpoint would make many small files and,
+    /// through the compactions they trigger, rewrite (and re-upload) much of the state.
+    /// With the WAL off the checkpoint must flush, and a batch may span families, so writes are
+    /// held (the gate) for the flush.
     pub fn cut(&self, dir: &Path) -> Result<Cut, StoreError> {
-        self.flush()?;
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
         let start = Instant::now();
-        let gate = self.gate.write().map_err(|_| StoreError::Poisoned)?;
-        if self.wal {
-            // Writes are held, so the live WAL ends at a batch boundary: copy it rather than
-            // flush, which keeps the pause to linking files.
+        let pause = if self.wal {
+            if self.wal_bytes() >= WAL_BYTES_BEFORE_FLUSH {
+                self.flush()?;
+            }
             checkpoint.create_checkpoint_with_log_size(dir, u64::MAX)?;
+            Duration::ZERO
         } else {
+            // Flushing first leaves little for the flush under the gate.
+            self.flush()?;
+            let gate = self.gate.write().map_err(|_| StoreError::Poisoned)?;
             checkpoint.create_checkpoint(dir)?;
-        }
-        let mut operator_state = BTreeMap::new();
+            drop(gate);
+            start.elapsed()
+        };
         let operator_states = self.operator_states();
-        let cf = self.operator_cf()?;
-        for decl in &operator_states {
-            let stored = self.db.get_pinned_cf(&cf, decl.name.as_bytes())?;
-            operator_state.insert(
-                decl.name.clone(),
-                stored
-                    .map(|s| encoding::decode_operator_list(&s))
-                    .unwrap_or_default(),
-            );
-        }
-        drop(gate);
-        let pause = start.elapsed();
+        // Read from the snapshot itself, so the manifest's lists are exactly the snapshot's.
+        let operator_state = self.read_operator_state(dir, &operator_states)?;
         Ok(Cut {
             pause,
             created_at_ms: now_ms(),
@@ -69,6 +73,50 @@ impl Store {
             operator_states,
             operator_state,
         })
+    }
+
+    /// The size of the live WAL files.
+    fn wal_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.path)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    fn read_operator_state(
+        &self,
+        dir: &Path,
+        decls: &[OperatorStateDecl],
+    ) -> Result<BTreeMap<String, Vec<Vec<u8>>>, StoreError> {
+        let mut out = BTreeMap::new();
+        if decls.is_empty() {
+            return Ok(out);
+        }
+        let names = Db::list_cf(&Options::default(), dir)?;
+        let descriptors: Vec<_> = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, self.cf_options.for_family(n)))
+            .collect();
+        let db = Db::open_cf_descriptors_read_only(&self.cf_options.base, dir, descriptors, false)?;
+        let Some(cf) = db.cf_handle(OPERATOR_CF) else {
+            return Ok(out);
+        };
+        for decl in decls {
+            let stored = db.get_pinned_cf(&cf, decl.name.as_bytes())?;
+            out.insert(
+                decl.name.clone(),
+                stored
+                    .map(|s| encoding::decode_operator_list(&s))
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(out)
     }
 
     /// Deletes every keyed entry outside this replica's key-group range (after opening a snapshot
