@@ -117,6 +117,17 @@ pub struct Source {
 }
 
 pub async fn restore(req: RestoreRequest<'_>, metrics: &Metrics) -> Result<Restored, RestoreError> {
+    let restored = restore_inner(req, metrics).await;
+    metrics
+        .restored_bytes
+        .inc_by(RESTORED_BYTES.swap(0, Ordering::Relaxed));
+    restored
+}
+
+async fn restore_inner(
+    req: RestoreRequest<'_>,
+    metrics: &Metrics,
+) -> Result<Restored, RestoreError> {
     let db_dir = req.data_dir.join("db");
     let p = req.placement;
     let own = req.state_location.map(|l| {
@@ -468,8 +479,12 @@ async fn build(
     })
     .await??;
     remove_dir(&restore_dir)?;
+    RESTORED_BYTES.fetch_add(total, Ordering::Relaxed);
     Ok((store, reused == files && files > 0))
 }
+
+/// Bytes restored by this process, for the metric (read once the restore is done).
+static RESTORED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default)]
 struct Progress {
