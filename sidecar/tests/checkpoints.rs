@@ -728,7 +728,7 @@ async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
     let mut args = base_args(fresh.path(), "s3://stator/jobs/next");
     args.extend(s3.sidecar_args(None));
     args.extend(["--restore-from".into(), savepoint_url.clone()]);
-    let sidecar = start(fresh.path(), &args);
+    let mut sidecar = start(fresh.path(), &args);
     let mut client = Client::connect(&sidecar.socket).await.unwrap();
     for chunk in acknowledged.chunks(500) {
         let got = client
@@ -745,6 +745,26 @@ async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
     }
     assert_eq!(
         sidecar.metric("stator_sidecar_restores_total{source=\"savepoint\"}"),
+        1.0
+    );
+
+    // Restarted with the same --restore-from after checkpointing: its own newer checkpoint wins.
+    let mut batch = Batch::new();
+    batch.value_put("v", "after-restore", "kept");
+    client.write(batch).await.unwrap();
+    checkpoint(&sidecar);
+    drop(client);
+    sidecar.kill9();
+    sidecar.spawn();
+    sidecar.wait_ready();
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    assert_eq!(
+        client.get("v", "after-restore").await.unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        sidecar.metric("stator_sidecar_restores_total{source=\"checkpoint\"}")
+            + sidecar.metric("stator_sidecar_restores_total{source=\"local\"}"),
         1.0
     );
 }

@@ -121,7 +121,10 @@ impl Env {
             .args(["--transfer-concurrency", &self.concurrency.to_string()])
             .args(["--log-format", "text"])
             .args(extra)
-            .env("STATOR_LOG", "warn")
+            .env(
+                "STATOR_LOG",
+                std::env::var("STATOR_BENCH_SIDECAR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .context("start stator-sidecar")?;
@@ -278,6 +281,8 @@ async fn run_size(
         format!("{:.1} MB in {} files", total as f64 / 1e6, full["files"]),
     ));
 
+    // Loading leaves compactions behind; measure from a settled store.
+    wait_for_compactions(sidecar.admin)?;
     // Write pause: one writer writes a small batch every millisecond; we take checkpoints one after
     // another, then let it run as long again without checkpoints, and compare the worst write of
     // each checkpoint's window with the worst write of equally long windows without.

@@ -138,6 +138,26 @@ async fn restore_inner(
         let location = Location::parse(from, req.s3).await?;
         let (kind, sources) = find_sources(&location).await?;
         check_max_parallelism(&sources, p.layout.max_parallelism())?;
+        // A replica that already checkpointed after restoring from this location (a pod
+        // restarted with the same restore setting) continues from its own newer checkpoints.
+        if let Some(own) = &own
+            && let Some(newest) = list_checkpoints(own).await?.last()
+            && let Ok(m) = read_manifest(own, *newest).await
+            && sources.iter().all(|s| s.dir.url() != own.url())
+            && m.created_at_ms
+                > sources
+                    .iter()
+                    .map(|s| s.manifest.created_at_ms)
+                    .max()
+                    .unwrap_or(0)
+        {
+            tracing::info!(
+                location = from,
+                checkpoint = newest,
+                "this replica has a checkpoint newer than the restore location: restoring from its latest checkpoint"
+            );
+            return restore_latest(&req, own.clone(), metrics).await;
+        }
         tracing::info!(
             location = from,
             kind,
@@ -168,11 +188,23 @@ async fn restore_inner(
             source: "none",
         });
     };
+    restore_latest(&req, own, metrics).await
+}
+
+/// This replica's newest usable checkpoint, falling back past missing or corrupt ones; empty
+/// when it has none.
+async fn restore_latest(
+    req: &RestoreRequest<'_>,
+    own: Location,
+    metrics: &Metrics,
+) -> Result<Restored, RestoreError> {
+    let db_dir = req.data_dir.join("db");
+    let p = req.placement;
     let ids = list_checkpoints(&own).await?;
     if ids.is_empty() {
         tracing::info!(location = %own.url(), "no checkpoint of this replica exists and no restore location was given: starting empty");
         remove_dir(&db_dir)?;
-        let store = open(&req, &db_dir)?;
+        let store = open(req, &db_dir)?;
         metrics.restored_from("empty");
         return Ok(Restored {
             store,
@@ -189,7 +221,7 @@ async fn restore_inner(
                 manifest,
             }];
             check_max_parallelism(&sources, p.layout.max_parallelism())?;
-            let (store, reused_all) = build(&req, &sources).await?;
+            let (store, reused_all) = build(req, &sources).await?;
             Ok::<_, RestoreError>((store, reused_all, sources))
         }
         .await;
@@ -428,6 +460,7 @@ async fn build(
         bytes = total,
         "restore files verified"
     );
+    let phase = Instant::now();
 
     let db_dir = req.data_dir.join("db");
     remove_dir(&db_dir)?;
@@ -466,10 +499,11 @@ async fn build(
             store_for_build.declare(&states, &operator_states)?;
             if base_range != mine {
                 store_for_build.clip_to_range()?;
+                tracing::info!(ms = phase.elapsed().as_millis() as u64, "clipped to this replica's key groups");
             }
             for (k, dir) in others.iter().enumerate() {
                 let copied = store_for_build.ingest_range_from(dir, &scratch.join(k.to_string()))?;
-                tracing::debug!(source = %dir.display(), entries = copied, "ingested a source's share");
+                tracing::info!(source = %dir.display(), entries = copied, ms = phase.elapsed().as_millis() as u64, "ingested a source's share");
             }
             if let Some(lists) = operator_lists {
                 store_for_build.set_operator_state(&lists)?;
