@@ -1,23 +1,21 @@
 //! The StreamJob controller: for each job, fetch what it refers to, validate the spec (pure),
 //! build the desired objects (pure), apply them, and report status.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 
 use crate::crd::{Phase, StreamJob, StreamJobStatus};
 use crate::metrics::Metrics;
-use crate::objects::{self, ANNOTATION_SPEC_HASH, LABEL_REPLICA, PodInputs};
+use crate::objects::{self, ANNOTATION_SPEC_HASH};
 use crate::status::{self, DEGRADED, PROGRESSING, READY};
 use crate::validate::validate;
 
@@ -82,7 +80,7 @@ pub fn error_policy(job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> A
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn publish(ctx: &Context, job: &StreamJob, type_: EventType, reason: &str, note: String) {
+pub async fn publish(ctx: &Context, job: &StreamJob, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -197,170 +195,93 @@ async fn apply(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
-    // Pods: one per replica at the current spec hash.
-    let hash = objects::spec_hash(&job, &ctx.default_sidecar_image);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let existing = pods
-        .list(&ListParams::default().labels(&objects::selector(&job)))
-        .await?;
-    let mut by_index: BTreeMap<i32, Pod> = BTreeMap::new();
-    for pod in existing {
-        match pod.labels().get(LABEL_REPLICA).and_then(|i| i.parse().ok()) {
-            Some(i) => {
-                by_index.insert(i, pod);
-            }
-            None => tracing::warn!(pod = %pod.name_any(), "pod of the job without a replica label"),
+    // Pods, upgrades, savepoints: the lifecycle (write-ahead, one step per reconcile).
+    let mut st = old_status.clone();
+    st.observed_generation = generation;
+    let outcome = crate::lifecycle::reconcile(&job, ctx, &mut st).await?;
+    let deployed = st.deployment.clone();
+    let p = deployed
+        .as_ref()
+        .and_then(|d| serde_json::from_str::<crate::crd::StreamJobSpec>(&d.spec).ok())
+        .map(|s| s.parallelism)
+        .unwrap_or(job.spec.parallelism);
+    st.replicas = outcome.present;
+    st.ready_replicas = outcome.ready;
+    st.selector = Some(objects::selector(&job));
+    st.deployed_spec_hash = deployed.as_ref().map(|d| d.hash.clone());
+    let in_flight = st.operation.as_ref().map(|o| (o.kind, o.step));
+    let all_ready = in_flight.is_none() && outcome.ready == p && outcome.present == p;
+    st.phase = Some(match in_flight {
+        Some((crate::crd::OperationKind::Savepoint, _)) => Phase::Running,
+        Some(_) => Phase::Upgrading,
+        None if job.spec.suspend && st.phase == Some(Phase::Suspended) => Phase::Suspended,
+        None if st.phase == Some(Phase::RolledBack) && st.failed_spec_hash.is_some() => {
+            Phase::RolledBack
         }
-    }
-    let restore_from = if old_status.deployed_spec_hash.is_none() {
-        job.spec.initial_savepoint.clone()
-    } else {
-        None
-    };
-    let inputs = PodInputs {
-        default_sidecar_image: &ctx.default_sidecar_image,
-        spec_hash: &hash,
-        restore_from: restore_from.as_deref(),
-    };
-    let mut ready = 0;
-    let mut present = 0;
-    let mut changed = false;
-    for (&i, pod) in &by_index {
-        let deleting = pod.metadata.deletion_timestamp.is_some();
-        let stale = pod.annotations().get(ANNOTATION_SPEC_HASH) != Some(&hash);
-        let failed = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Failed" | "Succeeded")
-        );
-        if i >= job.spec.parallelism || stale || failed {
-            if !deleting {
-                let why = if i >= job.spec.parallelism {
-                    "scaled down"
-                } else if failed {
-                    "failed"
-                } else {
-                    "spec changed"
-                };
-                pods.delete(&pod.name_any(), &DeleteParams::default())
-                    .await?;
-                publish(
-                    ctx,
-                    &job,
-                    EventType::Normal,
-                    "DeletedPod",
-                    format!("deleted pod {} ({why})", pod.name_any()),
-                )
-                .await;
-                changed = true;
-            }
-            continue;
-        }
-        present += 1;
-        if !deleting && is_ready(pod) {
-            ready += 1;
-        }
-    }
-    for i in 0..job.spec.parallelism {
-        if by_index.contains_key(&i) {
-            continue;
-        }
-        let pod = objects::pod(&job, i, &inputs);
-        pods.patch(
-            &objects::pod_name(&job, i),
-            &apply_params(),
-            &Patch::Apply(&pod),
-        )
-        .await?;
+        None if all_ready => Phase::Running,
+        None if st.stable.is_some() => Phase::Upgrading,
+        None => Phase::Deploying,
+    });
+    if st.phase == Some(Phase::Running) && old_status.phase != Some(Phase::Running) {
         publish(
             ctx,
             &job,
             EventType::Normal,
-            "CreatedPod",
-            format!(
-                "created pod {} (replica {i} of {})",
-                objects::pod_name(&job, i),
-                job.spec.parallelism
-            ),
+            "Running",
+            format!("all {p} replicas are ready"),
         )
         .await;
-        changed = true;
     }
-
-    // Status.
-    let p = job.spec.parallelism;
-    let mut st = old_status.clone();
-    st.observed_generation = generation;
-    st.replicas = present;
-    st.ready_replicas = ready;
-    st.selector = Some(objects::selector(&job));
-    let all_ready = ready == p && present == p && !changed;
-    if all_ready {
-        if st.deployed_spec_hash.as_deref() != Some(&hash) {
-            publish(
-                ctx,
-                &job,
-                EventType::Normal,
-                "Running",
-                format!("all {p} replicas are ready"),
-            )
-            .await;
-        }
-        st.deployed_spec_hash = Some(hash.clone());
-        if restore_from.is_some() {
-            st.restored_from = restore_from.clone();
-        }
-        st.phase = Some(Phase::Running);
-    } else if st.deployed_spec_hash.is_some() && st.deployed_spec_hash.as_deref() != Some(&hash) {
-        st.phase = Some(Phase::Upgrading);
-    } else {
-        st.phase = Some(Phase::Deploying);
-    }
+    let suspended = st.phase == Some(Phase::Suspended);
+    let message = match &st.operation {
+        Some(o) => format!("{} ({:?}: {:?})", o.reason, o.kind, o.step),
+        None if suspended => "suspended".to_owned(),
+        None => format!("{}/{p} replicas ready", outcome.ready),
+    };
     status::set(
         &mut st.conditions,
         READY,
         all_ready,
         if all_ready {
             "AllReplicasReady"
+        } else if suspended {
+            "Suspended"
         } else {
             "ReplicasNotReady"
         },
-        format!("{ready}/{p} replicas ready"),
+        message.clone(),
         generation,
     );
     status::set(
         &mut st.conditions,
         PROGRESSING,
-        !all_ready,
-        if all_ready { "Deployed" } else { "RollingOut" },
-        if all_ready {
-            "the spec is deployed".to_owned()
+        st.operation.is_some() || (!all_ready && !suspended),
+        if st.operation.is_some() {
+            "Operation"
+        } else if all_ready || suspended {
+            "Deployed"
         } else {
-            format!("bringing {p} replicas to spec {hash}")
+            "RollingOut"
         },
+        message,
         generation,
     );
-    status::set(
-        &mut st.conditions,
-        DEGRADED,
-        false,
-        "AsExpected",
-        "",
-        generation,
-    );
+    // Degraded is set by the lifecycle (a failed savepoint, a rollback) and cleared once the
+    // job runs its spec again.
+    let recovered = all_ready && st.failed_spec_hash.is_none();
+    if recovered || !st.conditions.iter().any(|c| c.type_ == DEGRADED) {
+        status::set(
+            &mut st.conditions,
+            DEGRADED,
+            false,
+            "AsExpected",
+            "",
+            generation,
+        );
+    }
     ctx.metrics.set_phase(format!("{ns}/{name}"), st.phase);
     write_status(client, &job, &old_status, st).await?;
-    Ok(if all_ready {
-        Action::requeue(Duration::from_secs(60))
-    } else {
-        Action::requeue(Duration::from_secs(5))
-    })
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    Ok(outcome.action)
 }
 
 /// Server-side applies `desired` unless the live object already carries the same content hash.
@@ -397,7 +318,9 @@ where
     Ok(())
 }
 
-/// Writes the status only when it changed.
+/// Writes the status only when it changed. The whole status is replaced, guarded by the
+/// resourceVersion this reconcile read: a writer holding a stale view (an operator replica that
+/// lost its lease, say) gets 409 instead of overwriting a newer step of an operation.
 async fn write_status(
     client: &Client,
     job: &StreamJob,
@@ -409,12 +332,10 @@ async fn write_status(
     }
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<StreamJob> = Api::namespaced(client.clone(), &ns);
-    let patch = json!({
-        "apiVersion": "stator.dev/v1alpha1",
-        "kind": "StreamJob",
-        "status": new,
-    });
-    api.patch_status(&job.name_any(), &apply_params(), &Patch::Apply(&patch))
+    let mut object = job.clone();
+    object.status = Some(new);
+    object.metadata.managed_fields = None;
+    api.replace_status(&job.name_any(), &PostParams::default(), &object)
         .await?;
     Ok(())
 }

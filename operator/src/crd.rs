@@ -387,6 +387,90 @@ pub struct StreamJobStatus {
     pub last_checkpoint: Option<CheckpointRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint: Option<SavepointRef>,
+    /// What runs now (or is being brought up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
+    /// The last deployment that became ready: where a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<Deployment>,
+    /// The operation in flight, recorded before each of its steps is acted on, so an operator
+    /// restarted at any step resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    /// A spec that was rolled back; it is not tried again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_spec_hash: Option<String>,
+    /// Savepoints kept, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub savepoints: Vec<SavepointRef>,
+    /// The last `spec.savepoint.triggerNonce` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trigger_nonce: Option<i64>,
+    /// Counts operations, to name lineages and savepoints uniquely.
+    #[serde(default)]
+    pub operations: i64,
+}
+
+/// One deployed version of the job.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// The spec hash of its pods.
+    pub hash: String,
+    /// Its spec, as JSON (the spec itself may since have changed).
+    pub spec: String,
+    /// The checkpoint lineage: its replicas checkpoint under `<state location>/<lineage>/`, so a
+    /// recreated replica resumes from this version's own checkpoints.
+    pub lineage: String,
+    /// Where this version first restored from; `None`: it started empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationKind {
+    /// A new spec (image, config, parallelism...).
+    Upgrade,
+    /// Back to the last stable spec after an upgrade did not become ready.
+    Rollback,
+    /// Stop with a savepoint and remove the pods.
+    Suspend,
+    /// Start again from the suspend savepoint.
+    Resume,
+    /// A savepoint on demand or on schedule; the job keeps running.
+    Savepoint,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Step {
+    /// Taking the savepoint (with stop: writes fenced first).
+    Savepointing,
+    /// Deleting the old version's pods.
+    Stopping,
+    /// Creating the new version's pods.
+    Starting,
+    /// Waiting for every new replica to be ready.
+    WaitingReady,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub kind: OperationKind,
+    pub step: Step,
+    /// Why: upgrade, rescale, suspend, resume, rollback, trigger, periodic, restart.
+    pub reason: String,
+    /// The version being brought up (absent for suspend and plain savepoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Deployment>,
+    /// The savepoint this operation takes or took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<String>,
+    /// Whether the savepoint completed (recorded before the old pods are stopped).
+    #[serde(default)]
+    pub savepoint_complete: bool,
+    pub started_at: String,
+    pub step_started_at: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -445,8 +529,11 @@ pub struct CheckpointRef {
 pub struct SavepointRef {
     pub location: String,
     pub time: String,
-    /// Why it was taken: upgrade, suspend, trigger, periodic.
+    /// Why it was taken: upgrade, rescale, suspend, trigger, periodic.
     pub reason: String,
+    /// Parallelism it was taken at.
+    #[serde(default)]
+    pub parallelism: i32,
 }
 
 impl StreamJob {

@@ -9,9 +9,11 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod objects;
 pub mod run;
+pub mod sidecar_api;
 pub mod status;
 pub mod validate;
 

@@ -25,6 +25,17 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    reason: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: &'static str,
 }
@@ -37,6 +48,10 @@ pub struct Metrics {
     jobs: Family<PhaseLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     phases: Mutex<BTreeMap<String, Phase>>,
     pub leader: Gauge<u64, AtomicU64>,
+    operations: Family<OperationLabel, Counter>,
+    operation_seconds: Family<ReasonLabel, Histogram>,
+    pause_seconds: Family<ReasonLabel, Histogram>,
+    savepoints: Family<OperationLabel, Counter>,
 }
 
 impl Metrics {
@@ -61,8 +76,36 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 while this replica holds the leader lease",
+            "Whether this replica holds the leader lease (1) or not (0)",
             leader.clone(),
+        );
+        let operations = Family::default();
+        registry.register(
+            "operations",
+            "Upgrades, rescales, rollbacks, suspends and resumes, by result",
+            operations.clone(),
+        );
+        let operation_seconds = Family::<ReasonLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.5, 2.0, 14))
+        });
+        registry.register(
+            "operation_duration_seconds",
+            "Total time of an operation, from its start to every replica ready",
+            operation_seconds.clone(),
+        );
+        let pause_seconds = Family::<ReasonLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.5, 2.0, 14))
+        });
+        registry.register(
+            "upgrade_pause_seconds",
+            "Time writes were paused: from fencing the old version for its savepoint to every new replica ready",
+            pause_seconds.clone(),
+        );
+        let savepoints = Family::default();
+        registry.register(
+            "savepoints",
+            "Savepoints by reason and result",
+            savepoints.clone(),
         );
         Self {
             registry,
@@ -72,6 +115,10 @@ impl Metrics {
             jobs,
             phases: Mutex::new(BTreeMap::new()),
             leader,
+            operations,
+            operation_seconds,
+            pause_seconds,
+            savepoints,
         }
     }
 
@@ -110,6 +157,40 @@ impl Metrics {
         for (phase, n) in counts {
             self.jobs.get_or_create(&PhaseLabel { phase }).set(n);
         }
+    }
+
+    pub fn operation(&self, reason: &str, ok: bool, seconds: f64, pause: Option<f64>) {
+        let result = if ok { "success" } else { "failure" };
+        self.operations
+            .get_or_create(&OperationLabel {
+                reason: reason.to_owned(),
+                result,
+            })
+            .inc();
+        if ok {
+            self.operation_seconds
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_owned(),
+                })
+                .observe(seconds);
+            if let Some(p) = pause {
+                self.pause_seconds
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.to_owned(),
+                    })
+                    .observe(p);
+            }
+        }
+    }
+
+    pub fn savepoint(&self, reason: &str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.savepoints
+            .get_or_create(&OperationLabel {
+                reason: reason.to_owned(),
+                result,
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -48,6 +48,8 @@ pub struct PodInputs<'a> {
     /// Where the new pods restore from: a savepoint or checkpoint location; `None` means the
     /// replica's own latest checkpoint (or empty when there is none).
     pub restore_from: Option<&'a str>,
+    /// Where the replicas checkpoint: the job's state location plus the deployment's lineage.
+    pub state_location: Option<&'a str>,
 }
 
 pub fn selector_labels(job: &StreamJob) -> BTreeMap<String, String> {
@@ -216,7 +218,7 @@ fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVa
         ),
         env("STATOR_LOG_FORMAT", "json"),
     ];
-    if let Some(location) = state_location(job) {
+    if let Some(location) = inputs.state_location {
         out.push(env("STATOR_STATE_LOCATION", location));
         out.push(env(
             "STATOR_CHECKPOINT_INTERVAL_SECS",
@@ -560,6 +562,7 @@ mod tests {
             default_sidecar_image: "ghcr.io/stator/stator-sidecar:test",
             spec_hash: hash,
             restore_from: None,
+            state_location: Some("s3://bucket/jobs/default/wc/l1"),
         }
     }
 
@@ -592,6 +595,10 @@ mod tests {
         assert_eq!(env_of(sidecar, "STATOR_MAX_PARALLELISM"), Some("128"));
         assert_eq!(
             env_of(sidecar, "STATOR_STATE_LOCATION"),
+            Some("s3://bucket/jobs/default/wc/l1")
+        );
+        assert_eq!(
+            state_location(&j).as_deref(),
             Some("s3://bucket/jobs/default/wc")
         );
         assert_eq!(env_of(sidecar, "STATOR_STATES"), Some("counts:value"));

@@ -1,0 +1,147 @@
+//! Calls to the sidecars' admin API (savepoints and status), authenticated with the job's admin
+//! token. The token is sent, never logged.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("sidecar at {addr} is unreachable: {message}")]
+    Unreachable { addr: String, message: String },
+    #[error("sidecar at {addr} answered {status}: {body}")]
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
+    #[error("sidecar at {addr} sent an unreadable answer: {message}")]
+    Decode { addr: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointStatus {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub location: String,
+    /// pending, complete or failed.
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl SavepointStatus {
+    pub fn is_complete(&self) -> bool {
+        self.state == "complete"
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.state == "failed"
+    }
+}
+
+pub struct SidecarApi {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    token: String,
+}
+
+impl SidecarApi {
+    pub fn new(token: String) -> Self {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            token,
+        }
+    }
+
+    async fn call(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Bytes, ApiError> {
+        let unreachable = |message: String| ApiError::Unreachable {
+            addr: addr.to_owned(),
+            message,
+        };
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+            .await
+            .map_err(|_| unreachable("no answer within 10 s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if !(200..300).contains(&status) {
+            return Err(ApiError::Status {
+                addr: addr.to_owned(),
+                status,
+                body: String::from_utf8_lossy(&bytes).trim().to_owned(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Starts a savepoint at `location` (idempotent per location: a repeated trigger returns the
+    /// existing savepoint's status).
+    pub async fn trigger_savepoint(
+        &self,
+        addr: &str,
+        location: &str,
+        stop: bool,
+    ) -> Result<SavepointStatus, ApiError> {
+        let body = serde_json::json!({ "location": location, "stop": stop });
+        let bytes = self
+            .call(addr, "POST", "/v1/savepoints", Some(body))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn savepoint(&self, addr: &str, id: &str) -> Result<SavepointStatus, ApiError> {
+        let bytes = self
+            .call(addr, "GET", &format!("/v1/savepoints/{id}"), None)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Lets a fenced replica accept writes again (an abandoned stop-with-savepoint).
+    pub async fn unfence(&self, addr: &str) -> Result<(), ApiError> {
+        self.call(addr, "POST", "/v1/unfence", None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn status(&self, addr: &str) -> Result<serde_json::Value, ApiError> {
+        let bytes = self.call(addr, "GET", "/v1/status", None).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
