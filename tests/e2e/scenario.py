@@ -1,0 +1,132 @@
+"""The word-count job on a cluster, with its state in S3: deploy, change the image, rescale, suspend,
+and read the job's exact state back from a savepoint with `stator-inspect dump`. Shared by the
+end-to-end tests and the local demo (scripts/demo)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+from harness import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("STATOR_BIN_DIR", Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/stator-target")) / "release"))
+
+
+def start_operator(cluster, processes, *extra: str, name: str = "operator"):
+    port = free_port()
+    p = processes.start(
+        [str(BIN / "stator-operator"), "run", "--http-addr", f"127.0.0.1:{port}", "--log-format", "text", *extra],
+        name=name, env={**os.environ, **cluster.env, "STATOR_LOG": "info"}, ready_log="stator-operator started")
+    p.http = f"http://127.0.0.1:{port}"
+    return p
+
+
+def expected_counts(records: int) -> dict[str, int]:
+    out = subprocess.run([str(BIN / "stator-wordcount"), "expect", "--records", str(records)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["counts"]
+
+
+class Wordcount:
+    """One word-count StreamJob in `namespace`, checkpointing to the `s3` bucket."""
+
+    def __init__(self, cluster, s3, namespace: str, name: str = "wordcount", records: int = 20_000,
+                 parallelism: int = 2, **spec_overrides):
+        self.cluster, self.s3, self.ns, self.name, self.records = cluster, s3, namespace, name, records
+        cluster.kubectl("create", "secret", "generic", "stator-s3",
+                        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
+                        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}", namespace=namespace, check=False)
+        job = yaml.safe_load((REPO / "examples" / "wordcount.yaml").read_text())
+        job["metadata"]["name"] = name
+        spec = job["spec"]
+        spec["parallelism"] = parallelism
+        spec["app"]["args"] = ["run", "--records", str(records), "--pause-ms", "20"]
+        spec["state"]["location"] = f"s3://{s3.bucket}/jobs"
+        spec["state"]["s3"] = {"endpoint": s3.endpoint, "pathStyle": True, "region": s3.region}
+        spec["state"]["checkpointIntervalSeconds"] = 2
+        spec["rollback"]["readinessTimeoutSeconds"] = 25
+        spec["savepoint"] = {"historyCount": 10, "timeoutSeconds": 60}
+        for k, v in spec_overrides.items():
+            spec[k] = v
+        self.job = job
+        self.nonce = 0
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get(self) -> dict:
+        return self.cluster.get("sj", self.name, self.ns)
+
+    def status(self) -> dict:
+        return self.get().get("status") or {}
+
+    def pods(self) -> list[dict]:
+        return [p for p in self.cluster.get("pods", namespace=self.ns)["items"]
+                if p["metadata"].get("labels", {}).get("stator.dev/job") == self.name]
+
+    def app_log(self, pod: str) -> str:
+        return self.cluster.kubectl("logs", pod, "-c", "app", namespace=self.ns, check=False).stdout
+
+    def events(self, reason: str) -> list[dict]:
+        return [e for e in self.cluster.get("events", namespace=self.ns)["items"] if e.get("reason") == reason]
+
+    # --- acting --------------------------------------------------------------------------------
+
+    def apply(self) -> None:
+        self.cluster.apply(self.job, namespace=self.ns)
+
+    def patch(self, spec: dict) -> None:
+        self.cluster.kubectl("patch", "sj", self.name, "--type=merge", "-p", json.dumps({"spec": spec}), namespace=self.ns)
+
+    def wait_running(self, replicas: int | None = None, timeout: float = 180, previous_hash: str | None = None) -> dict:
+        def running():
+            st = self.status()
+            ok = (st.get("phase") == "Running" and not st.get("operation")
+                  and st.get("readyReplicas") == (replicas or self.get()["spec"]["parallelism"])
+                  and (previous_hash is None or st.get("deployedSpecHash") != previous_hash))
+            return st if ok else None
+        return wait_until(running, timeout=timeout, what=f"{self.name} to run")
+
+    def wait_app_done(self, timeout: float = 180) -> None:
+        def done():
+            return all(f"processed records up to {self.records}" in self.app_log(p["metadata"]["name"])
+                       for p in self.pods() if not p["metadata"].get("deletionTimestamp")) and self.pods()
+        wait_until(done, timeout=timeout, what=f"every replica to process {self.records} records")
+
+    def savepoint(self, timeout: float = 120) -> str:
+        """Takes a savepoint through the trigger nonce; returns its location."""
+        self.nonce += 1
+        nonce = int(time.time()) * 100 + self.nonce
+        self.patch({"savepoint": {"triggerNonce": nonce, "historyCount": 10, "timeoutSeconds": 60}})
+
+        def taken():
+            st = self.status()
+            sp = st.get("lastSavepoint") or {}
+            return st.get("lastTriggerNonce") == nonce and not st.get("operation") and sp.get("reason") == "trigger" and sp["location"]
+        return wait_until(taken, timeout=timeout, what="the triggered savepoint")
+
+    def counts(self, location: str) -> dict[str, int]:
+        """The job's counts in the savepoint at `location`, read offline."""
+        env = {**os.environ, **self.s3.env}
+        out = subprocess.run([str(BIN / "stator-inspect"), "--s3-endpoint", self.s3.endpoint, "--s3-path-style",
+                              "dump", "--state", "counts", location], check=True, capture_output=True, text=True, env=env).stdout
+        counts: dict[str, int] = {}
+        for line in out.splitlines():
+            entry = json.loads(line)
+            if entry["key"] in counts:
+                raise AssertionError(f"word {entry['key']} is held by two replicas")
+            counts[entry["key"]] = int(entry["value"])
+        return counts
+
+    def savepoint_dirs(self) -> set[str]:
+        keys = self.s3.keys(f"jobs/{self.ns}/{self.name}/savepoints/")
+        return {k.split("/savepoints/")[1].split("/")[0] for k in keys}
+
+
+def resumed_at(log: str) -> int | None:
+    m = re.findall(r"resuming at record (\d+)", log)
+    return int(m[-1]) if m else None
