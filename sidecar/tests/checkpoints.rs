@@ -358,6 +358,13 @@ async fn kill_9_during_upload_restores_exactly_the_latest_complete_checkpoint() 
         sidecar.wait_ready();
         client = Client::connect(&sidecar.socket).await.unwrap();
         assert_values(&mut client, 0..KEYS, Some(expected), 300).await;
+        if matches!(kill_at, KillAt::Confirmed) {
+            assert_eq!(
+                sidecar.metric("stator_sidecar_restores_total{source=\"local\"}"),
+                1.0,
+                "the confirmed checkpoint is on the volume: nothing is downloaded"
+            );
+        }
         eprintln!("killed at {kill_at:?}: restored checkpoint {latest} (round {expected})");
     }
 }

@@ -497,7 +497,7 @@ async fn build(
     tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
         if !same_shape {
             store_for_build.declare(&states, &operator_states)?;
-            if base_range != mine {
+            if !(mine.start <= base_range.start && base_range.end <= mine.end) {
                 store_for_build.clip_to_range()?;
                 tracing::info!(ms = phase.elapsed().as_millis() as u64, "clipped to this replica's key groups");
             }
@@ -525,18 +525,19 @@ struct Progress {
     bytes: AtomicU64,
 }
 
-/// Files in earlier local checkpoints and the old database, by name, for local recovery.
+/// Files in the local checkpoints (any file: they are never modified) and the SST files of the
+/// old database, by name, for local recovery. Checksums decide whether one is used.
 fn local_candidates(data_dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
     let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    let mut dirs = vec![data_dir.join("db")];
+    let mut dirs = vec![(data_dir.join("db"), true)];
     if let Ok(entries) = std::fs::read_dir(data_dir.join("checkpoints")) {
-        dirs.extend(entries.flatten().map(|e| e.path()));
+        dirs.extend(entries.flatten().map(|e| (e.path(), false)));
     }
-    for dir in dirs {
+    for (dir, sst_only) in dirs {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".sst") || name.ends_with(".blob") {
+                if !sst_only || name.ends_with(".sst") || name.ends_with(".blob") {
                     out.entry(name).or_default().push(e.path());
                 }
             }
@@ -572,7 +573,10 @@ async fn fetch_one(
                 {
                     return false;
                 }
-                std::fs::hard_link(&candidate, &target).is_ok()
+                // SST files are immutable and can be shared; the WAL and metadata files are
+                // copied, so the new database never writes into the local checkpoint's files.
+                let immutable = f2.name.ends_with(".sst") || f2.name.ends_with(".blob");
+                (immutable && std::fs::hard_link(&candidate, &target).is_ok())
                     || std::fs::copy(&candidate, &target).is_ok()
             })
             .await?;
