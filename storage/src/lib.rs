@@ -4,19 +4,21 @@
 //! [`ObjectStore`] plus a key prefix. Both the sidecar (upload, download, garbage collection) and
 //! the operator (savepoint completeness, deleting savepoints) link this crate.
 //!
-//! This crate must not depend on RocksDB or kube: it moves bytes and knows nothing of their
-//! meaning beyond [`sha256_file`].
+//! This crate must not depend on RocksDB or kube: it moves bytes, and knows of their meaning only
+//! the manifest format from `stator-core` (for [`savepoint_completeness`]).
 
 mod error;
 mod file;
 mod location;
 mod s3;
+mod savepoint;
 mod transfer;
 
 pub use error::StorageError;
 pub use file::FileStore;
 pub use location::{Location, S3Options};
 pub use s3::S3Store;
+pub use savepoint::{SavepointCompleteness, read_savepoint_manifest, savepoint_completeness};
 pub use transfer::parallel;
 
 use std::path::Path;

@@ -159,6 +159,26 @@ async fn suite(root: Location) {
 }
 
 #[tokio::test]
+async fn savepoint_completeness_counts_replica_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = Location::local(dir.path());
+    loc.put("replica-0-of-3/manifest.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    loc.put("replica-2-of-3/manifest.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let c = stator_storage::savepoint_completeness(&loc, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.present.clone(), c.missing.clone()),
+        (vec![0, 2], vec![1])
+    );
+    assert!(!c.is_complete());
+}
+
+#[tokio::test]
 async fn local_directory_store() {
     let dir = tempfile::tempdir().unwrap();
     let loc = Location::parse(
