@@ -816,7 +816,6 @@ async fn drive(
             if ready == p {
                 let took = seconds_since(&op.started_at) as f64;
                 st.operation = None;
-                st.failed_spec_hash = None;
                 st.restored_from = target.restore_from.clone();
                 if op.kind == OperationKind::Rollback {
                     st.phase = Some(Phase::RolledBack);
@@ -832,6 +831,9 @@ async fn drive(
                     )
                     .await;
                 } else {
+                    // A rolled-back spec stays marked until the spec changes; any other completed
+                    // operation clears the mark.
+                    st.failed_spec_hash = None;
                     st.stable = Some(target.clone());
                     publish(
                         ctx,

@@ -2,6 +2,9 @@ use clap::Parser;
 use stator_operator::run::{Args, Command, crd_yaml, run};
 
 fn main() -> std::process::ExitCode {
+    // The workspace links rustls with both ring and aws-lc-rs (the AWS SDK brings the latter), so
+    // rustls cannot pick a provider by itself: name one for the Kubernetes client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     match args.command {
         Command::Crd => match crd_yaml() {

@@ -42,6 +42,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(list_savepoints).post(trigger_savepoint),
         )
         .route("/v1/savepoints/{id}", get(get_savepoint))
+        .route("/v1/unfence", axum::routing::post(unfence))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -166,6 +167,20 @@ async fn trigger_savepoint(
         Ok(info) => (StatusCode::ACCEPTED, axum::Json(info)).into_response(),
         Err(e) => trigger_error(e),
     }
+}
+
+/// Lifts the write fence of a stop-with-savepoint that the operator abandoned (it timed out), so
+/// the running version keeps serving. Idempotent.
+async fn unfence(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(store) = state.store.get() else {
+        return restoring();
+    };
+    let was = store.is_fenced();
+    store.unfence();
+    if was {
+        tracing::warn!("write fence lifted by the operator: the stop-with-savepoint was abandoned");
+    }
+    axum::Json(serde_json::json!({ "fenced": false, "wasFenced": was })).into_response()
 }
 
 async fn list_savepoints(State(state): State<Arc<AdminState>>) -> Response {

@@ -153,14 +153,10 @@ impl Replica {
         self.groups.iter().position(|&x| x == g)
     }
 
-    async fn run(
-        &mut self,
-        records: u64,
-        batch_size: u64,
-        pause: Duration,
-    ) -> anyhow::Result<bool> {
+    async fn run(&mut self, records: u64, batch_size: u64, pause: Duration) -> anyhow::Result<()> {
         let mut offsets = self.offsets().await?;
         let mut next = offsets.iter().copied().min().unwrap_or(0);
+        let mut fenced = false;
         eprintln!(
             "wordcount: key groups {}..={}, resuming at record {next}",
             self.groups[0],
@@ -201,12 +197,24 @@ impl Replica {
             match self.client.write(batch).await {
                 Ok(_) => {}
                 Err(Error::Server(e)) if e.code == ErrorCode::Suspended => {
-                    eprintln!(
-                        "wordcount: writes suspended for a savepoint at record {next}; waiting to be stopped"
-                    );
-                    return Ok(false);
+                    // Writes are fenced for a stop-with-savepoint: this replica is about to be
+                    // stopped, or the fence is lifted if the savepoint is abandoned. The batch
+                    // changed nothing, so it is safe to compute and try it again.
+                    if !fenced {
+                        eprintln!(
+                            "wordcount: writes suspended for a savepoint at record {next}; waiting"
+                        );
+                        fenced = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    offsets = self.offsets().await?;
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
+            }
+            if fenced {
+                eprintln!("wordcount: writes accepted again at record {next}");
+                fenced = false;
             }
             next = end;
             if !pause.is_zero() {
@@ -214,7 +222,7 @@ impl Replica {
             }
         }
         eprintln!("wordcount: processed records up to {next}");
-        Ok(true)
+        Ok(())
     }
 
     async fn report(&mut self) -> anyhow::Result<serde_json::Value> {
@@ -276,11 +284,11 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--batch must be at least 1");
             }
             let mut replica = Replica::connect(&args.socket).await?;
-            let finished = tokio::select! {
+            tokio::select! {
                 r = replica.run(records, batch, Duration::from_millis(pause_ms)) => r?,
                 _ = terminated() => return Ok(()),
             };
-            if finished && exit_when_done {
+            if exit_when_done {
                 return Ok(());
             }
             // A stream app does not exit on its own: idle until the pod is stopped.

@@ -1,0 +1,156 @@
+"""Savepoint-driven operations end to end, with state in S3: upgrades and rescales keep exactly the
+job's state, a broken image is rolled back, suspend and resume keep state, a failed replica recovers
+from its checkpoint, and an operator killed at any step of an upgrade resumes it correctly."""
+import re
+import signal
+import time
+import urllib.request
+
+import pytest
+from harness import wait_until
+from scenario import Wordcount, expected_counts, resumed_at, start_operator
+
+
+@pytest.fixture
+def operator(cluster, processes):
+    return start_operator(cluster, processes)
+
+
+def assert_exact(wc: Wordcount):
+    wc.wait_app_done()
+    got, want = wc.counts(wc.savepoint()), expected_counts(wc.records)
+    assert got == want, {w: (got.get(w), want.get(w)) for w in set(got) | set(want) if got.get(w) != want.get(w)}
+
+
+def test_upgrade_and_rescales_keep_exactly_the_state(cluster, namespace, s3, operator):
+    wc = Wordcount(cluster, s3, namespace, records=30_000)
+    wc.apply()
+    st = wc.wait_running(replicas=2)
+    time.sleep(2)
+    wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
+    st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
+    upgrade = [s for s in st["savepoints"] if s["reason"] == "upgrade"]
+    assert len(upgrade) == 1 and st["restoredFrom"] == upgrade[0]["location"]
+    assert all(resumed_at(wc.app_log(p["metadata"]["name"])) > 0 for p in wc.pods()), "the new version resumed"
+    assert wc.events("UpgradeComplete")
+
+    cluster.kubectl("scale", f"sj/{wc.name}", "--replicas=3", namespace=namespace)
+    st = wc.wait_running(replicas=3, previous_hash=st["deployedSpecHash"])
+    assert st["lastSavepoint"]["reason"] == "rescale" and st["lastSavepoint"]["parallelism"] == 2
+    cluster.kubectl("scale", f"sj/{wc.name}", "--replicas=2", namespace=namespace)
+    st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
+    assert st["lastSavepoint"]["parallelism"] == 3
+    assert_exact(wc)
+
+
+def test_an_image_that_never_becomes_ready_is_rolled_back(cluster, namespace, s3, operator):
+    wc = Wordcount(cluster, s3, namespace)
+    wc.apply()
+    st = wc.wait_running(replicas=2)
+    good = st["deployedSpecHash"]
+    wc.patch({"app": {"image": "ghcr.io/stator/no-such-image:1", "args": wc.job["spec"]["app"]["args"]}})
+
+    def rolled_back():
+        s = wc.status()
+        return s.get("phase") == "RolledBack" and not s.get("operation") and s.get("readyReplicas") == 2 and s
+    st = wait_until(rolled_back, timeout=180, what="the rollback")
+    assert st["deployedSpecHash"] == good, "back on the last stable spec"
+    assert st["failedSpecHash"] and st["failedSpecHash"] != good
+    assert any(c["type"] == "Degraded" and c["status"] == "True" and c["reason"] == "RollingBack" for c in st["conditions"])
+    assert wc.events("RolledBack")
+    ops = st["operations"]
+    time.sleep(8)
+    st = wc.status()
+    assert st["operations"] == ops and st["phase"] == "RolledBack", "no upgrade loop"
+    assert all(p["spec"]["containers"][0]["image"] == "ghcr.io/stator/stator-wordcount:0.1.0" for p in wc.pods())
+    assert_exact(wc)
+
+
+def test_suspend_then_resume_keeps_the_state(cluster, namespace, s3, operator):
+    wc = Wordcount(cluster, s3, namespace)
+    wc.apply()
+    wc.wait_running(replicas=2)
+    time.sleep(2)
+    wc.patch({"suspend": True})
+
+    def suspended():
+        s = wc.status()
+        return s.get("phase") == "Suspended" and not wc.pods() and s
+    st = wait_until(suspended, timeout=120, what="the job to suspend")
+    assert st["lastSavepoint"]["reason"] == "suspend"
+    suspend_point = st["lastSavepoint"]["location"]
+    wc.patch({"suspend": False})
+    st = wc.wait_running(replicas=2)
+    assert st["restoredFrom"] == suspend_point
+    assert all(resumed_at(wc.app_log(p["metadata"]["name"])) > 0 for p in wc.pods())
+    assert_exact(wc)
+
+
+def test_a_failed_replica_recovers_from_its_checkpoint(cluster, namespace, s3, operator):
+    wc = Wordcount(cluster, s3, namespace)
+    wc.apply()
+    wc.wait_running(replicas=2)
+    time.sleep(5)  # several checkpoints (every 2 s)
+    old = next(p for p in wc.pods() if p["metadata"]["name"] == f"{wc.name}-1")
+    cluster.kubectl("delete", "pod", f"{wc.name}-1", "--grace-period=0", "--wait=true", namespace=namespace)
+    wait_until(lambda: any(p["metadata"]["name"] == f"{wc.name}-1" and p["metadata"]["uid"] != old["metadata"]["uid"]
+                           for p in wc.pods()), timeout=60, what="the replica to be recreated")
+    wc.wait_running(replicas=2)
+    position = wait_until(lambda: resumed_at(wc.app_log(f"{wc.name}-1")), timeout=60, what="the app to resume")
+    assert position > 0, "restored from its checkpoint, not started empty"
+    assert_exact(wc)
+
+
+@pytest.mark.parametrize("step", ["Savepointing", "Stopping", "Starting", "WaitingReady"])
+def test_operator_killed_at_a_step_of_an_upgrade_resumes_it(cluster, namespace, s3, processes, step):
+    op = start_operator(cluster, processes, name="operator-1")
+    wc = Wordcount(cluster, s3, namespace)
+    wc.apply()
+    st = wc.wait_running(replicas=2)
+    wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
+    wait_until(lambda: (wc.status().get("operation") or {}).get("step") == step, timeout=60, interval=0.05,
+               what=f"the upgrade to reach {step}")
+    op.proc.send_signal(signal.SIGKILL)
+    op.proc.wait()
+    start_operator(cluster, processes, name="operator-2")
+    st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
+    upgrade = [s for s in st["savepoints"] if s["reason"] == "upgrade"]
+    assert len(upgrade) == 1, st["savepoints"]
+    assert wc.savepoint_dirs() == {upgrade[0]["location"].rsplit("/", 1)[1]}, "exactly one savepoint was taken"
+    names = sorted(p["metadata"]["name"] for p in wc.pods())
+    assert names == [f"{wc.name}-0", f"{wc.name}-1"], "no duplicate pods"
+    assert_exact(wc)
+
+
+def test_a_savepoint_that_times_out_leaves_the_old_version_running(cluster, namespace, s3, operator):
+    wc = Wordcount(cluster, s3, namespace, records=200_000)
+    wc.job["spec"]["savepoint"] = {"timeoutSeconds": 4}
+    wc.apply()
+    st = wc.wait_running(replicas=2)
+    good = st["deployedSpecHash"]
+    s3.stop()  # storage unreachable: the savepoint cannot complete
+    wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
+
+    def abandoned():
+        s = wc.status()
+        degraded = next((c for c in s.get("conditions", []) if c["type"] == "Degraded"), {})
+        return not s.get("operation") and degraded.get("reason") == "SavepointFailed" and degraded.get("status") == "True" and s
+    st = wait_until(abandoned, timeout=120, what="the upgrade to be abandoned")
+    assert st["deployedSpecHash"] == good
+    assert wc.events("SavepointFailed")
+    # The old version keeps running and keeps writing: unfenced, ready, its app still counting.
+    st = wait_until(lambda: (s := wc.status()).get("readyReplicas") == 2 and s.get("phase") == "Running" and s,
+                    timeout=60, what="the old version to be ready again")
+    assert all(p["spec"]["containers"][0]["image"].endswith(":0.1.0") for p in wc.pods())
+    if cluster.local:
+        ip = wc.pods()[0]["status"]["podIP"]
+
+        def writes():
+            m = re.search(r'stator_sidecar_operations_total\{op="write"\} (\d+)',
+                          urllib.request.urlopen(f"http://{ip}:9601/metrics", timeout=5).read().decode())
+            return int(m.group(1)) if m else 0
+        first = writes()
+        wait_until(lambda: writes() > first + 5, timeout=30, what="the old version to accept writes again")
+    time.sleep(3)
+    assert st["failedSpecHash"] != good, "the abandoned spec is not retried in a loop"
+    assert wc.status()["operations"] == st["operations"]
