@@ -328,8 +328,9 @@ async fn unfence_all(job: &StreamJob, ctx: &Context) {
     }
 }
 
-fn record_savepoint(
+async fn record_savepoint(
     job: &StreamJob,
+    ctx: &Context,
     st: &mut StreamJobStatus,
     location: &str,
     reason: &str,
@@ -345,7 +346,83 @@ fn record_savepoint(
     if !st.savepoints.iter().any(|s| s.location == location) {
         st.savepoints.push(r);
     }
-    retain_history(job, st);
+    let dropped = retain_history(job, st);
+    dispose(job, ctx, dropped).await;
+}
+
+/// How the operator reaches the job's storage: the job's S3 settings and its credentials Secret.
+async fn storage_options(
+    job: &StreamJob,
+    ctx: &Context,
+) -> Result<stator_storage::S3Options, String> {
+    let mut options = stator_storage::S3Options::default();
+    if let Some(s3) = &job.spec.state.s3 {
+        options.endpoint = s3.endpoint.clone();
+        if let Some(r) = &s3.region {
+            options.region = r.clone();
+        }
+        options.path_style = s3.path_style;
+    }
+    if let Some(name) = &job.spec.state.credentials_secret {
+        let secrets: Api<Secret> =
+            Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+        let secret = secrets
+            .get(name)
+            .await
+            .map_err(|e| format!("cannot read Secret {name}: {e}"))?;
+        let data = secret.data.unwrap_or_default();
+        let field = |k: &str| {
+            data.get(k)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+                .ok_or_else(|| format!("Secret {name} has no {k}"))
+        };
+        options.static_credentials = Some(stator_storage::StaticCredentials {
+            access_key_id: field("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: field("AWS_SECRET_ACCESS_KEY")?,
+        });
+    }
+    Ok(options)
+}
+
+/// Deletes savepoints dropped from the history from storage. A failure is reported and left: the
+/// savepoint stays in storage, out of the history.
+async fn dispose(job: &StreamJob, ctx: &Context, dropped: Vec<SavepointRef>) {
+    if dropped.is_empty() {
+        return;
+    }
+    let options = match storage_options(job, ctx).await {
+        Ok(o) => o,
+        Err(e) => {
+            publish(ctx, job, EventType::Warning, "SavepointDisposalFailed", e).await;
+            return;
+        }
+    };
+    for s in dropped {
+        let result = match stator_storage::Location::parse(&s.location, &options).await {
+            Ok(location) => location.delete_all(4).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(n) => {
+                let note = format!(
+                    "deleted savepoint {} ({n} objects): dropped from the history",
+                    s.location
+                );
+                publish(ctx, job, EventType::Normal, "SavepointDisposed", note).await
+            }
+            Err(e) => {
+                let note = format!("could not delete savepoint {}: {e}", s.location);
+                publish(
+                    ctx,
+                    job,
+                    EventType::Warning,
+                    "SavepointDisposalFailed",
+                    note,
+                )
+                .await
+            }
+        }
+    }
 }
 
 /// Applies the history's retention by count and age; never drops the savepoint the running
@@ -589,6 +666,9 @@ pub async fn reconcile(
         if st.stable.as_ref() != Some(&deployed) && st.phase != Some(Phase::RolledBack) {
             st.stable = Some(deployed.clone());
         }
+        // Retention by age applies even when no new savepoint comes.
+        let dropped = retain_history(job, st);
+        dispose(job, ctx, dropped).await;
         // Savepoints on demand and on schedule.
         let settings = job.spec.savepoint.clone().unwrap_or_default();
         let nonce = settings.trigger_nonce;
@@ -694,7 +774,7 @@ async fn drive(
             let progress = savepoint_progress(job, ctx, &location, stop, deployed_p).await?;
             let failure = match progress {
                 SavepointProgress::Complete => {
-                    record_savepoint(job, st, &location, &op.reason, deployed_p);
+                    record_savepoint(job, ctx, st, &location, &op.reason, deployed_p).await;
                     ctx.metrics.savepoint(&op.reason, true);
                     publish(
                         ctx,

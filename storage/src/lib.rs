@@ -16,7 +16,7 @@ mod transfer;
 
 pub use error::StorageError;
 pub use file::FileStore;
-pub use location::{Location, S3Options};
+pub use location::{Location, S3Options, StaticCredentials};
 pub use s3::S3Store;
 pub use savepoint::{SavepointCompleteness, read_savepoint_manifest, savepoint_completeness};
 pub use transfer::parallel;

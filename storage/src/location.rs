@@ -18,6 +18,9 @@ pub struct S3Options {
     /// A directory with files `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (a mounted
     /// Secret); the standard AWS chain (env, profile, web identity, instance role) when unset.
     pub credentials_dir: Option<PathBuf>,
+    /// Credentials given directly (the operator reads them from the job's Secret); they win over
+    /// `credentials_dir`. Never logged.
+    pub static_credentials: Option<StaticCredentials>,
     /// Files at least this large go up in multipart uploads.
     pub multipart_threshold: u64,
     pub part_size: u64,
@@ -32,10 +35,26 @@ impl Default for S3Options {
             region: "us-east-1".into(),
             path_style: false,
             credentials_dir: None,
+            static_credentials: None,
             multipart_threshold: 64 << 20,
             part_size: 16 << 20,
             max_attempts: 4,
         }
+    }
+}
+
+/// An access key pair. `Debug` does not print the secret.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -44,7 +44,15 @@ impl S3Store {
             .region(Region::new(options.region.clone()))
             .retry_config(retry)
             .timeout_config(timeouts);
-        if let Some(dir) = &options.credentials_dir {
+        if let Some(c) = &options.static_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                None,
+                None,
+                "stator-static",
+            ));
+        } else if let Some(dir) = &options.credentials_dir {
             loader = loader.credentials_provider(read_credentials_dir(dir)?);
         }
         let shared = loader.load().await;

@@ -154,3 +154,29 @@ def test_a_savepoint_that_times_out_leaves_the_old_version_running(cluster, name
     time.sleep(3)
     assert st["failedSpecHash"] != good, "the abandoned spec is not retried in a loop"
     assert wc.status()["operations"] == st["operations"]
+
+
+def test_periodic_savepoints_appear_and_retention_disposes_of_the_right_ones(cluster, namespace, s3, operator):
+    wc = Wordcount(cluster, s3, namespace, records=200_000)
+    wc.apply()
+    st = wc.wait_running(replicas=2)
+    wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
+    st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
+    upgrade = st["restoredFrom"]
+    wc.patch({"savepoint": {"periodicIntervalSeconds": 2, "historyCount": 2, "timeoutSeconds": 60}})
+
+    def rotated():
+        s = wc.status()
+        periodic = [p for p in s.get("savepoints", []) if p["reason"] == "periodic"]
+        n = int(periodic[-1]["location"].rsplit("-", 1)[1]) if periodic else 0
+        # Events of one reason are folded into one Event with a count, so one suffices.
+        return wc.events("SavepointDisposed") and n >= 6 and s
+    st = wait_until(rotated, timeout=120, what="periodic savepoints to rotate")
+    kept = [p["location"] for p in st["savepoints"]]
+    assert upgrade in kept, "the savepoint the running version restored from is never dropped"
+    assert len([p for p in st["savepoints"] if p["reason"] == "periodic"]) <= 2
+    stored = wc.savepoint_dirs()
+    kept_dirs = {k.rsplit("/", 1)[1] for k in kept}
+    # Everything in the history is in storage; what was disposed of is gone (one may be in flight).
+    assert kept_dirs <= stored, (kept_dirs, stored)
+    assert len(stored - kept_dirs) <= 1, (stored, kept_dirs)
