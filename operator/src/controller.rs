@@ -345,6 +345,25 @@ async fn cleanup(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
     // kept unless the policy says Delete.
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     if job.spec.state.on_delete == crate::crd::StateDeletePolicy::Delete {
+        // Stored state first: if it cannot be deleted, the finalizer stays and this is retried,
+        // so the job does not vanish leaving its data behind unannounced.
+        match crate::lifecycle::delete_stored_state(&job, ctx).await {
+            Ok(n) => {
+                let note = format!("deleted {n} stored objects (onDelete: Delete)");
+                publish(ctx, &job, EventType::Normal, "DeletedState", note).await
+            }
+            Err(e) => {
+                publish(
+                    ctx,
+                    &job,
+                    EventType::Warning,
+                    "DeleteStateFailed",
+                    e.clone(),
+                )
+                .await;
+                return Err(Error::Finalizer(e));
+            }
+        }
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         for i in 0..job.spec.parallelism {
             match claims

@@ -351,7 +351,7 @@ async fn record_savepoint(
 }
 
 /// How the operator reaches the job's storage: the job's S3 settings and its credentials Secret.
-async fn storage_options(
+pub async fn storage_options(
     job: &StreamJob,
     ctx: &Context,
 ) -> Result<stator_storage::S3Options, String> {
@@ -382,6 +382,22 @@ async fn storage_options(
         });
     }
     Ok(options)
+}
+
+/// Deletes everything the job stored (checkpoints of every lineage and savepoints). Returns the
+/// number of objects deleted.
+pub async fn delete_stored_state(job: &StreamJob, ctx: &Context) -> Result<usize, String> {
+    let Some(base) = job_base(job) else {
+        return Ok(0);
+    };
+    let options = storage_options(job, ctx).await?;
+    let location = stator_storage::Location::parse(&base, &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    location
+        .delete_all(8)
+        .await
+        .map_err(|e| format!("deleting {base}: {e}"))
 }
 
 /// Deletes savepoints dropped from the history from storage. A failure is reported and left: the
@@ -688,32 +704,21 @@ pub async fn reconcile(
                         .as_ref()
                         .is_none_or(|s| seconds_since(&s.time) >= interval)
             });
-        if has_location && nonce.is_some() && nonce != st.last_trigger_nonce {
+        let triggered = has_location && nonce.is_some() && nonce != st.last_trigger_nonce;
+        if triggered {
             st.last_trigger_nonce = nonce;
-            st.operations += 1;
-            begin(
-                st,
-                OperationKind::Savepoint,
-                Step::Savepointing,
-                "trigger",
-                None,
-                savepoint_location(job, "trigger", st.operations),
-            );
-            return Ok(Outcome {
-                action: soon(),
-                ready,
-                present,
-            });
         }
-        if has_location && periodic_due {
+        if triggered || (has_location && periodic_due) {
+            let reason = if triggered { "trigger" } else { "periodic" };
             st.operations += 1;
+            let location = savepoint_location(job, reason, st.operations);
             begin(
                 st,
                 OperationKind::Savepoint,
                 Step::Savepointing,
-                "periodic",
+                reason,
                 None,
-                savepoint_location(job, "periodic", st.operations),
+                location,
             );
             return Ok(Outcome {
                 action: soon(),

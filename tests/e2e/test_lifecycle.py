@@ -180,3 +180,19 @@ def test_periodic_savepoints_appear_and_retention_disposes_of_the_right_ones(clu
     # Everything in the history is in storage; what was disposed of is gone (one may be in flight).
     assert kept_dirs <= stored, (kept_dirs, stored)
     assert len(stored - kept_dirs) <= 1, (stored, kept_dirs)
+
+
+def test_deleting_a_job_removes_its_stored_state_only_when_asked(cluster, namespace, s3, operator):
+    kept = Wordcount(cluster, s3, namespace, name="kept")
+    gone = Wordcount(cluster, s3, namespace, name="gone")
+    gone.job["spec"]["state"]["onDelete"] = "Delete"
+    for wc in (kept, gone):
+        wc.apply()
+    for wc in (kept, gone):
+        wc.wait_running(replicas=2)
+        wc.savepoint()
+    assert s3.keys(f"jobs/{namespace}/gone/") and s3.keys(f"jobs/{namespace}/kept/")
+    for wc in (kept, gone):
+        cluster.kubectl("delete", "sj", wc.name, "--wait=true", "--timeout=120s", namespace=namespace)
+    assert s3.keys(f"jobs/{namespace}/gone/") == [], "onDelete: Delete removes checkpoints and savepoints"
+    assert s3.keys(f"jobs/{namespace}/kept/"), "the default, Retain, keeps them"

@@ -3,7 +3,6 @@ the example app writes state, a deleted pod comes back with its state, invalid j
 reported, `kubectl get sj` and `kubectl scale` work, two operators elect one leader, and the chart
 installs a working operator."""
 import json
-import os
 import re
 import time
 import urllib.request
@@ -11,24 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import free_port, wait_until
+from harness import wait_until
+from scenario import start_operator
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-BIN = Path(os.environ.get("STATOR_BIN_DIR", Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/stator-target")) / "release"))
 
 
 def load(name: str) -> dict:
     return yaml.safe_load((EXAMPLES / name).read_text())
-
-
-def start_operator(cluster, processes, *extra: str, name: str = "operator"):
-    port = free_port()
-    p = processes.start(
-        [str(BIN / "stator-operator"), "run", "--http-addr", f"127.0.0.1:{port}", "--log-format", "text", *extra],
-        name=name, env={**os.environ, **cluster.env, "STATOR_LOG": "info"}, ready_log="stator-operator started")
-    p.http = f"http://127.0.0.1:{port}"
-    return p
 
 
 @pytest.fixture
