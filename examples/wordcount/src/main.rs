@@ -55,6 +55,11 @@ enum Command {
         #[arg(long)]
         exit_when_done: bool,
     },
+    /// Write about MB megabytes of 1 KiB values (state for benchmarks), then idle until stopped.
+    Fill {
+        #[arg(long)]
+        mb: u64,
+    },
     /// Print this replica's counts and offsets as JSON.
     Report,
     /// Print the counts that records [0, records) must produce, as JSON (no sidecar needed).
@@ -225,6 +230,45 @@ impl Replica {
         Ok(())
     }
 
+    /// Writes `mb` MiB of 1 KiB values under keys this replica owns.
+    async fn fill(&mut self, mb: u64) -> anyhow::Result<()> {
+        self.client
+            .declare(
+                vec![stator_client::state("blob", proto::StateKind::Value, 0)],
+                vec![],
+            )
+            .await?;
+        let target = mb * 1024;
+        let replica = self.client.hello().replica_index;
+        // Incompressible values, so the state's size on disk and in storage is what was asked.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(replica);
+        let mut random_kib = || {
+            let mut v = Vec::with_capacity(1024);
+            for _ in 0..128 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                v.extend_from_slice(&seed.to_le_bytes());
+            }
+            Bytes::from(v)
+        };
+        let (mut written, mut i) = (0u64, 0u64);
+        while written < target {
+            let mut batch = Batch::new();
+            while batch.len() < 500 && written < target {
+                let key = format!("blob/{replica}/{i}");
+                i += 1;
+                if self.owns(&key).is_some() {
+                    batch.value_put("blob", key, random_kib());
+                    written += 1;
+                }
+            }
+            self.client.write(batch).await?;
+        }
+        eprintln!("wordcount: filled {mb} MiB");
+        Ok(())
+    }
+
     async fn report(&mut self) -> anyhow::Result<serde_json::Value> {
         let owned: Vec<String> = (0..VOCABULARY)
             .map(word)
@@ -270,6 +314,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Expect { records } => println!("{}", expected(records)),
+        Command::Fill { mb } => {
+            let mut replica = Replica::connect(&args.socket).await?;
+            replica.fill(mb).await?;
+            terminated().await;
+        }
         Command::Report => {
             let mut replica = Replica::connect(&args.socket).await?;
             println!("{}", replica.report().await?);
