@@ -600,66 +600,40 @@ pub async fn reconcile(
         };
         st.operations += 1;
         let n = st.operations;
-        match mode {
+        // Per mode: the new version's lineage, where it restores from, the first step, and the
+        // savepoint the operation takes.
+        let (lineage, restore_from, step, savepoint) = match mode {
             UpgradeMode::Savepoint => {
                 let sp = savepoint_location(job, reason, n);
-                let target = Deployment {
-                    hash: hash.clone(),
-                    spec: serde_json::to_string(&job.spec).unwrap_or_default(),
-                    lineage: format!("l{n}"),
-                    restore_from: sp.clone(),
-                };
-                begin(
-                    st,
-                    OperationKind::Upgrade,
-                    Step::Savepointing,
-                    reason,
-                    Some(target),
-                    sp,
-                );
+                (format!("l{n}"), sp.clone(), Step::Savepointing, sp)
             }
             UpgradeMode::LastState => {
                 // Each replica restores from the old lineage's latest checkpoints; without remote
                 // storage, from the data on its volume (same lineage).
-                let (lineage, restore) = match lineage_location(job, &deployed.lineage) {
-                    Some(old) => (format!("l{n}"), Some(old)),
-                    None => (deployed.lineage.clone(), None),
-                };
                 if !has_location && rescale {
                     publish(ctx, job, EventType::Warning, "RescaleWithoutStorage", "state.location is not set: state cannot be redistributed to the new parallelism".into()).await;
                 }
-                let target = Deployment {
-                    hash: hash.clone(),
-                    spec: serde_json::to_string(&job.spec).unwrap_or_default(),
-                    lineage,
-                    restore_from: restore,
-                };
-                begin(
-                    st,
-                    OperationKind::Upgrade,
-                    Step::Stopping,
-                    reason,
-                    Some(target),
-                    None,
-                );
+                match lineage_location(job, &deployed.lineage) {
+                    Some(old) => (format!("l{n}"), Some(old), Step::Stopping, None),
+                    None => (deployed.lineage.clone(), None, Step::Stopping, None),
+                }
             }
-            UpgradeMode::Stateless => {
-                let target = Deployment {
-                    hash: hash.clone(),
-                    spec: serde_json::to_string(&job.spec).unwrap_or_default(),
-                    lineage: format!("l{n}"),
-                    restore_from: None,
-                };
-                begin(
-                    st,
-                    OperationKind::Upgrade,
-                    Step::Stopping,
-                    reason,
-                    Some(target),
-                    None,
-                );
-            }
-        }
+            UpgradeMode::Stateless => (format!("l{n}"), None, Step::Stopping, None),
+        };
+        let target = Deployment {
+            hash: hash.clone(),
+            spec: serde_json::to_string(&job.spec).unwrap_or_default(),
+            lineage,
+            restore_from,
+        };
+        begin(
+            st,
+            OperationKind::Upgrade,
+            step,
+            reason,
+            Some(target),
+            savepoint,
+        );
         publish(
             ctx,
             job,
