@@ -36,10 +36,12 @@ by the ClusterRole (all namespaces) or by each namespace's Role.
 - apiGroups: ["stator.dev"]
   resources: ["streamjobs"]
   verbs: ["get", "list", "watch", "patch"]
-# Report phase, conditions, replicas and savepoints.
+# Report phase, conditions, replicas and savepoints. The status is the write-ahead log of each
+# operation: it is replaced (update, a PUT) under the resourceVersion that was read, so that two writers
+# can never both advance an operation.
 - apiGroups: ["stator.dev"]
   resources: ["streamjobs/status"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "update"]
 # One pod per replica: created and replaced on upgrades, rescales and failures.
 - apiGroups: [""]
   resources: ["pods"]
