@@ -1,9 +1,9 @@
-"""localkube: a local Kubernetes stand-in for Stator's end-to-end tests and demo.
+"""localkube: a one-node Kubernetes cluster on loopback for Stator's end-to-end tests and demo.
 
-An API server (HTTP on loopback) with the semantics a controller depends on, the control-plane loops
-around it, and a kubelet that runs pods' containers as local processes. It is a test fixture, not product
-code: see tests/README.md for how to use it and tests/DIFFERENCES.md for where it departs from a real
-cluster.
+The real control plane (etcd, kube-apiserver and kube-controller-manager, built from their Go modules
+in tests/controlplane) with RBAC and Pod Security admission on, and a stand-in kubelet that runs each
+pod's containers as local processes. A test fixture, not product code: see tests/README.md for how to
+use it and tests/DIFFERENCES.md for what the stand-in kubelet cannot do.
 """
 
 from .cluster import LocalKube

@@ -52,6 +52,8 @@ class ImageEntry:
         self.paths = dict(d.get("paths") or {})
         self.env = {k: str(v) for k, v in (d.get("env") or {}).items()}
         self.working_dir = d.get("workingDir")
+        # The image's USER (numeric), which runAsNonRoot is checked against; an image without one runs as root.
+        self.user = int(d.get("user", 0))
 
     def matches(self, image: str) -> bool:
         if fnmatch.fnmatchcase(image, self.pattern):

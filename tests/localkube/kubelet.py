@@ -29,10 +29,9 @@ import tempfile
 import threading
 import time
 
-from . import errors as E
-from .api import Api
-from .controllers import set_condition
+from .client import ApiError, Kube
 from .images import ImageMap
+from .process import die_with_parent
 from .util import micro_time, rfc3339
 
 log = logging.getLogger("localkube.kubelet")
@@ -72,6 +71,10 @@ def expand(s: str, lookup) -> str:
         i += 1
     out.append(s[checkpoint:])
     return "".join(out)
+
+
+# Where a pod's service-account token, CA and namespace are mounted (kube-api-access-*).
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class ConfigError(Exception):
@@ -182,7 +185,7 @@ class PodWorker:
         md = pod["metadata"]
         self.thread = threading.Thread(target=self.run, name=f"pod-{md['namespace']}-{md['name']}", daemon=True)
         self.k = kubelet
-        self.api: Api = kubelet.api
+        self.kube: Kube = kubelet.kube
         self.ns, self.name, self.uid = md["namespace"], md["name"], md["uid"]
         self.dir = os.path.join(kubelet.root, "pods", f"{self.ns}_{self.name}_{self.uid}")
         self.pod = pod
@@ -205,6 +208,8 @@ class PodWorker:
         self.next_volume_refresh = 0.0
         self.sandbox_ready = False
         self.short_dir: str | None = None
+        self.tokens: dict[tuple[str, int], tuple[bytes, float]] = {}
+        self.last_digest = ""
 
     @property
     def containers(self) -> list[Container]:
@@ -235,7 +240,7 @@ class PodWorker:
             self.k.worker_done(self)
 
     def _latest(self) -> dict | None:
-        p = self.api.store.get("pods", self.ns, self.name)
+        p = self.k.pod(self.ns, self.name)
         if p is None or p["metadata"]["uid"] != self.uid:
             return None
         return p
@@ -261,11 +266,11 @@ class PodWorker:
                 self._terminate(grace)
                 self._write_status()
                 try:
-                    self.api.delete(self.k.pods_rt, self.ns, self.name, {"gracePeriodSeconds": 0,
-                                                                         "preconditions": {"uid": self.uid}})
-                except E.ApiError as e:
-                    if e.code not in (404, 409):
-                        log.warning("final delete of %s/%s: %s", self.ns, self.name, e.message)
+                    self.kube.delete(f"/api/v1/namespaces/{self.ns}/pods/{self.name}",
+                                     {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
+                except (ApiError, OSError) as e:
+                    if getattr(e, "code", None) not in (404, 409):
+                        log.warning("final delete of %s/%s: %s", self.ns, self.name, e)
                 # finalizers may hold the object; wait until it is gone
                 while not self.k.stopping.is_set() and self._latest() is not None:
                     time.sleep(0.2)
@@ -519,11 +524,14 @@ class PodWorker:
 
     @staticmethod
     def localize(s: str, mounts: list[tuple[str, str]]) -> str:
-        for mp, local in mounts:
-            if mp == "/":
-                continue
-            s = re.sub(r"(?<![\w.\-])" + re.escape(mp) + r"(?=/|$|[\s,;:\"'=])", lambda _m, l=local: l, s)
-        return s
+        """Rewrites paths under mount points to the volumes' local directories, in one pass (longest mount
+        path first), so a rewritten path is never rewritten again by a shorter mount such as /tmp."""
+        local = {mp: d for mp, d in mounts if mp != "/"}
+        if not local:
+            return s
+        alternatives = "|".join(re.escape(mp) for mp in sorted(local, key=len, reverse=True))
+        pattern = r"(?<![\w.\-])(" + alternatives + r")(?=/|$|[\s,;:\"'=])"
+        return re.sub(pattern, lambda m: local[m.group(1)], s)
 
     _BIND_ALL = re.compile(r"(?<![\w.:\[])(0\.0\.0\.0|\[::\])(?=:\d|$)")
 
@@ -559,13 +567,21 @@ class PodWorker:
         kind, _, name = res.partition(".")
         value = ((target.spec.get("resources") or {}).get(kind) or {}).get(name)
         if value is None:
-            node = self.api.store.peek("nodes", "", self.k.node_name) or {}
-            value = ((node.get("status") or {}).get("allocatable") or {}).get(name, "0")
+            value = self.k.allocatable.get(name, "0")
         return _quantity_to_int(value, ref.get("divisor", "1"))
 
+    def _get(self, resource: str, name: str) -> dict | None:
+        """A Secret, ConfigMap or claim this pod refers to, read with the node's own credentials (the Node
+        authorizer lets a node read only what its pods name)."""
+        try:
+            return self.kube.get_opt(f"/api/v1/namespaces/{self.ns}/{resource}/{name}")
+        except ApiError as e:
+            raise ConfigError(f"cannot read {resource[:-1]} {self.ns}/{name}: {e.message}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {resource[:-1]} {self.ns}/{name}: {e}") from None
+
     def _lookup(self, kind: str, name: str, key: str | None, optional: bool):
-        gr = "secrets" if kind == "secret" else "configmaps"
-        obj = self.api.store.peek(gr, self.ns, name)
+        obj = self._get("secrets" if kind == "secret" else "configmaps", name)
         if obj is None:
             if optional:
                 return None
@@ -621,13 +637,25 @@ class PodWorker:
                 env[name] = expand(e.get("value", ""), lambda n, d=dict(env): d.get(n))
         return env
 
+    def _check_non_root(self, c: Container) -> None:
+        """runAsNonRoot, as the kubelet checks it: against runAsUser, else the image's USER."""
+        pod_sc = self.pod["spec"].get("securityContext") or {}
+        sc = c.spec.get("securityContext") or {}
+        non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+        uid = sc.get("runAsUser", pod_sc.get("runAsUser", c.entry.user if c.entry else 0))
+        if non_root and uid == 0:
+            raise ConfigError(f'container has runAsNonRoot and image will run as root (pod: '
+                              f'"{self.name}_{self.ns}({self.uid})", container: {c.name})')
+
     def _command(self, c: Container) -> tuple[list[str], dict[str, str], str]:
+        self._check_non_root(c)
         entry = c.entry
         kenv = self._env(c)
         mounts = self._mounts(c)
         base_dir = os.path.join(self.dir, "containers", c.name)
         os.makedirs(base_dir, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOSTNAME": self.name, "HOME": base_dir}
+        env.update(self._in_cluster_env(mounts))
         env.update(entry.env)
         env.update(kenv)
         lookup = kenv.get
@@ -677,7 +705,10 @@ class PodWorker:
 
     def _keyed(self, kind: str, src: dict) -> dict[str, bytes]:
         name = src.get("secretName") if kind == "secret" else src.get("name")
-        obj = self.api.store.peek("secrets" if kind == "secret" else "configmaps", self.ns, name or "")
+        try:
+            obj = self._get("secrets" if kind == "secret" else "configmaps", name or "")
+        except ConfigError as e:
+            raise MountError(f"MountVolume.SetUp failed for volume: {e}") from None
         if obj is None:
             if src.get("optional"):
                 return {}
@@ -717,16 +748,7 @@ class PodWorker:
             if "emptyDir" in v:
                 os.makedirs(d, exist_ok=True)
             elif "persistentVolumeClaim" in v:
-                cn = v["persistentVolumeClaim"]["claimName"]
-                pvc = self.api.store.peek("persistentvolumeclaims", self.ns, cn)
-                if pvc is None:
-                    raise MountError(f'persistentvolumeclaim "{cn}" not found')
-                path = self.k.controllers.pv_path(pvc) if (pvc.get("status") or {}).get("phase") == "Bound" else None
-                if not path:
-                    raise MountError(f'Unable to attach or mount volumes: unmounted volumes=[{name}]: '
-                                     f'persistentvolumeclaim "{cn}" is not bound')
-                os.makedirs(path, exist_ok=True)
-                d = path
+                d = self._claim_path(name, v["persistentVolumeClaim"]["claimName"])
             elif "secret" in v:
                 self._write_files(d, self._keyed("secret", v["secret"]), v["secret"].get("defaultMode"))
             elif "configMap" in v:
@@ -743,7 +765,7 @@ class PodWorker:
                     elif "downwardAPI" in s:
                         files.update(self._downward(s["downwardAPI"]))
                     elif "serviceAccountToken" in s:
-                        files[s["serviceAccountToken"].get("path", "token")] = b"localkube-service-account-token"
+                        files[s["serviceAccountToken"].get("path", "token")] = self._token(s["serviceAccountToken"])
                 self._write_files(d, files, v["projected"].get("defaultMode"))
             elif "hostPath" in v:
                 d = v["hostPath"]["path"]
@@ -752,6 +774,72 @@ class PodWorker:
             else:
                 os.makedirs(d, exist_ok=True)
             self.volumes[name] = d if "hostPath" in v else self._short(name, d)
+
+    def _claim_path(self, volume: str, claim: str) -> str:
+        """The directory of the PersistentVolume bound to `claim` (a host-path or local volume)."""
+        try:
+            pvc = self._get("persistentvolumeclaims", claim)
+        except ConfigError as e:
+            raise MountError(str(e)) from None
+        if pvc is None:
+            raise MountError(f'persistentvolumeclaim "{claim}" not found')
+        pv_name = (pvc.get("spec") or {}).get("volumeName")
+        if (pvc.get("status") or {}).get("phase") != "Bound" or not pv_name:
+            raise MountError(f'Unable to attach or mount volumes: unmounted volumes=[{volume}]: '
+                             f'persistentvolumeclaim "{claim}" is not bound')
+        try:
+            pv = self.kube.get(f"/api/v1/persistentvolumes/{pv_name}")
+        except (ApiError, OSError) as e:
+            raise MountError(f"MountVolume.SetUp failed for volume {volume}: cannot read persistentvolume "
+                             f"{pv_name}: {e}") from None
+        spec = pv.get("spec") or {}
+        path = (spec.get("hostPath") or {}).get("path") or (spec.get("local") or {}).get("path")
+        if not path:
+            raise MountError(f"MountVolume.SetUp failed for volume {volume}: persistentvolume {pv_name} is "
+                             "neither a hostPath nor a local volume, which is all this kubelet can mount")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def _token(self, src: dict) -> bytes:
+        """A service-account token bound to this pod (TokenRequest, as the kubelet asks for it), renewed
+        when 80% of its lifetime has passed."""
+        audience = src.get("audience") or ""
+        ttl = int(src.get("expirationSeconds") or 3607)
+        cached = self.tokens.get((audience, ttl))
+        if cached and time.monotonic() < cached[1]:
+            return cached[0]
+        sa = self.pod["spec"].get("serviceAccountName") or "default"
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [audience] if audience else None, "expirationSeconds": ttl,
+                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}}}
+        try:
+            r = self.kube.create(f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token", body)
+        except (ApiError, OSError) as e:
+            raise MountError(f'MountVolume.SetUp failed: failed to fetch token for service account "{sa}": {e}') from None
+        token = r["status"]["token"].encode()
+        self.tokens[(audience, ttl)] = (token, time.monotonic() + 0.8 * ttl)
+        return token
+
+    def _in_cluster_env(self, mounts: list[tuple[str, str]]) -> dict[str, str]:
+        """What a pod's client needs to reach the API server "in cluster". The real kubelet sets
+        KUBERNETES_SERVICE_HOST/PORT and the client reads its token at a fixed path; processes here see the
+        host's filesystem, so where a container mounts the service-account directory the kubelet also
+        writes a kubeconfig naming that directory's token and CA files, and sets KUBECONFIG to it."""
+        env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.k.api_port),
+               "KUBERNETES_SERVICE_PORT_HTTPS": str(self.k.api_port)}
+        sa_dir = self.localize(SA_DIR, mounts)
+        if sa_dir != SA_DIR:
+            path = os.path.join(self.dir, "in-cluster.kubeconfig")
+            cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
+                   "clusters": [{"name": "in-cluster", "cluster": {"server": self.k.kube.server,
+                                                                  "certificate-authority": f"{sa_dir}/ca.crt"}}],
+                   "users": [{"name": "in-cluster", "user": {"tokenFile": f"{sa_dir}/token"}}],
+                   "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "in-cluster",
+                                                                   "namespace": self.ns}}]}
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            env["KUBECONFIG"] = path
+        return env
 
     def _short(self, name: str, target: str) -> str:
         """A short path (a symlink) for a volume: in a container, paths under a mount point are short
@@ -1017,15 +1105,39 @@ class PodWorker:
         return st
 
     def _write_status(self) -> None:
-        def fn(p):
-            new = self._status(p.get("status") or {})
-            if new == p.get("status"):
-                return False
-            p["status"] = new
+        """PUT the pod's status when what this kubelet reports changed (the server normalizes what it stores,
+        so the comparison is with what was last sent, without timestamps of unchanged conditions)."""
+        pod = self.pod
+        new = self._status(pod.get("status") or {})
+        digest = json.dumps({k: v for k, v in new.items() if k != "conditions"}, sort_keys=True) + json.dumps(
+            [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in new.get("conditions", [])])
+        if digest == self.last_digest:
+            return
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": dict(pod["metadata"]), "spec": pod["spec"], "status": new}
         try:
-            self.api.mutate(self.k.pods_rt, self.ns, self.name, fn, "kubelet", "status", uid=self.uid)
-        except E.ApiError as e:
-            log.warning("status update of %s/%s failed: %s", self.ns, self.name, e.message)
+            self.kube.update(f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status", body)
+            self.last_digest = digest
+        except ApiError as e:
+            if e.code == 409:
+                return  # the cache is behind: the next tick sends it again from the newer pod
+            if e.code != 404:
+                log.warning("status update of %s/%s failed: %s", self.ns, self.name, e.message)
+        except OSError as e:
+            log.warning("status update of %s/%s failed: %s", self.ns, self.name, e)
+
+
+def set_condition(conds: list, new: dict) -> bool:
+    """Sets a condition by type, keeping its transition time while its status stays the same."""
+    for i, c in enumerate(conds):
+        if c.get("type") == new["type"]:
+            if all(c.get(k) == new.get(k) for k in ("status", "reason", "message")):
+                return False
+            if c.get("status") == new["status"]:
+                new["lastTransitionTime"] = c.get("lastTransitionTime", new["lastTransitionTime"])
+            conds[i] = new
+            return True
+    conds.append(new)
+    return True
 
 
 def _cond(ctype: str, status: str, reason: str = "", message: str = "") -> dict:
@@ -1035,16 +1147,6 @@ def _cond(ctype: str, status: str, reason: str = "", message: str = "") -> dict:
     if message:
         c["message"] = message
     return c
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL if the process that started it dies (even by SIGKILL), so no
-    container outlives a crashed test run."""
-    try:
-        import ctypes  # noqa: PLC0415
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _signal(proc: subprocess.Popen | None, sig) -> None:
@@ -1062,12 +1164,21 @@ def _signal(proc: subprocess.Popen | None, sig) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+class LogError(Exception):
+    """A log request that cannot be served (HTTP 400 with this message, as the kubelet answers)."""
+
+
 class Kubelet:
-    def __init__(self, api: Api, controllers, root: str, images: ImageMap | None = None, node_name: str = "localkube",
-                 backoff_base: float = 10.0, backoff_max: float = 300.0, tick: float = 0.1,
-                 volume_refresh: float = 2.0):
-        self.api = api
-        self.controllers = controllers
+    """The node agent: registers its Node and keeps its Lease renewed, binds unscheduled pods to itself
+    (with the scheduler's credentials, through the binding subresource), runs the pods bound to it, and
+    serves their logs to the API server over HTTPS."""
+
+    def __init__(self, kube: Kube, root: str, images: ImageMap | None = None, node_name: str = "localkube",
+                 scheduler: Kube | None = None, backoff_base: float = 10.0, backoff_max: float = 300.0,
+                 tick: float = 0.1, volume_refresh: float = 2.0, serving: tuple[str, str] | None = None,
+                 client_ca: str | None = None):
+        self.kube = kube
+        self.scheduler = scheduler
         self.root = root
         self.images = images or ImageMap([])
         self.node_name = node_name
@@ -1075,18 +1186,24 @@ class Kubelet:
         self.backoff_max = backoff_max
         self.tick = tick
         self.volume_refresh = volume_refresh
-        self.pods_rt = api.registry.by_gr("pods")
-        self.events_rt = api.registry.by_gr("events")
+        self.serving, self.client_ca = serving, client_ca
+        self.api_port = int(kube.server.rsplit(":", 1)[1])
+        self.allocatable = {"cpu": str(os.cpu_count() or 2), "memory": f"{_mem_kib()}Ki", "pods": "250",
+                            "ephemeral-storage": "100Gi"}
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
+        self._pods: dict[tuple[str, str], dict] = {}
+        self._pods_synced = threading.Event()
         self._ips_in_use: set[str] = set()
         self._next_ip = 0
         self._events: dict[tuple, str] = {}
         self._finished: set[str] = set()
         self.short_root: str | None = None
         self._short_n = 0
+        self.log_server = None
+        self.log_port = 0
 
     # -- addresses ---------------------------------------------------------------------------------
 
@@ -1114,28 +1231,156 @@ class Kubelet:
         with self.lock:
             self._ips_in_use.discard(ip)
 
-    # -- loop --------------------------------------------------------------------------------------
+    # -- start and stop ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> "Kubelet":
         os.makedirs(os.path.join(self.root, "pods"), exist_ok=True)
-        self.thread = threading.Thread(target=self._run, name="localkube-kubelet", daemon=True)
-        self.thread.start()
+        if self.serving:
+            self._serve_logs()
+        self._register()
+        self._spawn(self._heartbeat, "heartbeat")
+        self._spawn(self._watch_pods, "pods")
+        self._spawn(self._run, "workers")
+        if self.scheduler is not None:
+            self._spawn(self._bind_loop, "binder")
+        return self
+
+    def _spawn(self, fn, name: str) -> None:
+        t = threading.Thread(target=fn, name=f"kubelet-{name}", daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.join(timeout=15)
+        if self.log_server is not None:
+            self.log_server.shutdown()
+        if self.short_root:
+            shutil.rmtree(self.short_root, ignore_errors=True)
+
+    # -- the node ----------------------------------------------------------------------------------
+
+    def _node_status(self) -> dict:
+        now = rfc3339()
+
+        def cond(t, status, reason, message):
+            return {"type": t, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now,
+                    "lastTransitionTime": self._started_at}
+        return {
+            "capacity": dict(self.allocatable), "allocatable": dict(self.allocatable),
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status (localkube)"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.node_name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
+            "nodeInfo": {"machineID": "localkube", "systemUUID": "localkube", "bootID": "localkube",
+                         "kernelVersion": os.uname().release, "osImage": "localkube (processes on the host)",
+                         "containerRuntimeVersion": "localkube://1.0", "kubeletVersion": self.version,
+                         "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+        }
+
+    def _register(self) -> None:
+        self._started_at = rfc3339()
+        self.version = self.kube.get("/version").get("gitVersion", "v0.0.0")
+        node = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": self.node_name,
+                             "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
+                                        "kubernetes.io/arch": "amd64"}},
+                "spec": {}, "status": self._node_status()}
+        try:
+            self.kube.create("/api/v1/nodes", node)
+        except ApiError as e:
+            if e.code != 409:
+                raise
+        self._update_node_status()
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
+                 "spec": {"holderIdentity": self.node_name, "leaseDurationSeconds": 40, "renewTime": micro_time()}}
+        try:
+            self.kube.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
+        except ApiError as e:
+            if e.code != 409:
+                raise
+
+    def _update_node_status(self) -> None:
+        node = self.kube.get(f"/api/v1/nodes/{self.node_name}")
+        node["status"] = self._node_status()
+        self.kube.update(f"/api/v1/nodes/{self.node_name}/status", node)
+
+    def _heartbeat(self) -> None:
+        """Renews the node's Lease every 10 s and posts its status every minute, as the kubelet does: the
+        node lifecycle controller marks a node whose Lease lapses NotReady and evicts its pods."""
+        last_status = time.monotonic()
+        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
+        while not self.stopping.wait(10):
+            try:
+                self.kube.merge_patch(lease_path, {"spec": {"renewTime": micro_time(), "holderIdentity": self.node_name}})
+                if time.monotonic() - last_status > 60:
+                    self._update_node_status()
+                    last_status = time.monotonic()
+            except (ApiError, OSError) as e:
+                log.warning("node heartbeat failed: %s", e)
+
+    def ready(self) -> bool:
+        return self._pods_synced.is_set()
+
+    # -- pods bound to this node -------------------------------------------------------------------
+
+    def pod(self, ns: str, name: str) -> dict | None:
+        with self.lock:
+            return self._pods.get((ns, name))
+
+    def _watch_pods(self) -> None:
+        """List and watch the pods bound to this node into a local cache, as the kubelet's informer does."""
+        params = {"fieldSelector": f"spec.nodeName={self.node_name}"}
+        while not self.stopping.is_set():
+            try:
+                lst = self.kube.get("/api/v1/pods", params)
+                with self.lock:
+                    self._pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): _kinded(p) for p in lst["items"]}
+                self._pods_synced.set()
+                rv = lst["metadata"]["resourceVersion"]
+                while not self.stopping.is_set():
+                    gone = False
+                    for ev in self.kube.watch("/api/v1/pods", dict(params, resourceVersion=rv), timeout_seconds=60):
+                        if ev["type"] == "ERROR":
+                            gone = True
+                            break
+                        obj = ev["object"]
+                        rv = obj["metadata"]["resourceVersion"]
+                        if ev["type"] == "BOOKMARK":
+                            continue
+                        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                        with self.lock:
+                            if ev["type"] == "DELETED":
+                                self._pods.pop(key, None)
+                            else:
+                                self._pods[key] = _kinded(obj)
+                    if gone:
+                        break
+            except (ApiError, OSError, ValueError) as e:
+                if not self.stopping.is_set():
+                    log.warning("pod watch failed (listing again): %s", e)
+                    self.stopping.wait(1)
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            try:
-                for p in self.api.store.iter_all("pods"):
-                    if p["spec"].get("nodeName") != self.node_name:
+            with self.lock:
+                pods = list(self._pods.values())
+            for p in pods:
+                uid = p["metadata"]["uid"]
+                with self.lock:
+                    if uid in self.workers or uid in self._finished:
                         continue
-                    uid = p["metadata"]["uid"]
-                    with self.lock:
-                        if uid in self.workers or uid in self._finished:
-                            continue
-                        w = PodWorker(self, p)
-                        self.workers[uid] = w
-                    w.start()
-            except Exception:  # noqa: BLE001
-                log.exception("kubelet loop")
+                    w = PodWorker(self, p)
+                    self.workers[uid] = w
+                w.start()
             self.stopping.wait(0.1)
 
     def worker_done(self, w: PodWorker) -> None:
@@ -1143,50 +1388,120 @@ class Kubelet:
             self.workers.pop(w.uid, None)
             self._finished.add(w.uid)
 
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
-        with self.lock:
-            workers = list(self.workers.values())
-        for w in workers:
-            w.join(timeout=15)
-        if self.short_root:
-            shutil.rmtree(self.short_root, ignore_errors=True)
+    # -- the binder --------------------------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        """Binds every pod that names no node (and asks for the default scheduler) to this node, with the
+        scheduler's credentials, as kube-scheduler does on a one-node cluster. A pod whose claims are
+        missing or unbound stays unscheduled (PodScheduled False, Unschedulable) and is tried again."""
+        params = {"fieldSelector": "spec.nodeName="}
+        while not self.stopping.is_set():
+            try:
+                lst = self.scheduler.get("/api/v1/pods", params)
+                for p in lst["items"]:
+                    self._bind(_kinded(p))
+                rv = lst["metadata"]["resourceVersion"]
+                retry_at = time.monotonic() + 2
+                for ev in self.scheduler.watch("/api/v1/pods", dict(params, resourceVersion=rv), timeout_seconds=2):
+                    if ev["type"] == "ERROR":
+                        break
+                    if ev["type"] in ("ADDED", "MODIFIED"):
+                        self._bind(_kinded(ev["object"]))
+                    if time.monotonic() > retry_at:
+                        break  # list again: unschedulable pods get another try
+            except (ApiError, OSError, ValueError) as e:
+                if not self.stopping.is_set():
+                    log.warning("binder watch failed (listing again): %s", e)
+                    self.stopping.wait(1)
+
+    def _unschedulable_reason(self, pod: dict) -> str:
+        ns = pod["metadata"]["namespace"]
+        for v in pod["spec"].get("volumes") or []:
+            claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim:
+                continue
+            pvc = self.scheduler.get_opt(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
+            if pvc is None:
+                return f'persistentvolumeclaim "{claim}" not found'
+            if (pvc.get("status") or {}).get("phase") != "Bound":
+                return "pod has unbound immediate PersistentVolumeClaims"
+        return ""
+
+    def _bind(self, pod: dict) -> None:
+        md, spec = pod["metadata"], pod["spec"]
+        if spec.get("nodeName") or md.get("deletionTimestamp"):
+            return
+        if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
+            return
+        ns, name = md["namespace"], md["name"]
+        try:
+            why = self._unschedulable_reason(pod)
+            if why:
+                message = (f"0/1 nodes are available: {why}. preemption: 0/1 nodes are available: 1 Preemption is "
+                           "not helpful for scheduling.")
+                conds = [c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] != "PodScheduled"]
+                old = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] == "PodScheduled"), {})
+                if old.get("message") != message:
+                    conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                  "message": message, "lastProbeTime": None, "lastTransitionTime": rfc3339()})
+                    pod = dict(pod, status=dict(pod.get("status") or {}, conditions=conds, phase="Pending"))
+                    self.scheduler.update(f"/api/v1/namespaces/{ns}/pods/{name}/status", pod)
+                    self._create_event(pod, "Warning", "FailedScheduling", message, "",
+                                       component="default-scheduler", client=self.scheduler)
+                return
+            binding = {"apiVersion": "v1", "kind": "Binding",
+                       "metadata": {"name": name, "namespace": ns, "uid": md["uid"]},
+                       "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name}}
+            self.scheduler.create(f"/api/v1/namespaces/{ns}/pods/{name}/binding", binding)
+        except ApiError as e:
+            if e.code not in (404, 409):  # gone, bound already, or changed meanwhile
+                log.warning("scheduling %s/%s failed: %s", ns, name, e)
+            return
+        self._create_event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {self.node_name}",
+                           "", component="default-scheduler", client=self.scheduler)
 
     # -- events ------------------------------------------------------------------------------------
 
     def event(self, pod: dict, etype: str, reason: str, message: str, field_path: str = "") -> None:
+        self._create_event(pod, etype, reason, message, field_path)
+
+    def _create_event(self, pod: dict, etype: str, reason: str, message: str, field_path: str,
+                      component: str = "kubelet", client: Kube | None = None) -> None:
+        client = client or self.kube
         md = pod["metadata"]
+        ns = md["namespace"]
         key = (md["uid"], etype, reason, message, field_path)
         now = rfc3339()
         try:
             name = self._events.get(key)
-            if name and self.api.store.peek("events", md["namespace"], name) is not None:
-                def bump(e):
-                    e["count"] = int(e.get("count") or 1) + 1
-                    e["lastTimestamp"] = now
-                self.api.mutate(self.events_rt, md["namespace"], name, bump, "kubelet")
-                return
+            if name:
+                try:
+                    e = client.get(f"/api/v1/namespaces/{ns}/events/{name}")
+                    client.merge_patch(f"/api/v1/namespaces/{ns}/events/{name}",
+                                       {"count": int(e.get("count") or 1) + 1, "lastTimestamp": now})
+                    return
+                except ApiError as err:
+                    if err.code != 404:
+                        raise
             name = f"{md['name']}.{time.time_ns():x}"
             self._events[key] = name
-            from .api import WriteOptions  # noqa: PLC0415
-            io = {"kind": "Pod", "namespace": md["namespace"], "name": md["name"], "uid": md["uid"], "apiVersion": "v1",
+            io = {"kind": "Pod", "namespace": ns, "name": md["name"], "uid": md["uid"], "apiVersion": "v1",
                   "resourceVersion": md.get("resourceVersion", "")}
             if field_path:
                 io["fieldPath"] = field_path
-            self.api.create(self.events_rt, md["namespace"], {
-                "metadata": {"name": name}, "involvedObject": io, "reason": reason, "message": message,
-                "source": {"component": "kubelet", "host": self.node_name}, "firstTimestamp": now, "lastTimestamp": now,
-                "count": 1, "type": etype, "eventTime": None, "reportingComponent": "kubelet",
-                "reportingInstance": self.node_name}, WriteOptions(manager="kubelet"))
-        except E.ApiError:
-            pass  # e.g. the namespace is being deleted
+            client.create(f"/api/v1/namespaces/{ns}/events", {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": ns}, "involvedObject": io, "reason": reason,
+                "message": message, "source": {"component": component, "host": self.node_name},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": etype,
+                "reportingComponent": component, "reportingInstance": self.node_name})
+        except (ApiError, OSError) as e:
+            log.debug("event %s for %s/%s not recorded: %s", reason, ns, md["name"], e)  # e.g. namespace terminating
 
     # -- logs --------------------------------------------------------------------------------------
 
     def _worker_for(self, ns: str, name: str) -> PodWorker | None:
-        pod = self.api.store.peek("pods", ns, name)
+        pod = self.pod(ns, name)
         if pod is None:
             return None
         with self.lock:
@@ -1197,7 +1512,7 @@ class Kubelet:
         path = None
         c = w.find(container) if w else None
         if c is None:
-            pod = self.api.store.peek("pods", ns, name)
+            pod = self.pod(ns, name)
             if pod is not None:
                 d = os.path.join(self.root, "pods", f"{ns}_{name}_{pod['metadata']['uid']}", "logs")
                 files = sorted((f for f in os.listdir(d) if f.startswith(container + ".")),
@@ -1208,9 +1523,9 @@ class Kubelet:
             path = c.prev_log_path if previous else c.log_path
         if path is None:
             if previous:
-                raise E.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
-            raise E.bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
-                                f'{(c.waiting_reason if c else "ContainerCreating")}')
+                raise LogError(f'previous terminated container "{container}" in pod "{name}" not found')
+            raise LogError(f'container "{container}" in pod "{name}" is waiting to start: '
+                           f'{(c.waiting_reason if c else "ContainerCreating")}')
         return self._read(path, c if follow else None, tail)
 
     def _read(self, path: str, follow_container: Container | None, tail: int | None):
@@ -1235,6 +1550,87 @@ class Kubelet:
             else:
                 time.sleep(0.2)
 
+    def _serve_logs(self) -> None:
+        """The kubelet's HTTPS endpoint for `kubectl logs`: the API server proxies
+        /api/v1/namespaces/N/pods/P/log to /containerLogs/N/P/C here, authenticating with its client
+        certificate, which this server verifies against the cluster CA."""
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+        from urllib.parse import parse_qs, urlparse  # noqa: PLC0415
+        kubelet = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # noqa: D401
+                pass
+
+            def do_GET(self):  # noqa: N802
+                u = urlparse(self.path)
+                parts = u.path.strip("/").split("/")
+                if len(parts) != 4 or parts[0] != "containerLogs":
+                    return self._plain(404, b"not found")
+                q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+                tail = int(q["tailLines"]) if q.get("tailLines", "").lstrip("-").isdigit() else None
+                try:
+                    chunks = kubelet.logs(parts[1], parts[2], parts[3], q.get("previous") == "true",
+                                          q.get("follow") == "true", tail)
+                    first = next(chunks, b"")
+                except (LogError, OSError) as e:
+                    return self._plain(400, str(e).encode())
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for chunk in _chain(first, chunks):
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    pass
+
+            def _plain(self, code: int, body: bytes):
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        import ssl  # noqa: PLC0415
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.serving)
+        if self.client_ca:
+            ctx.load_verify_locations(self.client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        self.log_server = srv
+        self.log_port = srv.server_address[1]
+        threading.Thread(target=srv.serve_forever, name="kubelet-logs", daemon=True).start()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _kinded(pod: dict) -> dict:
+    pod.setdefault("apiVersion", "v1")
+    pod.setdefault("kind", "Pod")
+    return pod
+
+
+def _mem_kib() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 8 * 1024 * 1024
+
 
 __all__ = ["Kubelet", "expand"]
-_ = (json, micro_time)

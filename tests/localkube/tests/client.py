@@ -6,8 +6,11 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import time
 import urllib.parse
+
+import yaml
 
 
 class Response:
@@ -29,15 +32,26 @@ class Response:
 
 
 class Client:
-    def __init__(self, url: str):
-        u = urllib.parse.urlsplit(url)
+    """HTTPS with the client certificate of a kubeconfig (the launcher writes them with file paths)."""
+
+    def __init__(self, kubeconfig: str):
+        with open(kubeconfig) as f:
+            cfg = yaml.safe_load(f)
+        cluster = cfg["clusters"][0]["cluster"]
+        user = cfg["users"][0]["user"]
+        u = urllib.parse.urlsplit(cluster["server"])
         self.host, self.port = u.hostname, u.port
+        self.ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        self.ctx.load_cert_chain(user["client-certificate"], user["client-key"])
+
+    def connection(self, timeout: float = 30) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.ctx)
 
     def request(self, method: str, path: str, body=None, params: dict | None = None,
                 content_type: str = "application/json", headers: dict | None = None) -> Response:
         if params:
             path += "?" + urllib.parse.urlencode(params)
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn = self.connection()
         data = None
         if body is not None:
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -81,7 +95,7 @@ class Watch:
     def __init__(self, client: Client, path: str, params: dict, accept: str):
         params = dict(params)
         params.setdefault("watch", "true")
-        self.conn = http.client.HTTPConnection(client.host, client.port, timeout=30)
+        self.conn = client.connection()
         self.conn.request("GET", path + "?" + urllib.parse.urlencode(params), headers={"Accept": accept})
         self.resp = self.conn.getresponse()
         self.status = self.resp.status

@@ -1,11 +1,11 @@
-"""Fixtures for the conformance suite: one stand-in for the session, a fresh namespace per test, the real
-kubectl, and a raw HTTP client."""
+"""Fixtures for the stand-in kubelet's own tests: one local cluster (the real control plane and the
+stand-in kubelet) for the session, a fresh namespace per test, and a raw HTTPS client with the admin's
+certificate."""
 
 from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 import sys
 
 import pytest
@@ -14,27 +14,32 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # tests/, so `import localkube` works
 
 from localkube import LocalKube  # noqa: E402
-from localkube.tests.client import Client  # noqa: E402
+from localkube.tests.client import Client, wait_for  # noqa: E402
 
 FIXTURES = os.path.join(HERE, "fixtures")
-KUBECTL = os.environ.get("KUBECTL", "kubectl")
 
 
-def image_map() -> dict:
+def image_map(dir: str) -> str:
+    """The fixture app (fixtures/app.py) stands in for every image these tests use."""
+    import yaml  # noqa: PLC0415
     app = [sys.executable, os.path.join(FIXTURES, "app.py")]
-    return {"images": [
+    path = os.path.join(dir, "image-map.yaml")
+    data = {"images": [
         {"image": "example/app:*", "command": app},
+        {"image": "example/nonroot:*", "command": app, "user": 1000},
         {"image": "example/sidecar:*", "command": app + ["sidecar"],
          "paths": {"/usr/local/bin/sidecar": sys.executable}},
         {"image": "example/shell:*", "command": ["/bin/sh", "-c"]},
     ]}
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f)
+    return path
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    lk = LocalKube(workdir=str(tmp_path_factory.mktemp("localkube")), image_map=image_map(),
-                   crds=[os.path.join(FIXTURES, "*-crd.yaml")], backoff_base=1.0, backoff_max=4.0,
-                   bookmark_interval=1.0)
+    work = str(tmp_path_factory.mktemp("localkube"))
+    lk = LocalKube(workdir=work, image_map=image_map(work), backoff_base=1.0, backoff_max=4.0)
     lk.start()
     try:
         yield lk
@@ -44,7 +49,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def client(cluster) -> Client:
-    return Client(cluster.url)
+    return Client(cluster.kubeconfig)
 
 
 _ns_counter = itertools.count(1)
@@ -55,23 +60,7 @@ def ns(client, request) -> str:
     name = f"t{next(_ns_counter)}-{request.node.name.lower().replace('_', '-')[:40].strip('-')}"
     r = client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     assert r.status == 201, r
+    wait_for(lambda: client.get(f"/api/v1/namespaces/{name}/serviceaccounts/default").status == 200,
+             timeout=60, what="the namespace's default ServiceAccount")
     yield name
     client.delete(f"/api/v1/namespaces/{name}")
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: str, cache_dir: str):
-        self.kubeconfig = kubeconfig
-        self.cache_dir = cache_dir
-
-    def __call__(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60):
-        cmd = [KUBECTL, "--kubeconfig", self.kubeconfig, "--cache-dir", self.cache_dir, *args]
-        r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-        return r
-
-
-@pytest.fixture(scope="session")
-def kubectl(cluster, tmp_path_factory) -> Kubectl:
-    return Kubectl(cluster.kubeconfig, str(tmp_path_factory.mktemp("kubectl-cache")))

@@ -1,4 +1,6 @@
-"""The kubelet stand-in: pods run as local processes with real lifecycle semantics."""
+"""The stand-in kubelet against the real control plane: pods run as local processes with real lifecycle
+semantics, the node is registered and kept alive, unscheduled pods are bound as a scheduler would,
+logs reach `kubectl logs`, and the kubelet acts with a node's credentials only."""
 
 from __future__ import annotations
 
@@ -225,9 +227,10 @@ def test_pvc_data_survives_pod_recreation(client, ns):
     client.post(f"/api/v1/namespaces/{ns}/persistentvolumeclaims", {
         "metadata": {"name": "data-job-0"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
-    pvc = client.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/data-job-0").body
-    assert pvc["status"]["phase"] == "Pending", "the default class binds when the first consumer is scheduled"
-    assert pvc["spec"]["storageClassName"] == "standard"
+    pvc = wait_for(lambda: (lambda c: c if c["status"].get("phase") == "Bound" else None)(
+        client.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/data-job-0").body), timeout=30,
+        what="the claim bound by kube-controller-manager's host-path provisioner")
+    assert pvc["spec"]["storageClassName"] == "standard", "the default StorageClass"
     body = pod("job-0", [app(volumeMounts=[{"name": "data", "mountPath": "/data"}], args=["--data=/data"])],
                volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data-job-0"}}])
     client.post(f"/api/v1/namespaces/{ns}/pods", body)
@@ -288,3 +291,84 @@ def test_bind_all_addresses_stay_inside_the_pod(client, ns):
         ip = p["status"]["podIP"]
         assert http_json(ip, 8080, "/env")["POD_IP"] == ip, "two pods binding 0.0.0.0:8080 do not collide"
         assert http_json(ip, 8080, "/argv")[1:] == [f"--listen={ip}:8080", "--cidr=0.0.0.0/0"]
+
+
+def test_node_is_registered_ready_and_its_lease_renewed(client, cluster):
+    node = client.get(f"/api/v1/nodes/{cluster.node_name}").body
+    assert cond(node, "Ready") == "True"
+    assert not [t for t in node["spec"].get("taints") or [] if t["key"].startswith("node.kubernetes.io/")], \
+        "kube-controller-manager lifted the not-ready taint"
+    lease = client.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{cluster.node_name}").body
+    first = lease["spec"]["renewTime"]
+    wait_for(lambda: client.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"
+                                f"{cluster.node_name}").body["spec"]["renewTime"] != first,
+             timeout=25, what="the node lease renewed")
+
+
+def test_kubectl_logs_are_served_through_the_api_server(client, ns, cluster):
+    import subprocess  # noqa: PLC0415
+    client.post(f"/api/v1/namespaces/{ns}/pods", pod("p", [app()]))
+    wait_ready(client, ns, "p")
+    r = subprocess.run(["kubectl", "--kubeconfig", cluster.kubeconfig, "-n", ns, "logs", "p", "-c", "app"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "listening" in r.stdout
+    r = subprocess.run(["kubectl", "--kubeconfig", cluster.kubeconfig, "-n", ns, "logs", "p", "--previous"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and 'previous terminated container "app" in pod "p" not found' in r.stderr
+
+
+def test_run_as_non_root_is_checked_against_the_image_user(client, ns):
+    sc = {"runAsNonRoot": True}
+    client.post(f"/api/v1/namespaces/{ns}/pods", pod("root", [dict(app(), securityContext=sc)]))
+    client.post(f"/api/v1/namespaces/{ns}/pods", pod("nonroot", [dict(app(), image="example/nonroot:1",
+                                                                      securityContext=sc)]))
+    wait_ready(client, ns, "nonroot")
+    p = wait_for(lambda: (lambda x: x if ((cstatus(x, "app") or {}).get("state", {}).get("waiting") or {}).get(
+        "reason") == "CreateContainerConfigError" else None)(get_pod(client, ns, "root")), what="a config error")
+    assert "container has runAsNonRoot and image will run as root" in cstatus(p, "app")["state"]["waiting"]["message"]
+
+
+def test_service_account_token_reaches_the_api_server_in_cluster(client, ns):
+    """The ServiceAccount admission plugin adds the kube-api-access volume; the kubelet fills it with a
+    bound token (TokenRequest) and the cluster CA, and the app's client uses them."""
+    client.post(f"/api/v1/namespaces/{ns}/pods", pod("p", [app()], automountServiceAccountToken=True))
+    p = wait_ready(client, ns, "p")
+    assert any(v["name"].startswith("kube-api-access-") for v in p["spec"]["volumes"])
+    env = http_json(p["status"]["podIP"], 8080, "/env")
+    cfg = json.load(open(env["KUBECONFIG"]))
+    token = open(cfg["users"][0]["user"]["tokenFile"]).read()
+    import ssl  # noqa: PLC0415
+    ctx = ssl.create_default_context(cafile=cfg["clusters"][0]["cluster"]["certificate-authority"])
+    req = urllib.request.Request(f"{cfg['clusters'][0]['cluster']['server']}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                                 data=json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode(),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        who = json.loads(r.read())["status"]["userInfo"]
+    assert who["username"] == f"system:serviceaccount:{ns}:default"
+    assert who["extra"]["authentication.kubernetes.io/pod-name"] == ["p"], "the token is bound to the pod"
+
+
+def test_the_kubelet_reads_only_what_its_pods_name(client, ns, cluster):
+    """Node authorization: the kubelet's own credentials read a Secret that a pod on its node names, and
+    nothing else, so a pod works here only if it would on a real node."""
+    from localkube.client import ApiError, Kube  # noqa: PLC0415
+    for name in ("named", "other"):
+        client.post(f"/api/v1/namespaces/{ns}/secrets", {"metadata": {"name": name}, "stringData": {"k": name}})
+    client.post(f"/api/v1/namespaces/{ns}/pods", pod("p", [app(env=[
+        {"name": "K", "valueFrom": {"secretKeyRef": {"name": "named", "key": "k"}}}])]))
+    p = wait_ready(client, ns, "p")
+    assert http_json(p["status"]["podIP"], 8080, "/env")["K"] == "named"
+    node = Kube(cluster.control_plane.kubeconfig("node"))
+    assert node.get(f"/api/v1/namespaces/{ns}/secrets/named")["metadata"]["name"] == "named"
+    with pytest.raises(ApiError) as e:
+        node.get(f"/api/v1/namespaces/{ns}/secrets/other")
+    assert e.value.code == 403 and "no relationship found between node" in e.value.message
+
+
+def test_paths_under_mount_points_are_rewritten_once():
+    from localkube.kubelet import PodWorker  # noqa: PLC0415
+    mounts = [("/var/run/stator", "/tmp/lk/2/socket"), ("/tmp", "/tmp/lk/2/tmp")]
+    assert PodWorker.localize("--socket=/var/run/stator/state.sock", mounts) == "--socket=/tmp/lk/2/socket/state.sock", \
+        "a path rewritten into /tmp is not rewritten again by the /tmp mount"
+    assert PodWorker.localize("/tmp/x,/tmpfoo /var/run/statorx", mounts) == "/tmp/lk/2/tmp/x,/tmpfoo /var/run/statorx"
