@@ -38,6 +38,8 @@ pub enum Error {
     Finalizer(String),
     #[error("StreamJob has no namespace")]
     NoNamespace,
+    #[error("waiting for the replicas to stop before deleting the stored state")]
+    StoppingReplicas,
 }
 
 impl Error {
@@ -46,6 +48,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
+            Error::StoppingReplicas => "stopping_replicas",
         }
     }
 }
@@ -76,6 +79,10 @@ pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action,
 }
 
 pub fn error_policy(job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if matches!(error, Error::StoppingReplicas) {
+        tracing::info!(job = %job.name_any(), namespace = ?job.namespace(), "{error}");
+        return Action::requeue(Duration::from_secs(1));
+    }
     tracing::warn!(job = %job.name_any(), namespace = ?job.namespace(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -345,7 +352,13 @@ async fn cleanup(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
     // kept unless the policy says Delete.
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     if job.spec.state.on_delete == crate::crd::StateDeletePolicy::Delete {
-        // Stored state first: if it cannot be deleted, the finalizer stays and this is retried,
+        // No pod may still checkpoint into the state about to be deleted (it would reappear): stop
+        // every replica first, and wait for them to be gone.
+        if !crate::lifecycle::stop_all(&job, ctx).await? {
+            // An error, not Ok: kube-runtime removes the finalizer when cleanup returns Ok.
+            return Err(Error::StoppingReplicas);
+        }
+        // Stored state next: if it cannot be deleted, the finalizer stays and this is retried,
         // so the job does not vanish leaving its data behind unannounced.
         match crate::lifecycle::delete_stored_state(&job, ctx).await {
             Ok(n) => {

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ContainerPort, EnvVar, PodSecurityContext, ResourceRequirements, Toleration,
+    Affinity, ContainerPort, EnvVar, PodSecurityContext, ResourceRequirements, SecurityContext,
+    Toleration,
 };
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -103,6 +104,11 @@ pub struct AppSpec {
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    /// Merged field by field over hardened defaults that pass the `restricted` Pod Security Standard
+    /// (non-root, no privilege escalation, every capability dropped, the runtime's seccomp profile, a
+    /// read-only root filesystem with a writable `/tmp`): set only what the app needs to differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -120,6 +126,8 @@ pub struct PodOverrides {
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Merged field by field over the defaults (`runAsNonRoot`, `fsGroup` 65532, the runtime's
+    /// seccomp profile), so setting one field keeps the others hardened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -250,7 +250,7 @@ async fn converge(
 }
 
 /// Deletes every pod of the job; true once none is left.
-async fn stop_all(job: &StreamJob, ctx: &Context) -> Result<bool, Error> {
+pub(crate) async fn stop_all(job: &StreamJob, ctx: &Context) -> Result<bool, Error> {
     let ns = job.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pods = job_pods(job, ctx).await?;

@@ -32,6 +32,8 @@ pub const DATA_DIR: &str = "/var/lib/stator";
 pub const TOKEN_DIR: &str = "/etc/stator/admin";
 pub const TOKEN_KEY: &str = "token";
 pub const CREDENTIALS_DIR: &str = "/etc/stator/s3";
+/// A writable directory for the app, whose root filesystem is read-only by default.
+pub const APP_TMP_DIR: &str = "/tmp";
 /// The non-root user the sidecar runs as.
 pub const SIDECAR_UID: i64 = 65532;
 
@@ -174,11 +176,12 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn restricted_security_context() -> SecurityContext {
+/// What every container Stator builds runs with unless told otherwise: the `restricted` Pod Security
+/// Standard (non-root, no privilege escalation, no capabilities, the runtime's seccomp profile) and a
+/// read-only root filesystem.
+fn hardened_security_context() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(SIDECAR_UID),
-        run_as_group: Some(SIDECAR_UID),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
@@ -190,6 +193,75 @@ fn restricted_security_context() -> SecurityContext {
             localhost_profile: None,
         }),
         ..Default::default()
+    }
+}
+
+/// The sidecar's: hardened, as a fixed numeric non-root user.
+fn sidecar_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(SIDECAR_UID),
+        run_as_group: Some(SIDECAR_UID),
+        ..hardened_security_context()
+    }
+}
+
+/// A user's container security settings over the hardened defaults, field by field: what the user
+/// sets wins, what they leave out stays hardened.
+fn app_security_context(user: Option<&SecurityContext>) -> SecurityContext {
+    let base = hardened_security_context();
+    let Some(u) = user.cloned() else {
+        return base;
+    };
+    SecurityContext {
+        allow_privilege_escalation: u
+            .allow_privilege_escalation
+            .or(base.allow_privilege_escalation),
+        app_armor_profile: u.app_armor_profile.or(base.app_armor_profile),
+        capabilities: u.capabilities.or(base.capabilities),
+        privileged: u.privileged.or(base.privileged),
+        proc_mount: u.proc_mount.or(base.proc_mount),
+        read_only_root_filesystem: u
+            .read_only_root_filesystem
+            .or(base.read_only_root_filesystem),
+        run_as_group: u.run_as_group.or(base.run_as_group),
+        run_as_non_root: u.run_as_non_root.or(base.run_as_non_root),
+        run_as_user: u.run_as_user.or(base.run_as_user),
+        se_linux_options: u.se_linux_options.or(base.se_linux_options),
+        seccomp_profile: u.seccomp_profile.or(base.seccomp_profile),
+        windows_options: u.windows_options.or(base.windows_options),
+    }
+}
+
+/// The pod's security settings: the user's over the defaults, field by field.
+fn pod_security_context(user: Option<&PodSecurityContext>) -> PodSecurityContext {
+    let base = PodSecurityContext {
+        run_as_non_root: Some(true),
+        fs_group: Some(SIDECAR_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    };
+    let Some(u) = user.cloned() else {
+        return base;
+    };
+    PodSecurityContext {
+        app_armor_profile: u.app_armor_profile.or(base.app_armor_profile),
+        fs_group: u.fs_group.or(base.fs_group),
+        fs_group_change_policy: u.fs_group_change_policy.or(base.fs_group_change_policy),
+        run_as_group: u.run_as_group.or(base.run_as_group),
+        run_as_non_root: u.run_as_non_root.or(base.run_as_non_root),
+        run_as_user: u.run_as_user.or(base.run_as_user),
+        se_linux_change_policy: u.se_linux_change_policy.or(base.se_linux_change_policy),
+        se_linux_options: u.se_linux_options.or(base.se_linux_options),
+        seccomp_profile: u.seccomp_profile.or(base.seccomp_profile),
+        supplemental_groups: u.supplemental_groups.or(base.supplemental_groups),
+        supplemental_groups_policy: u
+            .supplemental_groups_policy
+            .or(base.supplemental_groups_policy),
+        sysctls: u.sysctls.or(base.sysctls),
+        windows_options: u.windows_options.or(base.windows_options),
     }
 }
 
@@ -392,7 +464,7 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
             ..Default::default()
         }),
         resources: sidecar_spec.resources,
-        security_context: Some(restricted_security_context()),
+        security_context: Some(sidecar_security_context()),
         volume_mounts: Some(sidecar_mounts),
         ..Default::default()
     };
@@ -413,22 +485,20 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
         env: Some(app_env),
         ports: (!s.app.ports.is_empty()).then(|| s.app.ports.clone()),
         resources: s.app.resources.clone(),
-        volume_mounts: Some(vec![mount("socket", SOCKET_DIR, false)]),
+        security_context: Some(app_security_context(s.app.security_context.as_ref())),
+        volume_mounts: Some(vec![
+            mount("socket", SOCKET_DIR, false),
+            mount("tmp", APP_TMP_DIR, false),
+        ]),
         ..Default::default()
     };
+    volumes.push(Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
 
-    let pod_security = overrides
-        .security_context
-        .clone()
-        .unwrap_or(PodSecurityContext {
-            run_as_non_root: Some(true),
-            fs_group: Some(SIDECAR_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
-            ..Default::default()
-        });
+    let pod_security = pod_security_context(overrides.security_context.as_ref());
     Pod {
         metadata: meta,
         spec: Some(PodSpec {
@@ -629,8 +699,8 @@ mod tests {
             .collect();
         assert_eq!(
             app_mounts,
-            ["socket"],
-            "the app sees the socket, not the data or the token"
+            ["socket", "tmp"],
+            "the app sees the socket and its /tmp, not the data or the token"
         );
         let socket = spec
             .volumes
@@ -652,6 +722,102 @@ mod tests {
         assert_eq!(
             pod.metadata.owner_references.as_ref().unwrap()[0].kind,
             "StreamJob"
+        );
+    }
+
+    /// What the `restricted` Pod Security Standard checks of a container.
+    fn assert_restricted(c: &Container, pod: &PodSecurityContext) {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()]),
+            "{}",
+            c.name
+        );
+        assert_ne!(sc.privileged, Some(true), "{}", c.name);
+        assert!(
+            sc.run_as_non_root.or(pod.run_as_non_root) == Some(true),
+            "{}",
+            c.name
+        );
+        let seccomp = sc.seccomp_profile.as_ref().or(pod.seccomp_profile.as_ref());
+        assert_eq!(
+            seccomp.map(|p| p.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{}",
+            c.name
+        );
+    }
+
+    #[test]
+    fn every_container_passes_the_restricted_pod_security_standard_by_default() {
+        let j = job("wc").location("s3://bucket/jobs").build();
+        let spec = pod(&j, 0, &inputs("h")).spec.unwrap();
+        let pod_sc = spec.security_context.clone().unwrap();
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        assert_eq!(pod_sc.fs_group, Some(SIDECAR_UID));
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            assert_restricted(c, &pod_sc);
+            assert_eq!(
+                c.security_context
+                    .as_ref()
+                    .unwrap()
+                    .read_only_root_filesystem,
+                Some(true),
+                "{} has a read-only root filesystem",
+                c.name
+            );
+        }
+        let tmp = spec.volumes.unwrap().into_iter().find(|v| v.name == "tmp");
+        assert!(
+            tmp.and_then(|v| v.empty_dir).is_some(),
+            "the app writes to an emptyDir /tmp"
+        );
+    }
+
+    #[test]
+    fn a_users_security_settings_merge_over_the_hardened_defaults() {
+        let mut j = job("wc").location("s3://bucket/jobs").build();
+        j.spec.app.security_context = Some(SecurityContext {
+            read_only_root_filesystem: Some(false),
+            run_as_user: Some(1000),
+            ..Default::default()
+        });
+        j.spec.pod = Some(crate::crd::PodOverrides {
+            security_context: Some(PodSecurityContext {
+                run_as_group: Some(2000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let spec = pod(&j, 0, &inputs("h")).spec.unwrap();
+        let pod_sc = spec.security_context.clone().unwrap();
+        assert_eq!(pod_sc.run_as_group, Some(2000), "the user's field");
+        assert_eq!(pod_sc.run_as_non_root, Some(true), "the defaults stay");
+        assert_eq!(
+            pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let app = &spec.containers[0];
+        let sc = app.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(false));
+        assert_eq!(sc.run_as_user, Some(1000));
+        assert_restricted(app, &pod_sc);
+        let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            sidecar
+                .security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true),
+            "the app's settings never loosen the sidecar"
         );
     }
 
