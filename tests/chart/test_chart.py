@@ -94,3 +94,39 @@ def test_bad_values_are_refused_by_the_schema():
     with pytest.raises(Exception) as e:
         render({"replicas": 0})
     assert "replicas" in str(e.value)
+
+
+@pytest.mark.parametrize("values", [
+    {},
+    {"watchNamespaces": ["NS-A", "NS-B"], "replicas": 2},
+    {"leaderElection": {"enabled": False}, "metrics": {"service": {"enabled": False}}},
+], ids=["defaults", "watch-namespaces", "no-leader-election-no-service"])
+def test_the_real_api_server_accepts_every_rendering_without_pod_security_warnings(cluster, values):
+    """Each rendering, applied with a server-side dry run into namespaces that enforce `restricted`, passes
+    the real API server's validation and admission, and its pod template draws no Pod Security warning."""
+    from harness import render_chart  # noqa: PLC0415
+    ns = cluster.create_namespace("chart")
+    others = [cluster.create_namespace("chart") for _ in values.get("watchNamespaces", [])]
+    if others:
+        values = dict(values, watchNamespaces=others)
+    try:
+        rendered = render_chart(str(CHART), f"stator-{ns}", ns, values)
+        r = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered["manifests"])
+        assert "Warning" not in r.stderr, r.stderr
+        created = [line for line in r.stdout.splitlines() if "(server dry run)" in line]
+        assert len(created) == len(rendered["objects"]), r.stdout
+    finally:
+        for n in [ns, *others]:
+            cluster.delete_namespace(n)
+
+
+def test_a_rendering_that_drops_the_hardening_draws_a_pod_security_warning(cluster):
+    """The check above can fail: without the chart's security contexts, the same dry run warns."""
+    from harness import render_chart  # noqa: PLC0415
+    ns = cluster.create_namespace("chart")
+    try:
+        rendered = render_chart(str(CHART), f"stator-{ns}", ns, {"securityContext": None, "podSecurityContext": None})
+        r = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered["manifests"])
+        assert 'would violate PodSecurity "restricted:latest"' in r.stderr, r.stderr
+    finally:
+        cluster.delete_namespace(ns)

@@ -1,4 +1,5 @@
-"""The whole system locally: the Kubernetes stand-in, S3 (moto), the operator and the example app.
+"""The whole system locally: the real Kubernetes control plane (kube-apiserver, etcd, kube-controller-manager)
+with the stand-in kubelet, S3 (moto), the operator (under the chart's RBAC) and the example app.
 Applies the example StreamJob, lets it write state, changes its image (a savepoint upgrade), rescales
 it from 2 to 3 replicas, and checks that every word count is exactly what the input produces.
 
@@ -26,7 +27,8 @@ def step(msg: str) -> None:
 def main() -> int:
     work = tempfile.mkdtemp(prefix="stator-demo-")
     records = int(os.environ.get("DEMO_RECORDS", "20000"))
-    step(f"starting the local cluster, S3 (moto) and the operator (logs under {work})")
+    step(f"starting the local cluster (kube-apiserver, etcd, kube-controller-manager, the stand-in kubelet), "
+         f"S3 (moto) and the operator as the chart's ServiceAccount (logs under {work})")
     with Cluster(workdir=os.path.join(work, "cluster")) as cluster, S3(log_dir=os.path.join(work, "s3")) as s3:
         processes = Processes(os.path.join(work, "processes"))
         try:

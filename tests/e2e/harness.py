@@ -8,11 +8,9 @@ is a context manager.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,16 +27,10 @@ if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
 from localkube import LocalKube  # noqa: E402
+from localkube.process import ManagedProcess  # noqa: E402
 
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
 DEFAULT_IMAGE_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "images.yaml")
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,82 +55,6 @@ def wait_until(fn, timeout: float = 30.0, interval: float = 0.2, what: str = "co
 
 # ---------------------------------------------------------------------------------------------------
 # processes
-
-
-class ManagedProcess:
-    """A local process in its own process group, output to a log file; stop() sends SIGTERM to the
-    group, waits, then SIGKILL. It dies with the test process even if that is killed."""
-
-    def __init__(self, argv: list[str], name: str | None = None, env: dict | None = None, cwd: str | None = None,
-                 log_dir: str | None = None):
-        self.argv = [str(a) for a in argv]
-        self.name = name or os.path.basename(self.argv[0])
-        self.env = {**os.environ, **(env or {})}
-        self.cwd = cwd
-        self.log_dir = log_dir or tempfile.mkdtemp(prefix="stator-e2e-logs-")
-        self.log_path = os.path.join(self.log_dir, f"{self.name}.log")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "ManagedProcess":
-        os.makedirs(self.log_dir, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
-        def check():
-            if text in self.log():
-                return True
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            return False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} did not log {text!r} within {timeout}s:\n{self.log()[-4000:]}")
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything left in the group
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        return self.proc.returncode
-
-    def __enter__(self) -> "ManagedProcess":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 class Processes:
@@ -253,25 +169,39 @@ class S3:
 # clusters
 
 
+CHART = os.path.join(REPO, "charts", "stator")
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+# Every namespace a test makes enforces the `restricted` Pod Security Standard, so every pod the operator
+# builds must pass it, as on a hardened cluster.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
+              "pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/audit": "restricted"}
+
+
 class Cluster:
-    """A Kubernetes cluster to run against: `kubeconfig`, `kubectl(...)`, and helpers. `local` says whether it
-    is the stand-in (pods run as local processes, `localkube` is the LocalKube object)."""
+    """A Kubernetes cluster to run against: `kubeconfig` (an admin's, for the tests themselves),
+    `kubectl(...)`, and helpers. `local` says whether it is the local cluster (the real control plane with
+    the stand-in kubelet: pods run as local processes, `localkube` is the LocalKube object).
+
+    The operator never runs with the admin's credentials: `operator_kubeconfig()` applies the chart's own
+    ServiceAccount and RBAC and returns a kubeconfig with that ServiceAccount's token."""
 
     def __init__(self, kubeconfig: str | None = None, workdir: str | None = None, image_map: str | None = None,
-                 crds: list[str] | None = None):
+                 crds: list[str] | None = None, kubelet: bool = True):
         self.external_kubeconfig = kubeconfig or os.environ.get("STATOR_E2E_KUBECONFIG")
         self.local = not self.external_kubeconfig
         self.workdir = workdir or tempfile.mkdtemp(prefix="stator-e2e-")
         self.image_map = image_map or os.environ.get("STATOR_IMAGE_MAP") or DEFAULT_IMAGE_MAP
         self.crds = crds if crds is not None else [os.path.join(REPO, "crds", "*.yaml")]
+        self.with_kubelet = kubelet
         self.localkube: LocalKube | None = None
         self.kubeconfig = self.external_kubeconfig or ""
         self.cache_dir = os.path.join(self.workdir, "kubectl-cache")
+        self._identities: dict[str, str] = {}
 
     def start(self) -> "Cluster":
         if self.local:
             self.localkube = LocalKube(workdir=os.path.join(self.workdir, "localkube"), image_map=self.image_map,
-                                       crds=self.crds)
+                                       crds=self.crds, kubelet=self.with_kubelet)
             self.localkube.start()
             self.kubeconfig = self.localkube.kubeconfig
         else:
@@ -295,12 +225,12 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for a local process (the operator) that talks to this cluster."""
+        """Environment for a local tool that acts as the cluster's admin (kubectl, say); not the operator."""
         return {"KUBECONFIG": self.kubeconfig}
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
-                namespace: str | None = None) -> subprocess.CompletedProcess:
-        cmd = [KUBECTL, "--kubeconfig", self.kubeconfig, "--cache-dir", self.cache_dir]
+                namespace: str | None = None, kubeconfig: str | None = None) -> subprocess.CompletedProcess:
+        cmd = [KUBECTL, "--kubeconfig", kubeconfig or self.kubeconfig, "--cache-dir", self.cache_dir]
         if namespace:
             cmd += ["-n", namespace]
         cmd += list(args)
@@ -322,9 +252,15 @@ class Cluster:
         r = self.kubectl(*args, namespace=namespace, check=check)
         return json.loads(r.stdout) if r.returncode == 0 else None
 
-    def create_namespace(self, prefix: str = "e2e") -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-        self.kubectl("create", "namespace", name)
+    def create_namespace(self, prefix: str = "e2e", name: str | None = None) -> str:
+        """A new namespace that enforces Pod Security `restricted`; returns once its default ServiceAccount
+        exists (pods cannot be created before)."""
+        name = name or f"{prefix}-{uuid.uuid4().hex[:6]}"
+        existing = self.get("namespace", name, check=False)
+        if existing is None:
+            self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}})
+        wait_until(lambda: self.get("serviceaccount", "default", name, check=False), timeout=60,
+                   what=f"the default ServiceAccount of {name}")
         return name
 
     def delete_namespace(self, name: str, wait: bool = False) -> None:
@@ -336,6 +272,35 @@ class Cluster:
         self.kubectl("wait", f"--for={condition}", what, f"--timeout={timeout}", namespace=namespace,
                      timeout=seconds + 30)
 
+    def operator_kubeconfig(self, release: str = "stator", namespace: str = "stator-system",
+                            values: dict | None = None) -> str:
+        """Applies the ServiceAccount and RBAC that the chart (rendered with `values`) gives the operator,
+        and returns a kubeconfig that authenticates as that ServiceAccount (a TokenRequest token): the
+        operator runs with exactly the chart's permissions, so a rule it needs and the chart lacks fails."""
+        key = json.dumps([release, namespace, values], sort_keys=True)
+        if key in self._identities:
+            return self._identities[key]
+        self.create_namespace(name=namespace)
+        rendered = render_chart(CHART, release, namespace, values)
+        objects = [o for o in rendered["objects"] if o.get("kind") in RBAC_KINDS]
+        self.apply(objects)
+        sa = next(o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount")
+        token = self.kubectl("create", "token", sa, "--duration=24h", namespace=namespace).stdout.strip()
+        with open(self.kubeconfig) as f:
+            admin = yaml.safe_load(f)
+        ctx = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
+        server = next(c["cluster"] for c in admin["clusters"] if c["name"] == ctx["cluster"])
+        path = os.path.join(self.workdir, f"operator-{uuid.uuid4().hex[:8]}.kubeconfig")
+        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": sa,
+               "clusters": [{"name": "cluster", "cluster": server}],
+               "users": [{"name": sa, "user": {"token": token}}],
+               "contexts": [{"name": sa, "context": {"cluster": "cluster", "user": sa, "namespace": namespace}}]}
+        with open(path, "w") as f:
+            yaml.safe_dump(cfg, f)
+        os.chmod(path, 0o600)
+        self._identities[key] = path
+        return path
+
     def helm_install(self, chart_dir: str, release: str, namespace: str, values: dict | None = None,
                      include_crds: bool = True) -> str:
         """Renders the chart with the real Helm engine (helm-python-sdk) and applies it with kubectl, as
@@ -346,8 +311,15 @@ class Cluster:
             for crd in rendered["crds"]:
                 out += self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crd).stdout
         if rendered["manifests"].strip():
-            out += self.kubectl("apply", "-f", "-", input=rendered["manifests"], namespace=namespace).stdout
+            out += self.kubectl("apply", "-f", "-", input=rendered["manifests"]).stdout
         return out
+
+    def helm_uninstall(self, chart_dir: str, release: str, namespace: str, values: dict | None = None) -> None:
+        """Deletes what helm_install created (but the CRD, which `helm uninstall` keeps too)."""
+        rendered = render_chart(chart_dir, release, namespace, values)
+        if rendered["manifests"].strip():
+            self.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", input=rendered["manifests"],
+                         check=False)
 
 
 HELM_INSTALL_ORDER = [
@@ -358,6 +330,11 @@ HELM_INSTALL_ORDER = [
     "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment", "HorizontalPodAutoscaler",
     "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress", "APIService", "MutatingWebhookConfiguration",
     "ValidatingWebhookConfiguration"]
+
+
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass",
+                  "StorageClass", "PersistentVolume", "IngressClass", "APIService", "MutatingWebhookConfiguration",
+                  "ValidatingWebhookConfiguration"}
 
 
 def _helm():
@@ -385,6 +362,8 @@ def render_chart(chart_dir: str, release: str, namespace: str, values: dict | No
             md = doc.setdefault("metadata", {})
             if "helm.sh/hook" in (md.get("annotations") or {}):
                 continue
+            if doc.get("kind") not in CLUSTER_SCOPED:
+                md.setdefault("namespace", namespace)  # as Helm installs an object that names none
             md.setdefault("labels", {})["app.kubernetes.io/managed-by"] = "Helm"
             md.setdefault("annotations", {}).update({"meta.helm.sh/release-name": release,
                                                      "meta.helm.sh/release-namespace": namespace})

@@ -17,11 +17,17 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STATOR_BIN_DIR", Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/stator-target")) / "release"))
 
 
-def start_operator(cluster, processes, *extra: str, name: str = "operator"):
+def start_operator(cluster, processes, *extra: str, name: str = "operator", release: str = "stator",
+                   release_namespace: str = "stator-system", values: dict | None = None):
+    """The operator binary as a local process, authenticated as the chart's ServiceAccount with exactly the
+    RBAC the chart renders for `values` in `release_namespace` (never with the admin's credentials)."""
+    kubeconfig = cluster.operator_kubeconfig(release, release_namespace, values)
     port = free_port()
     p = processes.start(
         [str(BIN / "stator-operator"), "run", "--http-addr", f"127.0.0.1:{port}", "--log-format", "text", *extra],
-        name=name, env={**os.environ, **cluster.env, "STATOR_LOG": "info"}, ready_log="stator-operator started")
+        name=name, env={**os.environ, "KUBECONFIG": kubeconfig, "POD_NAMESPACE": release_namespace,
+                        "STATOR_LOG": "info"},
+        ready_log="stator-operator started")
     p.http = f"http://127.0.0.1:{port}"
     return p
 

@@ -161,8 +161,9 @@ def test_kubectl_scale_changes_parallelism(cluster, namespace, operator):
 
 def test_two_operator_replicas_elect_one_leader(cluster, namespace, processes):
     args = ["--leader-election", "--lease-namespace", namespace, "--namespace", namespace, "--lease-seconds", "6"]
-    a = start_operator(cluster, processes, *args, "--identity", "op-a", name="operator-a")
-    b = start_operator(cluster, processes, *args, "--identity", "op-b", name="operator-b")
+    chart = {"release_namespace": namespace, "values": {"watchNamespaces": [namespace]}}
+    a = start_operator(cluster, processes, *args, "--identity", "op-a", name="operator-a", **chart)
+    b = start_operator(cluster, processes, *args, "--identity", "op-b", name="operator-b", **chart)
 
     def holder():
         lease = cluster.get("lease", "stator-operator-leader", namespace, check=False)

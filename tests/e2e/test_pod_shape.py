@@ -20,6 +20,11 @@ SIDECAR_IMAGE = os.environ.get("STATOR_SIDECAR_IMAGE", "ghcr.io/stator/stator-si
 APP_IMAGE = os.environ.get("STATOR_WORDCOUNT_IMAGE", "ghcr.io/stator/stator-wordcount:dev")
 
 
+# What the `restricted` Pod Security Standard asks of every container (the test namespace enforces it).
+RESTRICTED_CONTAINER = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]}}
+
+
 def pod(name: str, claim: str) -> dict:
     return {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "wc"}},
@@ -44,13 +49,15 @@ def pod(name: str, claim: str) -> dict:
                 "volumeMounts": [{"name": "run", "mountPath": "/var/run/stator"},
                                  {"name": "data", "mountPath": "/data"},
                                  {"name": "admin", "mountPath": "/etc/stator/admin", "readOnly": True}],
-                "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True},
+                "securityContext": RESTRICTED_CONTAINER,
             }],
             "containers": [{
                 "name": "app", "image": APP_IMAGE, "args": ["run", "--records", "3000"],
                 "env": [{"name": "STATOR_SOCKET", "value": "/var/run/stator/state.sock"}],
                 "volumeMounts": [{"name": "run", "mountPath": "/var/run/stator"}],
+                "securityContext": RESTRICTED_CONTAINER,
             }],
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
             "volumes": [{"name": "run", "emptyDir": {}},
                         {"name": "data", "persistentVolumeClaim": {"claimName": claim}},
                         {"name": "admin", "secret": {"secretName": "wc-admin", "defaultMode": 0o400}}],
