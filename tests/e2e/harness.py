@@ -272,6 +272,28 @@ class Cluster:
         self.kubectl("wait", f"--for={condition}", what, f"--timeout={timeout}", namespace=namespace,
                      timeout=seconds + 30)
 
+    def watch_until(self, collection: str, name: str, predicate, timeout: float = 60.0) -> dict:
+        """Watches one object (`collection` is its API path, e.g. /apis/stator.dev/v1alpha1/namespaces/ns/streamjobs)
+        and returns the first version of it for which `predicate` holds. A watch sees every write, so a
+        state that lasts only one write is not missed, as it can be by polling."""
+        from localkube.client import Kube  # noqa: PLC0415
+        kube = Kube(self.kubeconfig)
+        deadline = time.monotonic() + timeout
+        params = {"fieldSelector": f"metadata.name={name}"}
+        while time.monotonic() < deadline:
+            lst = kube.get(collection, params)
+            for obj in lst["items"]:
+                if predicate(obj):
+                    return obj
+            rv = lst["metadata"]["resourceVersion"]
+            left = max(1, int(deadline - time.monotonic()))
+            for ev in kube.watch(collection, dict(params, resourceVersion=rv), timeout_seconds=left):
+                if ev["type"] == "ERROR":
+                    break
+                if ev["type"] in ("ADDED", "MODIFIED") and predicate(ev["object"]):
+                    return ev["object"]
+        raise TimeoutError(f"timed out after {timeout}s watching {collection}/{name}")
+
     def operator_kubeconfig(self, release: str = "stator", namespace: str = "stator-system",
                             values: dict | None = None) -> str:
         """Applies the ServiceAccount and RBAC that the chart (rendered with `values`) gives the operator,

@@ -108,8 +108,8 @@ def test_operator_killed_at_a_step_of_an_upgrade_resumes_it(cluster, namespace, 
     wc.apply()
     st = wc.wait_running(replicas=2)
     wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
-    wait_until(lambda: (wc.status().get("operation") or {}).get("step") == step, timeout=60, interval=0.05,
-               what=f"the upgrade to reach {step}")
+    cluster.watch_until(f"/apis/stator.dev/v1alpha1/namespaces/{namespace}/streamjobs", wc.name,
+                        lambda o: ((o.get("status") or {}).get("operation") or {}).get("step") == step, timeout=60)
     op.proc.send_signal(signal.SIGKILL)
     op.proc.wait()
     start_operator(cluster, processes, name="operator-2")
