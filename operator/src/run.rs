@@ -38,19 +38,16 @@ pub enum Command {
 
 #[derive(Parser, Debug)]
 pub struct RunArgs {
-    /// Namespaces to watch (repeat, or comma-separated in the env); all namespaces when empty.
+    /// Namespaces to watch (repeat, or comma-separated in the env); all namespaces when none is
+    /// named (empty names, as in `STATOR_WATCH_NAMESPACES=""`, name none).
     #[arg(
         long = "namespace",
         env = "STATOR_WATCH_NAMESPACES",
         value_delimiter = ','
     )]
     pub namespaces: Vec<String>,
-    /// The sidecar image for jobs that do not name one.
-    #[arg(
-        long,
-        env = "STATOR_SIDECAR_IMAGE",
-        default_value = "ghcr.io/stator/stator-sidecar:0.1.0"
-    )]
+    /// The sidecar image for jobs that do not name one: this build's own by default.
+    #[arg(long, env = "STATOR_SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
     pub sidecar_image: String,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "STATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -76,6 +73,22 @@ pub struct RunArgs {
     /// json or text.
     #[arg(long, env = "STATOR_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+}
+
+/// The sidecar image of this build, with the workspace's version (the chart's appVersion).
+pub const DEFAULT_SIDECAR_IMAGE: &str =
+    concat!("ghcr.io/stator/stator-sidecar:", env!("CARGO_PKG_VERSION"));
+
+/// The namespaces to run controllers for: `None` is every namespace. Blank names are ignored, so an
+/// empty `STATOR_WATCH_NAMESPACES` means every namespace, not one named "".
+pub fn watched_namespaces(names: &[String]) -> Vec<Option<String>> {
+    let named: Vec<Option<String>> = names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| Some(n.to_owned()))
+        .collect();
+    if named.is_empty() { vec![None] } else { named }
 }
 
 pub fn crd_yaml() -> anyhow::Result<String> {
@@ -111,7 +124,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("stator-operator-{}", std::process::id()));
-    tracing::info!(identity, namespaces = ?args.namespaces, http = %args.http_addr, "stator-operator started");
+    let watched = watched_namespaces(&args.namespaces);
+    let watching = if watched == [None] {
+        "all namespaces".to_owned()
+    } else {
+        watched
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    tracing::info!(identity, namespaces = %watching, http = %args.http_addr, "stator-operator started");
 
     let elector = args.leader_election.then(|| {
         LeaderElector::new(
@@ -138,11 +162,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         default_sidecar_image: args.sidecar_image.clone(),
     });
-    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
-        vec![None]
-    } else {
-        args.namespaces.iter().cloned().map(Some).collect()
-    };
+    let namespaces = watched_namespaces(&args.namespaces);
     let controllers = futures::future::join_all(
         namespaces
             .into_iter()
@@ -185,4 +205,48 @@ fn shutdown_on_signal() -> CancellationToken {
         }
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn no_names_or_only_blank_ones_watch_every_namespace() {
+        assert_eq!(watched_namespaces(&[]), vec![None]);
+        assert_eq!(
+            watched_namespaces(&names(&[""])),
+            vec![None],
+            "STATOR_WATCH_NAMESPACES=\"\" is every namespace, not one named \"\""
+        );
+        assert_eq!(watched_namespaces(&names(&[" ", ""])), vec![None]);
+    }
+
+    #[test]
+    fn named_namespaces_are_watched_each() {
+        assert_eq!(
+            watched_namespaces(&names(&["team-a", "", " team-b "])),
+            vec![Some("team-a".to_owned()), Some("team-b".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_empty_env_value_parses_to_every_namespace() {
+        let args = Args::try_parse_from(["stator-operator", "run", "--namespace", ""]).unwrap();
+        let Command::Run(run) = args.command else {
+            panic!("not run")
+        };
+        assert_eq!(watched_namespaces(&run.namespaces), vec![None]);
+        assert_eq!(
+            run.sidecar_image,
+            format!(
+                "ghcr.io/stator/stator-sidecar:{}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
 }

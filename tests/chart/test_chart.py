@@ -1,6 +1,7 @@
 """Renders charts/stator with the real Helm engine (helm-python-sdk) and checks the objects: the
 default install and non-default values, lint, least-privilege RBAC with a reason on every rule,
 the hardened security context, and that the chart ships the generated CRD unchanged."""
+import tomllib
 from pathlib import Path
 
 import helm_python as helm  # PyPI: helm-python-sdk, a real Helm v4 engine
@@ -9,6 +10,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "stator"
+# The one version source: the workspace's. The chart's appVersion, its default images and the examples follow it.
+VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"]["version"]
 
 
 def render(values=None, namespace="stator-system"):
@@ -33,15 +36,15 @@ def test_default_install_renders_operator_with_cluster_wide_least_privilege():
     assert deploy["metadata"]["namespace"] == "stator-system"
     pod = deploy["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    assert c["image"] == "ghcr.io/stator/stator-operator:0.1.0"
+    assert c["image"] == f"ghcr.io/stator/stator-operator:{VERSION}"
     assert c["args"] == ["run"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["STATOR_WATCH_NAMESPACES"] == ""
-    assert env["STATOR_SIDECAR_IMAGE"] == "ghcr.io/stator/stator-sidecar:0.1.0"
+    assert "STATOR_WATCH_NAMESPACES" not in env, "no namespace named: the operator watches every namespace"
+    assert env["STATOR_SIDECAR_IMAGE"] == f"ghcr.io/stator/stator-sidecar:{VERSION}"
     assert env["STATOR_LEADER_ELECTION"] == "true"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     rules = by_kind(docs, "ClusterRole")[0]["rules"]
@@ -130,3 +133,27 @@ def test_a_rendering_that_drops_the_hardening_draws_a_pod_security_warning(clust
         assert 'would violate PodSecurity "restricted:latest"' in r.stderr, r.stderr
     finally:
         cluster.delete_namespace(ns)
+
+
+def test_the_chart_the_examples_and_the_images_carry_the_workspace_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == VERSION, "Chart.yaml appVersion moves with the workspace version (Cargo.toml)"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"ARG VERSION={VERSION}" in dockerfile, "the images' version label"
+    for path in sorted((REPO / "examples").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            for image in _images(doc):
+                if image.startswith("ghcr.io/stator/"):
+                    assert image.endswith(f":{VERSION}"), f"{path.relative_to(REPO)} names {image}"
+
+
+def _images(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "image" and isinstance(v, str):
+                yield v
+            else:
+                yield from _images(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _images(v)
