@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Last Savepoint","type":"date","jsonPath":".status.lastSavepoint.time"}"#
 )]
 #[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
+#[kube(validation = Rule::new(JOB_NAME_IS_DNS_LABEL).message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter and ending with a letter or digit): it names the job's Service and pods"))]
+#[kube(validation = Rule::new(JOB_NAME_FITS_POD_NAMES).message("metadata.name is too long: every replica's pod name and hostname, <name>-<index> for each index below maxParallelism, must be at most 63 characters"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.parallelism <= self.maxParallelism").message("parallelism must not exceed maxParallelism"))]
 #[x_kube(validation = Rule::new("self.maxParallelism == oldSelf.maxParallelism").message("maxParallelism is immutable: it fixes the key groups of the job's state"))]
@@ -85,6 +87,14 @@ fn default_parallelism() -> i32 {
 fn default_max_parallelism() -> i32 {
     stator_core::keygroup::DEFAULT_MAX_PARALLELISM as i32
 }
+
+/// A job's name names its headless Service (a DNS-1035 label) and, with a replica index, its pods and
+/// their hostnames (DNS-1123 labels of at most 63 characters). The operator checks the same in
+/// [`crate::validate`].
+pub const JOB_NAME_IS_DNS_LABEL: &str =
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+pub const JOB_NAME_FITS_POD_NAMES: &str =
+    "size(self.metadata.name) + 1 + size(string(self.spec.maxParallelism - 1)) <= 63";
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -159,11 +169,13 @@ pub struct StateSpec {
     /// The replica's local volume for RocksDB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSpec>,
-    /// Keyed states declared at start-up (apps may also declare at run time).
+    /// Keyed states declared at start-up, at most 100 (apps may also declare at run time).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub states: Vec<StateDeclSpec>,
-    /// Operator states declared at start-up.
+    /// Operator states declared at start-up (at most 100).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub operator_states: Vec<OperatorStateDeclSpec>,
     /// What happens to stored checkpoints, savepoints and volumes when the StreamJob is deleted.
     #[serde(default)]
@@ -256,10 +268,12 @@ pub struct ClaimSpec {
     pub storage_class_name: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StateDeclSpec {
-    #[schemars(length(min = 1, max = 200))]
+    /// 1 to 200 bytes of UTF-8, no control characters, no ',' or ':' (stator_core::names).
+    #[schemars(length(min = 1, max = 200), regex(pattern = stator_core::names::FLAG_STATE_NAME_PATTERN))]
+    #[x_kube(validation = Rule::new(stator_core::names::FLAG_STATE_NAME_CEL).message("state names are at most 200 bytes of UTF-8"))]
     pub name: String,
     pub kind: StateKind,
     /// Time to live of each entry in milliseconds; 0 or absent: never expires.
@@ -276,10 +290,12 @@ pub enum StateKind {
     Map,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OperatorStateDeclSpec {
-    #[schemars(length(min = 1, max = 200))]
+    /// 1 to 200 bytes of UTF-8, no control characters, no ',' or ':' (stator_core::names).
+    #[schemars(length(min = 1, max = 200), regex(pattern = stator_core::names::FLAG_STATE_NAME_PATTERN))]
+    #[x_kube(validation = Rule::new(stator_core::names::FLAG_STATE_NAME_CEL).message("operator state names are at most 200 bytes of UTF-8"))]
     pub name: String,
     pub redistribution: Redistribution,
 }

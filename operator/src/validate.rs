@@ -5,12 +5,44 @@
 use std::collections::BTreeSet;
 
 use stator_core::keygroup::MAX_MAX_PARALLELISM;
+use stator_core::names::check_flag_state_name;
+
+use kube::ResourceExt;
 
 use crate::crd::{StreamJob, UpgradeMode};
+
+/// The longest name a pod or hostname may have (a DNS-1123 label).
+const MAX_LABEL: usize = 63;
+
+/// The CRD's rules on the job's name (`crd::JOB_NAME_*`), for a cluster that runs an older CRD: the
+/// name must be a DNS-1035 label (it names the Service) and `<name>-<index>` must fit 63 characters for
+/// every index below maxParallelism (pod names and hostnames).
+fn check_job_name(name: &str, max_parallelism: i32) -> Option<String> {
+    let label = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !label {
+        return Some(format!(
+            "metadata.name {name:?} must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter and ending with a letter or digit): it names the job's Service and pods"
+        ));
+    }
+    let longest = name.len() + 1 + (max_parallelism.max(1) - 1).to_string().len();
+    (longest > MAX_LABEL).then(|| {
+        format!(
+            "metadata.name {name:?} is too long: the pod of replica {} would be named with {longest} characters; pod names and hostnames have at most {MAX_LABEL}",
+            max_parallelism - 1
+        )
+    })
+}
 
 pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
     let s = &job.spec;
     let mut problems = Vec::new();
+    if let Some(p) = check_job_name(&job.name_any(), s.max_parallelism) {
+        problems.push(p);
+    }
     if s.app.image.trim().is_empty() {
         problems.push("app.image must name a container image".to_owned());
     }
@@ -74,11 +106,8 @@ pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
         if !names.insert(d.name.as_str()) {
             problems.push(format!("state {:?} is declared twice", d.name));
         }
-        if d.name.is_empty() || d.name.contains([',', ':']) {
-            problems.push(format!(
-                "state name {:?} must be non-empty and contain no ',' or ':'",
-                d.name
-            ));
+        if let Err(e) = check_flag_state_name(&d.name) {
+            problems.push(format!("state.states: {e}"));
         }
     }
     let mut op_names = BTreeSet::new();
@@ -86,11 +115,8 @@ pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
         if !op_names.insert(d.name.as_str()) {
             problems.push(format!("operator state {:?} is declared twice", d.name));
         }
-        if d.name.is_empty() || d.name.contains([',', ':']) {
-            problems.push(format!(
-                "operator state name {:?} must be non-empty and contain no ',' or ':'",
-                d.name
-            ));
+        if let Err(e) = check_flag_state_name(&d.name) {
+            problems.push(format!("state.operatorStates: {e}"));
         }
     }
     if let Some(v) = &s.state.volume
@@ -142,6 +168,35 @@ mod tests {
         );
         let err = validate(&job("wc").location("s3:///nobucket").build()).unwrap_err();
         assert!(err[0].contains("names no bucket"), "{err:?}");
+    }
+
+    #[test]
+    fn names_that_cannot_name_the_service_or_every_pod_are_refused() {
+        for bad in ["1wordcount", "word.count", "Word", "wc-", "word_count"] {
+            let err = validate(&job(bad).build()).unwrap_err();
+            assert!(
+                err[0].contains("must be a DNS-1035 label"),
+                "{bad}: {err:?}"
+            );
+        }
+        // maxParallelism 128: the last pod is <name>-127, four more characters.
+        assert_eq!(validate(&job(&"a".repeat(59)).build()), Ok(()));
+        let err = validate(&job(&"a".repeat(60)).build()).unwrap_err();
+        assert!(err[0].contains("is too long"), "{err:?}");
+        let mut j = job(&"a".repeat(60)).build();
+        j.spec.max_parallelism = 10;
+        j.spec.parallelism = 2;
+        assert_eq!(validate(&j), Ok(()), "<name>-9 fits");
+    }
+
+    #[test]
+    fn state_names_the_sidecar_would_refuse_are_refused() {
+        let mut j = job("wc").state("ok").build();
+        for bad in ["tab\there", "a:b", &"€".repeat(100)] {
+            j.spec.state.states[0].name = bad.to_owned();
+            let err = validate(&j).unwrap_err();
+            assert!(err[0].starts_with("state.states: state name"), "{err:?}");
+        }
     }
 
     #[test]

@@ -143,6 +143,34 @@ def test_invalid_jobs_are_refused_by_the_schema_or_reported_in_the_status(cluste
     assert r.returncode != 0 and "maxParallelism is immutable" in r.stderr, r.stderr
 
 
+def test_names_that_cannot_run_are_refused_by_the_api_server_naming_the_field(cluster, namespace):
+    """Job names that cannot name the Service or every replica's pod, and state names the sidecar would
+    refuse, never get as far as the operator: the CRD's rules refuse them with a message naming the field."""
+    def refused(job: dict) -> str:
+        r = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(job), namespace=namespace, check=False)
+        assert r.returncode != 0, f"{job['metadata']['name']} was accepted"
+        return r.stderr
+
+    base = load("wordcount-local.yaml")
+    for name in ("1wordcount", "word.count"):
+        job = dict(base, metadata={"name": name})
+        assert "metadata.name must be a DNS-1035 label" in refused(job)
+    long = "a" * 60  # <name>-127 would be 64 characters
+    assert "metadata.name is too long" in refused(dict(base, metadata={"name": long}))
+    ok = dict(base, metadata={"name": long}, spec=dict(base["spec"], maxParallelism=10))
+    cluster.apply(ok, namespace=namespace)  # <name>-9 fits: accepted
+
+    def with_state(name: str) -> dict:
+        spec = dict(base["spec"], state=dict(base["spec"]["state"], states=[{"name": name, "kind": "value"}]))
+        return dict(base, metadata={"name": "states"}, spec=spec)
+    err = refused(with_state("tab\there"))
+    assert "spec.state.states[0].name" in err and "should match" in err, err
+    err = refused(with_state("€" * 67))  # 67 characters, 201 bytes
+    assert "spec.state.states[0].name" in err and "state names are at most 200 bytes of UTF-8" in err, err
+    err = refused(with_state("a:b"))
+    assert "spec.state.states[0].name" in err, err
+
+
 def test_kubectl_scale_changes_parallelism(cluster, namespace, operator):
     cluster.apply(load("wordcount-local.yaml"), namespace=namespace)
     cluster.wait("sj/wordcount-local", "condition=Ready", namespace, timeout="180s")

@@ -494,19 +494,7 @@ impl Store {
 }
 
 fn validate_name(name: &str) -> Result<(), StoreError> {
-    if name.is_empty() || name.len() > stator_core::limits::MAX_STATE_NAME_BYTES {
-        return Err(StoreError::Invalid(format!(
-            "state names must be 1 to {} bytes, got {} bytes",
-            stator_core::limits::MAX_STATE_NAME_BYTES,
-            name.len()
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "state name {name:?} contains control characters"
-        )));
-    }
-    Ok(())
+    stator_core::names::check_state_name(name).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
