@@ -210,7 +210,26 @@ def test_two_operator_replicas_elect_one_leader(cluster, namespace, processes):
                what="the new leader to reconcile")
 
 
-def test_helm_install_brings_up_a_working_operator(cluster, namespace):
+def test_helm_install_with_default_values_runs_a_job_in_another_namespace(cluster, namespace):
+    """`helm install` with the chart's defaults: the operator runs as a pod (in-cluster credentials, its
+    ServiceAccount's token), watches every namespace, and runs a job in a namespace it was not told of."""
+    chart, release = str(REPO / "charts" / "stator"), "stator-defaults"
+    jobs = cluster.create_namespace("jobs")
+    try:
+        cluster.helm_install(chart, release, namespace)
+        cluster.wait(f"deploy/{release}", "condition=Available", namespace, timeout="120s")
+        cluster.apply(load("wordcount-local.yaml"), namespace=jobs)
+        cluster.wait("sj/wordcount-local", "condition=Ready", jobs, timeout="180s")
+        pod = cluster.get("pods", namespace=namespace)["items"][0]
+        assert pod["spec"]["serviceAccountName"] == release
+        log = cluster.kubectl("logs", "deploy/" + release, namespace=namespace).stdout
+        assert "all namespaces" in log, log[-2000:]
+    finally:
+        cluster.delete_namespace(jobs)
+        cluster.helm_uninstall(chart, release, namespace)
+
+
+def test_helm_install_for_chosen_namespaces_runs_a_job(cluster, namespace):
     cluster.helm_install(str(REPO / "charts" / "stator"), "stator", namespace,
                          values={"watchNamespaces": [namespace], "logFormat": "text"})
     cluster.wait("deploy/stator", "condition=Available", namespace, timeout="120s")
