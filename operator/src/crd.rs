@@ -217,6 +217,26 @@ pub struct S3Spec {
     pub region: Option<String>,
     #[serde(default)]
     pub path_style: bool,
+    /// A cloud identity instead of static credentials (IRSA on EKS, or any cluster whose
+    /// service-account issuer the cloud trusts): each sidecar gets a token of the pod's ServiceAccount
+    /// for `audience` and assumes `roleArn` with it. Exclusive with `credentialsSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_identity: Option<WebIdentitySpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebIdentitySpec {
+    /// The IAM role to assume (`AWS_ROLE_ARN`).
+    #[schemars(length(min = 1))]
+    pub role_arn: String,
+    /// The token's audience; `sts.amazonaws.com` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The token service's endpoint when it is not AWS's (a regional or private endpoint, or an
+    /// S3-compatible store's own STS, as MinIO has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts_endpoint: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

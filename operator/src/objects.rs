@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccountTokenProjection,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -21,7 +21,7 @@ use kube::Resource;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{Compression, StateKind, StreamJob};
+use crate::crd::{Compression, StateKind, StreamJob, WebIdentitySpec};
 
 pub const SIDECAR_CONTAINER: &str = "stator-sidecar";
 pub const APP_CONTAINER: &str = "app";
@@ -32,6 +32,9 @@ pub const DATA_DIR: &str = "/var/lib/stator";
 pub const TOKEN_DIR: &str = "/etc/stator/admin";
 pub const TOKEN_KEY: &str = "token";
 pub const CREDENTIALS_DIR: &str = "/etc/stator/s3";
+/// Where a sidecar with a web identity finds its token.
+pub const WEB_IDENTITY_DIR: &str = "/var/run/secrets/stator/aws";
+pub const DEFAULT_WEB_IDENTITY_AUDIENCE: &str = "sts.amazonaws.com";
 /// A writable directory for the app, whose root filesystem is read-only by default.
 pub const APP_TMP_DIR: &str = "/tmp";
 /// The non-root user the sidecar runs as.
@@ -318,6 +321,25 @@ fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVa
     if s.state.credentials_secret.is_some() {
         out.push(env("STATOR_S3_CREDENTIALS_DIR", CREDENTIALS_DIR));
     }
+    if let Some(id) = s.state.s3.as_ref().and_then(|s3| s3.web_identity.as_ref()) {
+        // The AWS SDK's web-identity provider, from the standard variables.
+        out.push(env("AWS_ROLE_ARN", id.role_arn.clone()));
+        out.push(env(
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            format!("{WEB_IDENTITY_DIR}/token"),
+        ));
+        out.push(env(
+            "AWS_ROLE_SESSION_NAME",
+            format!("stator-{}-{index}", job.name_any()),
+        ));
+        if let Some(sts) = &id.sts_endpoint {
+            out.push(env("AWS_ENDPOINT_URL_STS", sts.clone()));
+        }
+        if let Some(region) = s.state.s3.as_ref().and_then(|s3| s3.region.as_ref()) {
+            // The token service is regional too.
+            out.push(env("AWS_REGION", region.clone()));
+        }
+    }
     if let Some(r) = &s.state.rocksdb {
         if let Some(mb) = r.block_cache_mb {
             out.push(env("STATOR_BLOCK_CACHE_MB", mb.to_string()));
@@ -426,6 +448,10 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
             ..Default::default()
         });
     }
+    if let Some(id) = s.state.s3.as_ref().and_then(|s3| s3.web_identity.as_ref()) {
+        sidecar_mounts.push(mount("aws-identity", WEB_IDENTITY_DIR, true));
+        volumes.push(web_identity_volume(id));
+    }
     let sidecar = Container {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(
@@ -520,6 +546,30 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// A token of the pod's ServiceAccount for the cloud's token service, renewed by the kubelet. The pod
+/// still mounts no Kubernetes API token (automountServiceAccountToken stays false).
+fn web_identity_volume(id: &WebIdentitySpec) -> Volume {
+    Volume {
+        name: "aws-identity".to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(
+                        id.audience
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_WEB_IDENTITY_AUDIENCE.to_owned()),
+                    ),
+                    expiration_seconds: Some(3600),
+                    path: "token".to_owned(),
+                }),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
     }
 }
 
@@ -818,6 +868,50 @@ mod tests {
                 .read_only_root_filesystem,
             Some(true),
             "the app's settings never loosen the sidecar"
+        );
+    }
+
+    #[test]
+    fn a_web_identity_gives_the_sidecar_a_cloud_token_and_no_api_token() {
+        let mut j = job("wc").location("s3://bucket/jobs").build();
+        j.spec.state.s3 = Some(crate::crd::S3Spec {
+            web_identity: Some(WebIdentitySpec {
+                role_arn: "arn:aws:iam::1:role/stator".into(),
+                audience: None,
+                sts_endpoint: None,
+            }),
+            ..Default::default()
+        });
+        let spec = pod(&j, 1, &inputs("h")).spec.unwrap();
+        let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            env_of(sidecar, "AWS_ROLE_ARN"),
+            Some("arn:aws:iam::1:role/stator")
+        );
+        assert_eq!(
+            env_of(sidecar, "AWS_WEB_IDENTITY_TOKEN_FILE"),
+            Some("/var/run/secrets/stator/aws/token")
+        );
+        let volume = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "aws-identity")
+            .unwrap();
+        let token = volume.projected.as_ref().unwrap().sources.as_ref().unwrap()[0]
+            .service_account_token
+            .as_ref()
+            .unwrap();
+        assert_eq!(token.audience.as_deref(), Some("sts.amazonaws.com"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert!(
+            spec.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != "aws-identity"),
+            "only the sidecar holds the cloud token"
         );
     }
 

@@ -98,6 +98,14 @@ pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
             "initialSavepoint {sp:?} must be an s3:// or file:// location"
         ));
     }
+    if s.state.credentials_secret.is_some()
+        && s.state.s3.as_ref().is_some_and(|s3| s3.web_identity.is_some())
+    {
+        problems.push(
+            "state.credentialsSecret and state.s3.webIdentity are two ways to reach S3: set one"
+                .to_owned(),
+        );
+    }
     if s.state.retained_checkpoints < 1 {
         problems.push("state.retainedCheckpoints must be at least 1".to_owned());
     }
