@@ -294,7 +294,7 @@ class Cluster:
                     return ev["object"]
         raise TimeoutError(f"timed out after {timeout}s watching {collection}/{name}")
 
-    def operator_kubeconfig(self, release: str = "stator", namespace: str = "stator-system",
+    def operator_kubeconfig(self, release: str = "stator-e2e", namespace: str = "stator-e2e",
                             values: dict | None = None) -> str:
         """Applies the ServiceAccount and RBAC that the chart (rendered with `values`) gives the operator,
         and returns a kubeconfig that authenticates as that ServiceAccount (a TokenRequest token): the

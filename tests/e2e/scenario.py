@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STATOR_BIN_DIR", Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/stator-target")) / "release"))
 
 
-def start_operator(cluster, processes, *extra: str, name: str = "operator", release: str = "stator",
-                   release_namespace: str = "stator-system", values: dict | None = None):
+def start_operator(cluster, processes, *extra: str, name: str = "operator", release: str = "stator-e2e",
+                   release_namespace: str = "stator-e2e", values: dict | None = None):
     """The operator binary as a local process, authenticated as the chart's ServiceAccount with exactly the
     RBAC the chart renders for `values` in `release_namespace` (never with the admin's credentials)."""
     kubeconfig = cluster.operator_kubeconfig(release, release_namespace, values)
