@@ -1,65 +1,85 @@
-//! The StreamJob controller: for each job, fetch what it refers to, validate the spec (pure),
-//! build the desired objects (pure), apply them, and report status.
+//! The StreamJob controller: for each job, validate the spec (pure), make sure of what its pods
+//! refer to (the admin token Secret, the headless Service), run the lifecycle, and on deletion
+//! clean up. Watches feed caches the reconciles read, so a job at rest costs no API request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{self as runtime, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use rand::Rng;
 
-use crate::crd::{Phase, StreamJob, StreamJobStatus};
-use crate::metrics::Metrics;
+use crate::context::{Caches, Context, FIELD_MANAGER};
+use crate::crd::{StateDeletePolicy, StreamJob};
+use crate::lifecycle::{execute, layout};
 use crate::objects::{self, ANNOTATION_SPEC_HASH};
-use crate::status::{self, DEGRADED, PROGRESSING, READY};
+use crate::stored::{self, StoredError};
 use crate::validate::validate;
 
-pub const FIELD_MANAGER: &str = "stator-operator";
 pub const FINALIZER: &str = "stator.dev/cleanup";
-
-/// Shared by every reconcile.
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub default_sidecar_image: String,
-}
+/// How long deletion retries reaching storage before it gives up and says what it left.
+const DELETE_STATE_DEADLINE: i64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API call failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("finalizer failed: {0}")]
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Lifecycle(#[from] execute::Error),
+    #[error("deleting the stored state: {0}")]
+    DeleteState(#[source] StoredError),
+    #[error("finalizer: {0}")]
     Finalizer(String),
-    #[error("StreamJob has no namespace")]
+    #[error("the StreamJob has no namespace")]
     NoNamespace,
-    #[error("waiting for the replicas to stop before deleting the stored state")]
-    StoppingReplicas,
 }
 
 impl Error {
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Kube { .. } => "kube",
+            Error::Lifecycle(e) => e.label(),
+            Error::DeleteState(_) => "storage",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
-            Error::StoppingReplicas => "stopping_replicas",
+        }
+    }
+
+    /// Transient errors are retried with backoff; others wait for a change of the job.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(e) => e.code == 409 || e.code == 429 || e.code >= 500,
+                _ => true,
+            },
+            Error::Lifecycle(e) => e.is_transient(),
+            Error::DeleteState(e) => e.is_transient(),
+            Error::Finalizer(_) => true,
+            Error::NoNamespace => false,
         }
     }
 }
 
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
 }
 
 pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    let key = Context::key(&job);
     let jobs: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&jobs, FINALIZER, job, |event| async {
         match event {
@@ -75,242 +95,103 @@ pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action,
     });
     ctx.metrics
         .reconciled(started.elapsed(), result.as_ref().err().map(Error::label));
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&key);
+    }
     result
 }
 
-pub fn error_policy(job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Action {
-    if matches!(error, Error::StoppingReplicas) {
-        tracing::info!(job = %job.name_any(), namespace = ?job.namespace(), "{error}");
-        return Action::requeue(Duration::from_secs(1));
+/// Transient errors back off exponentially per job (5 s to 5 min, with jitter); permanent ones
+/// wait for a change of the job (with a long safety requeue).
+pub fn error_policy(job: Arc<StreamJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(Context::key(&job)).or_insert(0);
+            *n += 1;
+            *n
+        })
+        .unwrap_or(1);
+    tracing::warn!(job = %job.name_any(), namespace = ?job.namespace(), error = %error, transient = error.is_transient(), failures = n, "reconcile failed");
+    if !error.is_transient() {
+        return Action::requeue(Duration::from_secs(600));
     }
-    tracing::warn!(job = %job.name_any(), namespace = ?job.namespace(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
-}
-
-pub async fn publish(ctx: &Context, job: &StreamJob, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish an Event");
-    }
+    let base = (5u64 << n.min(6).saturating_sub(1)).min(300) as f64;
+    Action::requeue(Duration::from_secs_f64(
+        base * rand::rng().random_range(0.8..1.2),
+    ))
 }
 
 async fn apply(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
-    let name = job.name_any();
-    let client = &ctx.client;
-    let generation = job.metadata.generation;
-    let old_status = job.status.clone().unwrap_or_default();
-
-    // Validate: an invalid spec changes no pods; it is reported and awaits a new spec.
-    if let Err(problems) = validate(&job) {
-        let message = problems.join("; ");
-        let mut st = old_status.clone();
-        st.phase = Some(Phase::Failed);
-        st.observed_generation = generation;
-        status::set(
-            &mut st.conditions,
-            DEGRADED,
-            true,
-            "InvalidSpec",
-            &message,
-            generation,
-        );
-        status::set(
-            &mut st.conditions,
-            PROGRESSING,
-            false,
-            "InvalidSpec",
-            "waiting for a valid spec",
-            generation,
-        );
-        if !status::is_true(&old_status.conditions, DEGRADED)
-            || old_status.conditions.iter().all(|c| c.message != message)
-        {
-            publish(
-                ctx,
-                &job,
-                EventType::Warning,
-                "InvalidSpec",
-                message.clone(),
-            )
-            .await;
-        }
-        ctx.metrics.set_phase(format!("{ns}/{name}"), st.phase);
-        write_status(client, &job, &old_status, st).await?;
-        return Ok(Action::await_change());
+    // An invalid spec starts nothing new, but whatever runs, and any operation in flight, still
+    // goes on (a fenced savepoint must still time out).
+    let problems = validate(&job).err().unwrap_or_default();
+    if problems.is_empty() || job.status.as_ref().is_some_and(|s| s.deployment.is_some()) {
+        ensure_token(&job, ctx, &ns).await?;
+        let desired = objects::service(&job);
+        apply_service(&job, ctx, &ns, &desired).await?;
     }
-
-    // Fetch or create what the pods refer to.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret_name = objects::token_secret_name(&job);
-    if secrets.get_opt(&secret_name).await?.is_none() {
-        let secret = objects::token_secret(&job, &objects::new_token());
-        match secrets
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &secret,
-            )
-            .await
-        {
-            Ok(_) => {
-                publish(
-                    ctx,
-                    &job,
-                    EventType::Normal,
-                    "CreatedAdminToken",
-                    format!("created Secret {secret_name} with the sidecars' admin token"),
-                )
-                .await
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+    let action = execute::run(&job, ctx, problems).await?;
+    if let Some(st) = job.status.as_ref() {
+        ctx.metrics
+            .set_phase(format!("{ns}/{}", job.name_any()), st.phase);
     }
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    apply_if_changed(
-        &services,
-        &objects::service_name(&job),
-        &objects::service(&job),
-    )
-    .await?;
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    for i in 0..job.spec.parallelism {
-        if let Some(claim) = objects::claim(&job, i) {
-            // Claims are immutable in most fields: create once, never re-apply.
-            if claims
-                .get_opt(&objects::claim_name(&job, i))
-                .await?
-                .is_none()
-            {
-                claims
-                    .patch(
-                        &objects::claim_name(&job, i),
-                        &apply_params(),
-                        &Patch::Apply(&claim),
-                    )
-                    .await?;
-            }
-        }
-    }
-
-    // Pods, upgrades, savepoints: the lifecycle (write-ahead, one step per reconcile).
-    let mut st = old_status.clone();
-    st.observed_generation = generation;
-    let outcome = crate::lifecycle::reconcile(&job, ctx, &mut st).await?;
-    let deployed = st.deployment.clone();
-    let p = deployed
-        .as_ref()
-        .and_then(|d| serde_json::from_str::<crate::crd::StreamJobSpec>(&d.spec).ok())
-        .map(|s| s.parallelism)
-        .unwrap_or(job.spec.parallelism);
-    st.replicas = outcome.present;
-    st.ready_replicas = outcome.ready;
-    st.selector = Some(objects::selector(&job));
-    st.deployed_spec_hash = deployed.as_ref().map(|d| d.hash.clone());
-    let in_flight = st.operation.as_ref().map(|o| (o.kind, o.step));
-    let all_ready = in_flight.is_none() && outcome.ready == p && outcome.present == p;
-    st.phase = Some(match in_flight {
-        Some((crate::crd::OperationKind::Savepoint, _)) => Phase::Running,
-        Some(_) => Phase::Upgrading,
-        None if job.spec.suspend && st.phase == Some(Phase::Suspended) => Phase::Suspended,
-        None if st.phase == Some(Phase::RolledBack) && st.failed_spec_hash.is_some() => {
-            Phase::RolledBack
-        }
-        None if all_ready => Phase::Running,
-        None if st.stable.is_some() => Phase::Upgrading,
-        None => Phase::Deploying,
-    });
-    if st.phase == Some(Phase::Running) && old_status.phase != Some(Phase::Running) {
-        publish(
-            ctx,
-            &job,
-            EventType::Normal,
-            "Running",
-            format!("all {p} replicas are ready"),
-        )
-        .await;
-    }
-    let suspended = st.phase == Some(Phase::Suspended);
-    let message = match &st.operation {
-        Some(o) => format!("{} ({:?}: {:?})", o.reason, o.kind, o.step),
-        None if suspended => "suspended".to_owned(),
-        None => format!("{}/{p} replicas ready", outcome.ready),
-    };
-    status::set(
-        &mut st.conditions,
-        READY,
-        all_ready,
-        if all_ready {
-            "AllReplicasReady"
-        } else if suspended {
-            "Suspended"
-        } else {
-            "ReplicasNotReady"
-        },
-        message.clone(),
-        generation,
-    );
-    status::set(
-        &mut st.conditions,
-        PROGRESSING,
-        st.operation.is_some() || (!all_ready && !suspended),
-        if st.operation.is_some() {
-            "Operation"
-        } else if all_ready || suspended {
-            "Deployed"
-        } else {
-            "RollingOut"
-        },
-        message,
-        generation,
-    );
-    // Degraded is set by the lifecycle (a failed savepoint, a rollback) and cleared once the
-    // job runs its spec again.
-    let recovered = all_ready && st.failed_spec_hash.is_none();
-    if recovered || !st.conditions.iter().any(|c| c.type_ == DEGRADED) {
-        status::set(
-            &mut st.conditions,
-            DEGRADED,
-            false,
-            "AsExpected",
-            "",
-            generation,
-        );
-    }
-    ctx.metrics.set_phase(format!("{ns}/{name}"), st.phase);
-    write_status(client, &job, &old_status, st).await?;
-    Ok(outcome.action)
+    Ok(action)
 }
 
-/// Server-side applies `desired` unless the live object already carries the same content hash.
-async fn apply_if_changed<K>(api: &Api<K>, name: &str, desired: &K) -> Result<(), Error>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let hash = {
-        use sha2::Digest;
-        let d = sha2::Sha256::digest(serde_json::to_vec(desired).unwrap_or_default());
-        d.iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    if let Some(live) = api.get_opt(name).await?
-        && live
-            .meta()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_SPEC_HASH))
-            == Some(&hash)
+/// The admin token Secret: created once; known to exist once its token is cached.
+async fn ensure_token(job: &StreamJob, ctx: &Context, ns: &str) -> Result<(), Error> {
+    if ctx
+        .tokens
+        .lock()
+        .is_ok_and(|t| t.contains_key(&Context::key(job)))
+    {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = objects::token_secret_name(job);
+    let existing = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading Secret {name}")))?;
+    if existing.is_none() {
+        let secret = objects::token_secret(job, &objects::new_token());
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match secrets.create(&pp, &secret).await {
+            Ok(_) => {
+                let note = format!("created Secret {name} with the sidecars' admin token");
+                ctx.publish(job, false, "CreatedAdminToken", note).await
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(kube_err(format!("creating Secret {name}"))(e)),
+        }
+    }
+    match execute::token(job, ctx).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Server-side applies the Service unless the cached one carries the same content hash.
+async fn apply_service(
+    job: &StreamJob,
+    ctx: &Context,
+    ns: &str,
+    desired: &Service,
+) -> Result<(), Error> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(serde_json::to_vec(desired).unwrap_or_default());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    if ctx
+        .service(job)
+        .is_some_and(|live| live.annotations().get(ANNOTATION_SPEC_HASH) == Some(&hash))
     {
         return Ok(());
     }
@@ -320,126 +201,190 @@ where
         .annotations
         .get_or_insert_with(Default::default)
         .insert(ANNOTATION_SPEC_HASH.to_owned(), hash);
-    api.patch(name, &apply_params(), &Patch::Apply(&desired))
-        .await?;
+    let name = objects::service_name(job);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    services
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(kube_err(format!("applying Service {name}")))?;
     Ok(())
 }
 
-/// Writes the status only when it changed. The whole status is replaced, guarded by the
-/// resourceVersion this reconcile read: a writer holding a stale view (an operator replica that
-/// lost its lease, say) gets 409 instead of overwriting a newer step of an operation.
-async fn write_status(
-    client: &Client,
-    job: &StreamJob,
-    old: &StreamJobStatus,
-    new: StreamJobStatus,
-) -> Result<(), Error> {
-    if *old == new && job.status.is_some() {
-        return Ok(());
-    }
-    let ns = job.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<StreamJob> = Api::namespaced(client.clone(), &ns);
-    let mut object = job.clone();
-    object.status = Some(new);
-    object.metadata.managed_fields = None;
-    api.replace_status(&job.name_any(), &PostParams::default(), &object)
-        .await?;
-    Ok(())
-}
-
+/// Deletion: stop every pod first (none may checkpoint into state being deleted), then, with
+/// `onDelete: Delete`, the stored state of this incarnation and the claims. Always finishes:
+/// storage that cannot be reached (no credentials Secret any more, access denied, or still
+/// failing after ten minutes) is left, and an Event says where.
 async fn cleanup(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
-    // Pods, the Service and the Secret go with their owner reference. Stored state and claims are
-    // kept unless the policy says Delete.
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
-    if job.spec.state.on_delete == crate::crd::StateDeletePolicy::Delete {
-        // No pod may still checkpoint into the state about to be deleted (it would reappear): stop
-        // every replica first, and wait for them to be gone.
-        if !crate::lifecycle::stop_all(&job, ctx).await? {
-            // An error, not Ok: kube-runtime removes the finalizer when cleanup returns Ok.
-            return Err(Error::StoppingReplicas);
-        }
-        // Stored state next: if it cannot be deleted, the finalizer stays and this is retried,
-        // so the job does not vanish leaving its data behind unannounced.
-        match crate::lifecycle::delete_stored_state(&job, ctx).await {
-            Ok(n) => {
-                let note = format!("deleted {n} stored objects (onDelete: Delete)");
-                publish(ctx, &job, EventType::Normal, "DeletedState", note).await
-            }
-            Err(e) => {
-                publish(
-                    ctx,
-                    &job,
-                    EventType::Warning,
-                    "DeleteStateFailed",
-                    e.clone(),
-                )
-                .await;
-                return Err(Error::Finalizer(e));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let live = ctx.pods(&job);
+    if !live.is_empty() {
+        for pod in &live {
+            if pod.metadata.deletion_timestamp.is_none() {
+                match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(kube_err(format!("deleting pod {}", pod.name_any()))(e)),
+                }
             }
         }
+        // Their deletion events wake us.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let delete = job.spec.state.on_delete == StateDeletePolicy::Delete;
+    if delete {
+        delete_stored_state(&job, ctx).await?;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-        for i in 0..job.spec.parallelism {
+        for claim in ctx.claims(&job) {
             match claims
-                .delete(&objects::claim_name(&job, i), &DeleteParams::default())
+                .delete(&claim.name_any(), &DeleteParams::default())
                 .await
             {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(kube_err(format!("deleting claim {}", claim.name_any()))(e)),
             }
         }
     }
     ctx.metrics
         .set_phase(format!("{ns}/{}", job.name_any()), None);
-    publish(
-        ctx,
-        &job,
-        EventType::Normal,
-        "Deleted",
-        format!(
-            "StreamJob deleted; stored state {}",
-            match job.spec.state.on_delete {
-                crate::crd::StateDeletePolicy::Retain => "retained",
-                crate::crd::StateDeletePolicy::Delete => "deleted",
-            }
-        ),
-    )
-    .await;
+    if let Ok(mut t) = ctx.tokens.lock() {
+        t.remove(&Context::key(&job));
+    }
+    let note = format!(
+        "StreamJob deleted; stored state {}",
+        if delete { "deleted" } else { "retained" }
+    );
+    ctx.publish(&job, false, "Deleted", note).await;
     Ok(Action::await_change())
+}
+
+async fn delete_stored_state(job: &StreamJob, ctx: &Context) -> Result<(), Error> {
+    let st = job.status.clone().unwrap_or_default();
+    let id = st.job_id.clone().or_else(|| job.uid()).unwrap_or_default();
+    let Some(root) = layout::job_root(job, &job.spec, &id) else {
+        return Ok(());
+    };
+    let options = match stored::options(&ctx.client, job).await {
+        Ok(o) => o,
+        // The Secret is gone (a namespace being deleted): try the operator's own credentials.
+        Err(e @ (StoredError::SecretMissing { .. } | StoredError::SecretIncomplete { .. })) => {
+            tracing::info!(job = %job.name_any(), error = %e, "using the operator's own credentials to delete stored state");
+            stored::base_options(job)
+        }
+        Err(e) => return give_up_or_retry(job, ctx, &root, e).await,
+    };
+    match stored::delete_all(&root, &options).await {
+        Ok(n) => {
+            let note = format!("deleted {n} stored objects under {root} (onDelete: Delete)");
+            ctx.publish(job, false, "DeletedState", note).await;
+            Ok(())
+        }
+        Err(e) => give_up_or_retry(job, ctx, &root, e).await,
+    }
+}
+
+async fn give_up_or_retry(
+    job: &StreamJob,
+    ctx: &Context,
+    root: &str,
+    e: StoredError,
+) -> Result<(), Error> {
+    let since = job
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().as_second() - t.0.as_second())
+        .unwrap_or(0);
+    if e.is_transient() && since < DELETE_STATE_DEADLINE {
+        ctx.publish(job, true, "DeleteStateFailed", format!("{e}; retrying"))
+            .await;
+        return Err(Error::DeleteState(e));
+    }
+    let note = format!("stored state under {root} was left in storage: {e}");
+    ctx.publish(job, true, "DeleteStateFailed", note).await;
+    Ok(())
 }
 
 /// Runs the controller for one namespace (or all, with `None`) until `shutdown` resolves.
 pub async fn run(
-    ctx: Arc<Context>,
+    ctx_parts: ControllerParts,
     namespace: Option<String>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let client = ctx.client.clone();
-    // Secrets are not watched: the operator may only get and create its own (see the chart's RBAC).
-    let (jobs, pods, services, claims): (
-        Api<StreamJob>,
-        Api<Pod>,
-        Api<Service>,
-        Api<PersistentVolumeClaim>,
-    ) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
+    let ControllerParts {
+        api_client,
+        watch_client,
+        recorder,
+        metrics,
+        settings,
+        concurrency,
+    } = ctx_parts;
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=stator-operator");
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, owned.clone())
-        .owns(services, owned.clone())
-        .owns(claims, owned)
+    let (pods_reader, pods_writer) = reflector::store::<Pod>();
+    let (services_reader, services_writer) = reflector::store::<Service>();
+    let (claims_reader, claims_writer) = reflector::store::<PersistentVolumeClaim>();
+    let pods = reflector(
+        pods_writer,
+        watcher(api::<Pod>(&watch_client, &namespace), owned.clone()),
+    )
+    .default_backoff()
+    .applied_objects();
+    let services = reflector(
+        services_writer,
+        watcher(api::<Service>(&watch_client, &namespace), owned.clone()),
+    )
+    .default_backoff()
+    .applied_objects();
+    let claims = reflector(
+        claims_writer,
+        watcher(
+            api::<PersistentVolumeClaim>(&watch_client, &namespace),
+            owned,
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+
+    let (jobs_reader, jobs_writer) = reflector::store::<StreamJob>();
+    let jobs = reflector(
+        jobs_writer,
+        guarded_jobs(&watch_client, &namespace, metrics.clone()),
+    )
+    .default_backoff()
+    .applied_objects();
+
+    let ctx = Arc::new(Context {
+        client: api_client,
+        recorder,
+        metrics,
+        settings,
+        caches: Caches {
+            pods: pods_reader,
+            services: services_reader,
+            claims: claims_reader,
+        },
+        tokens: Default::default(),
+        failures: Default::default(),
+    });
+    Controller::for_stream(jobs, jobs_reader)
+        .with_config(runtime::Config::default().concurrency(concurrency))
+        .owns_stream(pods)
+        .owns_stream(services)
+        .owns_stream(claims)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -448,6 +393,58 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// What [`run`] builds its context from.
+pub struct ControllerParts {
+    pub api_client: Client,
+    pub watch_client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub settings: crate::lifecycle::Settings,
+    pub concurrency: u16,
+}
+
+/// StreamJobs watched as untyped objects and parsed one by one: one that does not parse (a
+/// status from a newer operator, a hand-edited field) is skipped and reported, and the watch
+/// goes on for every other job.
+fn guarded_jobs(
+    client: &Client,
+    namespace: &Option<String>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> impl futures::Stream<Item = Result<watcher::Event<StreamJob>, watcher::Error>> + Send + 'static
+{
+    let resource = ApiResource::erase::<StreamJob>(&());
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let parse = move |o: DynamicObject| -> Option<StreamJob> {
+        let name = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        match o.try_parse::<StreamJob>() {
+            Ok(job) => Some(job),
+            Err(e) => {
+                metrics.malformed();
+                tracing::error!(job = name, error = %e, "skipping a StreamJob that cannot be read; fix or delete it");
+                None
+            }
+        }
+    };
+    watcher(api, watcher::Config::default()).filter_map(move |event| {
+        let parse = parse.clone();
+        async move {
+            match event {
+                Err(e) => Some(Err(e)),
+                Ok(watcher::Event::Apply(o)) => parse(o).map(|j| Ok(watcher::Event::Apply(j))),
+                Ok(watcher::Event::InitApply(o)) => {
+                    parse(o).map(|j| Ok(watcher::Event::InitApply(j)))
+                }
+                Ok(watcher::Event::Delete(o)) => parse(o).map(|j| Ok(watcher::Event::Delete(j))),
+                Ok(watcher::Event::Init) => Some(Ok(watcher::Event::Init)),
+                Ok(watcher::Event::InitDone) => Some(Ok(watcher::Event::InitDone)),
+            }
+        }
+    })
 }
 
 pub fn reporter(instance: Option<String>) -> Reporter {

@@ -75,6 +75,9 @@ pub struct StreamJobSpec {
     /// Rolling back to the last stable spec when a new version does not become ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackSpec>,
+    /// When a `lastState` upgrade takes a savepoint instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<LastStateSpec>,
     /// The state sidecar container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<SidecarSpec>,
@@ -286,6 +289,10 @@ pub struct ClaimSpec {
     pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Delete the claims of replicas above the parallelism after a scale-down. Default false:
+    /// they are kept (a later scale-up reuses their files for local recovery).
+    #[serde(default)]
+    pub delete_on_scale_down: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -393,6 +400,17 @@ fn default_readiness_timeout() -> i64 {
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+pub struct LastStateSpec {
+    /// A running job whose replicas' latest checkpoints are older than this (seconds), or that
+    /// has a replica without any, is upgraded through a savepoint instead. Absent: only a missing
+    /// checkpoint does that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_checkpoint_age_seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct SidecarSpec {
     /// Default: the operator's `--sidecar-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,6 +471,44 @@ pub struct StreamJobStatus {
     /// Counts operations, to name lineages and savepoints uniquely.
     #[serde(default)]
     pub operations: i64,
+    /// The identity of this incarnation of the job in storage (its UID, recorded once): every
+    /// stored path lies under `<state location>/<namespace>/<name>/<jobId>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Where a resume restores from: the savepoint the suspend took (absent: the suspended
+    /// deployment's own checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<String>,
+    /// Savepoint locations to delete from storage (dropped from the history, or left partial by
+    /// a failed savepoint), each not before its time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disposals: Vec<Disposal>,
+    /// When the last periodic savepoint was started (complete or not): the next one is due an
+    /// interval after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_periodic_attempt: Option<String>,
+    /// The API server refused to create a pod of this spec (admission, quota): retried with
+    /// backoff, or at once when the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Disposal {
+    pub location: String,
+    pub not_before: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// The spec hash whose pod was refused.
+    pub spec_hash: String,
+    /// The API server's message.
+    pub message: String,
+    pub at: String,
+    pub attempts: i32,
 }
 
 /// One deployed version of the job.
@@ -469,6 +525,14 @@ pub struct Deployment {
     /// Where this version first restored from; `None`: it started empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// Where its replicas checkpoint (`<job's storage>/<lineage>`); absent without a state
+    /// location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_location: Option<String>,
+    /// The sidecar image its pods run: recorded, so that a new operator default reaches a job
+    /// only at its next upgrade, never by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_image: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -495,6 +559,8 @@ pub enum Step {
     Starting,
     /// Waiting for every new replica to be ready.
     WaitingReady,
+    /// An abandoned stop-with-savepoint: letting the old replicas write again.
+    Unfencing,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -515,6 +581,15 @@ pub struct Operation {
     pub savepoint_complete: bool,
     pub started_at: String,
     pub step_started_at: String,
+    /// Identifies the operation to the sidecars: a savepoint request is idempotent per id.
+    #[serde(default)]
+    pub id: String,
+    /// When the current step gives up (fixed when the step starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Why the operation is being abandoned (step Unfencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

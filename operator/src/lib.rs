@@ -1,10 +1,13 @@
 //! `stator-operator`: the Kubernetes operator for `StreamJob` resources (`stator.dev/v1alpha1`).
 //!
 //! [`crd`] holds the API types (the CRD is generated from them), [`validate`] and [`objects`] are
-//! pure (spec checks, and the pods, Service, Secret and claims a job runs on), [`controller`]
-//! fetches, applies and reports status, and [`run`] wires the process: leader election, metrics,
-//! health endpoints and graceful shutdown. It must not depend on RocksDB.
+//! pure (spec checks, and the pods, Service, Secret and claims a job runs on), [`lifecycle`] is
+//! the state machine (a pure planner and its executor), [`controller`] wires a reconcile
+//! (validate, the Secret and Service, the lifecycle, cleanup on delete) to the watches, [`stored`]
+//! reaches a job's storage, and [`run`] wires the process: leader election, metrics, health
+//! endpoints and graceful shutdown. It must not depend on RocksDB.
 
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod http;
@@ -15,6 +18,7 @@ pub mod objects;
 pub mod run;
 pub mod sidecar_api;
 pub mod status;
+pub mod stored;
 pub mod validate;
 
 #[cfg(test)]

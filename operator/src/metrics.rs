@@ -52,6 +52,13 @@ pub struct Metrics {
     operation_seconds: Family<ReasonLabel, Histogram>,
     pause_seconds: Family<ReasonLabel, Histogram>,
     savepoints: Family<OperationLabel, Counter>,
+    malformed: Counter,
+    api_requests: Family<VerbLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabel {
+    verb: String,
 }
 
 impl Metrics {
@@ -107,7 +114,21 @@ impl Metrics {
             "Savepoints by reason and result",
             savepoints.clone(),
         );
+        let malformed = Counter::default();
+        registry.register(
+            "malformed_streamjobs",
+            "StreamJobs skipped because they cannot be read",
+            malformed.clone(),
+        );
+        let api_requests = Family::default();
+        registry.register(
+            "api_requests",
+            "Requests to the Kubernetes API server by verb (watches count once per connection)",
+            api_requests.clone(),
+        );
         Self {
+            malformed,
+            api_requests,
             registry,
             reconciles,
             errors,
@@ -189,6 +210,19 @@ impl Metrics {
             .get_or_create(&OperationLabel {
                 reason: reason.to_owned(),
                 result,
+            })
+            .inc();
+    }
+
+    pub fn malformed(&self) {
+        self.malformed.inc();
+    }
+
+    /// Counts one request to the API server.
+    pub fn api_request(&self, verb: &str) {
+        self.api_requests
+            .get_or_create(&VerbLabel {
+                verb: verb.to_owned(),
             })
             .inc();
     }

@@ -45,10 +45,17 @@ pub const LABEL_REPLICA: &str = "stator.dev/replica";
 pub const ANNOTATION_SPEC_HASH: &str = "stator.dev/spec-hash";
 pub const ANNOTATION_RESTORE_FROM: &str = "stator.dev/restore-from";
 
+/// A pod's grace period when the spec sets none.
+pub const DEFAULT_GRACE_SECONDS: i64 = 60;
+
 /// What a replica pod needs beyond the job itself.
 #[derive(Debug, Clone)]
 pub struct PodInputs<'a> {
-    pub default_sidecar_image: &'a str,
+    /// The sidecar image the deployment recorded.
+    pub sidecar_image: &'a str,
+    /// The job's identity in storage: the sidecar records it in its manifests and refuses to
+    /// continue from another job's checkpoints.
+    pub job_id: Option<&'a str>,
     pub spec_hash: &'a str,
     /// Where the new pods restore from: a savepoint or checkpoint location; `None` means the
     /// replica's own latest checkpoint (or empty when there is none).
@@ -131,7 +138,9 @@ pub fn state_location(job: &StreamJob) -> Option<String> {
 }
 
 /// A short hash of everything in the spec that shapes the pods. A change of it is an upgrade.
-pub fn spec_hash(job: &StreamJob, default_sidecar_image: &str) -> String {
+/// The operator's default sidecar image is not part of it: a deployment records the image it
+/// runs, so an operator upgrade never restarts jobs by itself.
+pub fn spec_hash(job: &StreamJob) -> String {
     let s = &job.spec;
     let shaping = serde_json::json!({
         "app": s.app,
@@ -151,7 +160,6 @@ pub fn spec_hash(job: &StreamJob, default_sidecar_image: &str) -> String {
         },
         "restartNonce": s.restart_nonce,
         "sidecar": s.sidecar,
-        "defaultSidecarImage": default_sidecar_image,
     });
     let digest = Sha256::digest(shaping.to_string().as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -293,8 +301,15 @@ fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVa
         ),
         env("STATOR_LOG_FORMAT", "json"),
     ];
+    if let Some(id) = inputs.job_id {
+        out.push(env("STATOR_JOB_ID", id));
+    }
     if let Some(location) = inputs.state_location {
         out.push(env("STATOR_STATE_LOCATION", location));
+        out.push(env(
+            "STATOR_FINAL_CHECKPOINT_TIMEOUT_SECS",
+            final_checkpoint_timeout(grace_seconds(job)).to_string(),
+        ));
         out.push(env(
             "STATOR_CHECKPOINT_INTERVAL_SECS",
             s.state.checkpoint_interval_seconds.to_string(),
@@ -454,11 +469,7 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
     }
     let sidecar = Container {
         name: SIDECAR_CONTAINER.to_owned(),
-        image: Some(
-            sidecar_spec
-                .image
-                .unwrap_or_else(|| inputs.default_sidecar_image.to_owned()),
-        ),
+        image: Some(inputs.sidecar_image.to_owned()),
         image_pull_policy: sidecar_spec.image_pull_policy,
         // A native sidecar: starts before the app, stops after it, restarts on its own.
         restart_policy: Some("Always".to_owned()),
@@ -540,9 +551,7 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
             service_account_name: overrides.service_account_name,
             automount_service_account_token: Some(false),
             security_context: Some(pod_security),
-            termination_grace_period_seconds: Some(
-                overrides.termination_grace_period_seconds.unwrap_or(60),
-            ),
+            termination_grace_period_seconds: Some(grace_seconds(job)),
             ..Default::default()
         }),
         status: None,
@@ -570,6 +579,25 @@ fn web_identity_volume(id: &WebIdentitySpec) -> Volume {
             }]),
         }),
         ..Default::default()
+    }
+}
+
+/// The pod's termination grace period.
+pub fn grace_seconds(job: &StreamJob) -> i64 {
+    job.spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+}
+
+/// How long the sidecar's final checkpoint on SIGTERM may take: within the grace period, leaving
+/// time for the app to stop first (the sidecar stops after it) and for the upload to commit.
+pub fn final_checkpoint_timeout(grace: i64) -> i64 {
+    if grace >= 30 {
+        grace - 15
+    } else {
+        (grace / 2).max(1)
     }
 }
 
@@ -679,7 +707,8 @@ mod tests {
 
     fn inputs(hash: &str) -> PodInputs<'_> {
         PodInputs {
-            default_sidecar_image: "ghcr.io/stator/stator-sidecar:test",
+            sidecar_image: "ghcr.io/stator/stator-sidecar:test",
+            job_id: Some("uid-wc"),
             spec_hash: hash,
             restore_from: None,
             state_location: Some("s3://bucket/jobs/default/wc/l1"),
@@ -724,6 +753,16 @@ mod tests {
         assert_eq!(env_of(sidecar, "STATOR_STATES"), Some("counts:value"));
         assert_eq!(env_of(sidecar, "STATOR_ADMIN_ADDR"), Some("$(POD_IP):9601"));
         assert_eq!(env_of(sidecar, "STATOR_RESTORE_FROM"), None);
+        assert_eq!(env_of(sidecar, "STATOR_JOB_ID"), Some("uid-wc"));
+        let grace = spec.termination_grace_period_seconds.unwrap();
+        let final_timeout: i64 = env_of(sidecar, "STATOR_FINAL_CHECKPOINT_TIMEOUT_SECS")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            final_timeout < grace,
+            "the final checkpoint ({final_timeout} s) ends within the grace period ({grace} s)"
+        );
         let probe = sidecar
             .readiness_probe
             .as_ref()
@@ -936,17 +975,16 @@ mod tests {
     #[test]
     fn spec_hash_changes_with_what_shapes_pods_only() {
         let base = job("wc").build();
-        let h = spec_hash(&base, "img");
-        assert_eq!(h, spec_hash(&base.clone(), "img"), "stable");
-        assert_ne!(h, spec_hash(&job("wc").image("other:2").build(), "img"));
-        assert_ne!(h, spec_hash(&job("wc").parallelism(3).build(), "img"));
-        assert_ne!(h, spec_hash(&base, "other-default-sidecar"));
+        let h = spec_hash(&base);
+        assert_eq!(h, spec_hash(&base.clone()), "stable");
+        assert_ne!(h, spec_hash(&job("wc").image("other:2").build()));
+        assert_ne!(h, spec_hash(&job("wc").parallelism(3).build()));
         let mut suspended = base.clone();
         suspended.spec.suspend = true;
         suspended.spec.savepoint = Some(Default::default());
         assert_eq!(
             h,
-            spec_hash(&suspended, "img"),
+            spec_hash(&suspended),
             "suspend and savepoint settings do not reshape pods"
         );
     }

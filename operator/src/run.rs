@@ -11,10 +11,11 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::{self, Context};
+use crate::controller::{self, ControllerParts};
 use crate::crd::StreamJob;
 use crate::http::{self, HttpState};
 use crate::leader::LeaderElector;
+use crate::lifecycle::Settings;
 use crate::metrics::Metrics;
 
 #[derive(Parser, Debug)]
@@ -73,6 +74,13 @@ pub struct RunArgs {
     /// json or text.
     #[arg(long, env = "STATOR_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+    /// StreamJobs reconciled at once (a restarted operator works through every job with this
+    /// many in flight).
+    #[arg(long, env = "STATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: u16,
+    /// Seconds a request to the API server may take before it fails (watches excepted).
+    #[arg(long, env = "STATOR_API_TIMEOUT_SECS", default_value_t = 20)]
+    pub api_timeout_secs: u64,
 }
 
 /// The sidecar image of this build, with the workspace's version (the chart's appVersion).
@@ -95,11 +103,50 @@ pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(serde_yaml::to_string(&StreamJob::crd())?)
 }
 
+/// A client whose requests are counted in the metrics; `read_timeout` bounds every answer.
+fn client(
+    mut config: kube::Config,
+    read_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<kube::Client> {
+    config.read_timeout = Some(read_timeout);
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.write_timeout = Some(Duration::from_secs(20));
+    let count = tower::util::MapRequestLayer::new(move |req: ::http::Request<kube::client::Body>| {
+        let watch = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+        let verb = if watch {
+            "watch"
+        } else {
+            match *req.method() {
+                ::http::Method::GET => "get",
+                ::http::Method::POST => "create",
+                ::http::Method::PUT => "update",
+                ::http::Method::PATCH => "patch",
+                ::http::Method::DELETE => "delete",
+                _ => "other",
+            }
+        };
+        metrics.api_request(verb);
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("cannot build the Kubernetes client")?
+        .with_layer(&count)
+        .build())
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+    let metrics = Arc::new(Metrics::new());
+    let config = kube::Config::infer()
         .await
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
-    let metrics = Arc::new(Metrics::new());
+    let client = client(
+        config.clone(),
+        Duration::from_secs(args.api_timeout_secs.max(1)),
+        metrics.clone(),
+    )?;
+    // Watches wait up to the server's watch timeout (290 s) for an event.
+    let watch_client = client_for_watches(config, metrics.clone())?;
     let http_state = Arc::new(HttpState {
         metrics: metrics.clone(),
         ready: Default::default(),
@@ -156,17 +203,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let ctx = Arc::new(Context {
-        client: client.clone(),
+    let parts = || ControllerParts {
+        api_client: client.clone(),
+        watch_client: watch_client.clone(),
         recorder: controller::recorder(client.clone(), Some(identity.clone())),
         metrics: metrics.clone(),
-        default_sidecar_image: args.sidecar_image.clone(),
-    });
+        settings: Settings {
+            default_sidecar_image: args.sidecar_image.clone(),
+        },
+        concurrency: args.max_concurrent_reconciles.max(1),
+    };
     let namespaces = watched_namespaces(&args.namespaces);
     let controllers = futures::future::join_all(
         namespaces
             .into_iter()
-            .map(|ns| controller::run(ctx.clone(), ns, shutdown.clone())),
+            .map(|ns| controller::run(parts(), ns, shutdown.clone())),
     );
     let lost = async {
         match &elector {
@@ -184,6 +235,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stator-operator stopped");
     Ok(())
+}
+
+fn client_for_watches(config: kube::Config, metrics: Arc<Metrics>) -> anyhow::Result<kube::Client> {
+    client(config, Duration::from_secs(295), metrics)
 }
 
 /// A token cancelled on SIGTERM or SIGINT.

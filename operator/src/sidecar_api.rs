@@ -102,27 +102,20 @@ impl SidecarApi {
         Ok(bytes)
     }
 
-    /// Starts a savepoint at `location` (idempotent per location: a repeated trigger returns the
-    /// existing savepoint's status).
+    /// Starts a savepoint at `location` for operation `operation_id`, or reports the one already
+    /// started: idempotent per operation. A location holding another operation's savepoint is
+    /// refused (HTTP 409).
     pub async fn trigger_savepoint(
         &self,
         addr: &str,
         location: &str,
         stop: bool,
+        operation_id: &str,
     ) -> Result<SavepointStatus, ApiError> {
-        let body = serde_json::json!({ "location": location, "stop": stop });
+        let body =
+            serde_json::json!({ "location": location, "stop": stop, "operationId": operation_id });
         let bytes = self
             .call(addr, "POST", "/v1/savepoints", Some(body))
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })
-    }
-
-    pub async fn savepoint(&self, addr: &str, id: &str) -> Result<SavepointStatus, ApiError> {
-        let bytes = self
-            .call(addr, "GET", &format!("/v1/savepoints/{id}"), None)
             .await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
             addr: addr.to_owned(),
@@ -135,13 +128,5 @@ impl SidecarApi {
         self.call(addr, "POST", "/v1/unfence", None)
             .await
             .map(|_| ())
-    }
-
-    pub async fn status(&self, addr: &str) -> Result<serde_json::Value, ApiError> {
-        let bytes = self.call(addr, "GET", "/v1/status", None).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })
     }
 }

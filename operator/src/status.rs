@@ -23,12 +23,33 @@ pub fn set(
     message: impl Into<String>,
     generation: Option<i64>,
 ) {
+    set_at(
+        conditions,
+        type_,
+        status,
+        reason,
+        message,
+        generation,
+        &now(),
+    )
+}
+
+/// [`set`] with the time given (the planner passes its clock in).
+pub fn set_at(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &str,
+) {
     let status = if status { "True" } else { "False" }.to_owned();
     let message = message.into();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
-                c.last_transition_time = now();
+                c.last_transition_time = now.to_owned();
             }
             c.status = status;
             c.reason = reason.to_owned();
@@ -41,7 +62,7 @@ pub fn set(
             reason: reason.to_owned(),
             message,
             observed_generation: generation,
-            last_transition_time: now(),
+            last_transition_time: now.to_owned(),
         }),
     }
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));

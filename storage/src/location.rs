@@ -48,6 +48,8 @@ impl Default for S3Options {
 pub struct StaticCredentials {
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// For temporary credentials (`AWS_SESSION_TOKEN`).
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for StaticCredentials {

@@ -48,7 +48,7 @@ impl S3Store {
             loader = loader.credentials_provider(Credentials::new(
                 c.access_key_id.clone(),
                 c.secret_access_key.clone(),
-                None,
+                c.session_token.clone(),
                 None,
                 "stator-static",
             ));

@@ -1,0 +1,529 @@
+//! The executor: observe, plan, persist, act. The only part of the lifecycle that does I/O.
+//!
+//! Observations come from the watch caches (pods, claims), the sidecars' answers to the effects
+//! just performed, and storage when the planner asks ([`Need`]). The planned status is written
+//! with a full replace under the resourceVersion that was read, before any of the plan's effects
+//! are performed; a writer holding a stale view gets 409 and retries from the newer object.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use rand::Rng;
+
+use super::layout;
+use super::model::{
+    Checkpoints, Effect, Need, Observed, Outcome, PodPhase, PodView, SavepointAnswer, Wake,
+};
+use crate::context::{Context, FIELD_MANAGER};
+use crate::crd::{Deployment, StreamJob, StreamJobStatus};
+use crate::objects::{self, ANNOTATION_SPEC_HASH, LABEL_REPLICA, PodInputs};
+use crate::sidecar_api::{ApiError, SidecarApi};
+use crate::stored::{self, StoredError};
+
+/// Plans (and steps) chained within one reconcile at most.
+const MAX_CHAIN: usize = 12;
+/// The safety requeue of a job at rest (watch events drive everything else).
+const IDLE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the StreamJob changed since it was read; planning again from the newer version")]
+    Conflict,
+    #[error("cannot observe the checkpoints the plan needs: {0}")]
+    Checkpoints(#[source] StoredError),
+    #[error("the admin token Secret {name} holds no token")]
+    NoToken { name: String },
+    #[error("the StreamJob has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// Whether retrying may help (with backoff); otherwise the job waits for a change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(e) => e.code == 409 || e.code == 429 || e.code >= 500,
+                _ => true,
+            },
+            Error::Conflict => true,
+            Error::Checkpoints(e) => e.is_transient(),
+            Error::NoToken { .. } | Error::NoNamespace => false,
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::Conflict => "conflict",
+            Error::Checkpoints(_) => "storage",
+            Error::NoToken { .. } => "token",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// Runs the lifecycle for `job` until it has to wait; returns when to reconcile again.
+pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Result<Action, Error> {
+    let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut current = job.clone();
+    let mut status = job.status.clone().unwrap_or_default();
+    let mut outcomes = Vec::new();
+    let mut checkpoints: Option<Checkpoints> = None;
+    let mut overlay = Overlay::default();
+    for _ in 0..MAX_CHAIN {
+        let observed = Observed {
+            pods: overlay.apply(pod_views(ctx, &current)),
+            claims: claim_indices(ctx, &current),
+            spec_problems: problems.clone(),
+            outcomes: std::mem::take(&mut outcomes),
+            checkpoints: checkpoints.clone(),
+        };
+        let plan = super::plan(
+            &current,
+            &status,
+            &observed,
+            Timestamp::now(),
+            &ctx.settings,
+        );
+        if let Some(Need::Checkpoints {
+            location,
+            parallelism,
+        }) = plan.need
+        {
+            if checkpoints
+                .as_ref()
+                .is_some_and(|c| c.location == location && c.parallelism == parallelism)
+            {
+                // Already observed: the planner cannot ask twice for the same thing.
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            let options = stored::options(&ctx.client, &current)
+                .await
+                .map_err(Error::Checkpoints)?;
+            checkpoints = Some(
+                stored::latest_checkpoints(&location, parallelism, &options)
+                    .await
+                    .map_err(Error::Checkpoints)?,
+            );
+            outcomes = observed.outcomes;
+            continue;
+        }
+        if plan.status != status || current.status.is_none() {
+            current = persist(&api, &current, plan.status.clone()).await?;
+            status = plan.status.clone();
+        }
+        outcomes = perform(&current, &status, ctx, &plan.effects, &mut overlay).await?;
+        match plan.wake {
+            Wake::Now => continue,
+            Wake::After(d) => return Ok(Action::requeue(jitter(d))),
+            Wake::Idle => return Ok(Action::requeue(jitter(IDLE))),
+        }
+    }
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// Long waits get up to 10% of jitter, so that many jobs do not wake in the same second.
+fn jitter(d: Duration) -> Duration {
+    if d < Duration::from_secs(10) {
+        return d;
+    }
+    d.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+async fn persist(
+    api: &Api<StreamJob>,
+    current: &StreamJob,
+    status: StreamJobStatus,
+) -> Result<StreamJob, Error> {
+    let mut object = current.clone();
+    object.status = Some(status);
+    object.metadata.managed_fields = None;
+    match api
+        .replace_status(&current.name_any(), &PostParams::default(), &object)
+        .await
+    {
+        Ok(written) => Ok(StreamJob {
+            spec: current.spec.clone(),
+            ..written
+        }),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Conflict),
+        Err(e) => Err(kube_err("writing the StreamJob's status")(e)),
+    }
+}
+
+fn replica(pod: &Pod) -> Option<i32> {
+    pod.labels().get(LABEL_REPLICA)?.parse().ok()
+}
+
+fn pod_views(ctx: &Context, job: &StreamJob) -> BTreeMap<i32, PodView> {
+    let mut out = BTreeMap::new();
+    for pod in ctx.pods(job) {
+        let Some(i) = replica(&pod) else { continue };
+        let status = pod.status.as_ref();
+        let phase = match status.and_then(|s| s.phase.as_deref()) {
+            Some("Running") => PodPhase::Running,
+            Some("Succeeded" | "Failed") => PodPhase::Terminated,
+            _ => PodPhase::Pending,
+        };
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        out.insert(
+            i,
+            PodView {
+                spec_hash: pod.annotations().get(ANNOTATION_SPEC_HASH).cloned(),
+                phase,
+                ready,
+                deleting: pod.metadata.deletion_timestamp.is_some(),
+            },
+        );
+    }
+    out
+}
+
+fn claim_indices(ctx: &Context, job: &StreamJob) -> std::collections::BTreeSet<i32> {
+    ctx.claims(job)
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter_map(|c| c.labels().get(LABEL_REPLICA)?.parse().ok())
+        .collect()
+}
+
+/// This reconcile's own writes, which the watch cache may not show yet.
+#[derive(Default)]
+struct Overlay {
+    created: BTreeMap<i32, String>,
+    deleted: Vec<i32>,
+}
+
+impl Overlay {
+    fn apply(&self, mut pods: BTreeMap<i32, PodView>) -> BTreeMap<i32, PodView> {
+        for (&i, hash) in &self.created {
+            pods.entry(i).or_insert(PodView {
+                spec_hash: Some(hash.clone()),
+                phase: PodPhase::Pending,
+                ready: false,
+                deleting: false,
+            });
+        }
+        for i in &self.deleted {
+            if let Some(p) = pods.get_mut(i) {
+                p.deleting = true;
+            }
+        }
+        pods
+    }
+}
+
+fn admin_addr(pod: &Pod) -> Option<String> {
+    let ip = pod.status.as_ref()?.pod_ip.as_ref()?;
+    Some(if ip.contains(':') {
+        format!("[{ip}]:{}", objects::ADMIN_PORT)
+    } else {
+        format!("{ip}:{}", objects::ADMIN_PORT)
+    })
+}
+
+/// The sidecars' admin token: from the cache, else read once from the job's Secret.
+pub async fn token(job: &StreamJob, ctx: &Context) -> Result<String, Error> {
+    let key = Context::key(job);
+    if let Some(t) = ctx.tokens.lock().ok().and_then(|t| t.get(&key).cloned()) {
+        return Ok(t);
+    }
+    let name = objects::token_secret_name(job);
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let secret = secrets
+        .get(&name)
+        .await
+        .map_err(kube_err(format!("reading the admin token Secret {name}")))?;
+    let token = secret
+        .data
+        .and_then(|d| {
+            d.get(objects::TOKEN_KEY)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or(Error::NoToken { name })?;
+    if let Ok(mut t) = ctx.tokens.lock() {
+        t.insert(key, token.clone());
+    }
+    Ok(token)
+}
+
+fn forget_token(job: &StreamJob, ctx: &Context) {
+    if let Ok(mut t) = ctx.tokens.lock() {
+        t.remove(&Context::key(job));
+    }
+}
+
+/// Builds replica `i`'s pod of deployment `d`.
+pub fn build_pod(
+    job: &StreamJob,
+    st: &StreamJobStatus,
+    ctx: &Context,
+    d: &Deployment,
+    i: i32,
+) -> Pod {
+    let spec = layout::deployment_spec(job, d);
+    let target = layout::with_spec(job, &spec);
+    let legacy = layout::lineage_location(job, &spec, st, &d.lineage);
+    let inputs = PodInputs {
+        sidecar_image: d
+            .sidecar_image
+            .as_deref()
+            .unwrap_or(&ctx.settings.default_sidecar_image),
+        job_id: st.job_id.as_deref(),
+        spec_hash: &d.hash,
+        restore_from: d.restore_from.as_deref(),
+        state_location: d.state_location.as_deref().or(legacy.as_deref()),
+    };
+    objects::pod(&target, i, &inputs)
+}
+
+async fn perform(
+    job: &StreamJob,
+    st: &StreamJobStatus,
+    ctx: &Context,
+    effects: &[Effect],
+    overlay: &mut Overlay,
+) -> Result<Vec<Outcome>, Error> {
+    let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut outcomes = Vec::new();
+    let mut sidecar_calls = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::CreateClaim {
+                replica,
+                deployment,
+            } => {
+                let target = layout::with_spec(job, &layout::deployment_spec(job, deployment));
+                let Some(claim) = objects::claim(&target, *replica) else {
+                    continue;
+                };
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match claims.create(&pp, &claim).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                        outcomes.push(Outcome::PodRejected {
+                            replica: *replica,
+                            message: format!(
+                                "claim {}: {}",
+                                objects::claim_name(job, *replica),
+                                e.message
+                            ),
+                        });
+                    }
+                    Err(e) => {
+                        return Err(kube_err(format!(
+                            "creating claim {}",
+                            objects::claim_name(job, *replica)
+                        ))(e));
+                    }
+                }
+            }
+            Effect::DeleteClaim { replica } => {
+                let name = objects::claim_name(job, *replica);
+                match claims.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {
+                        ctx.publish(
+                            job,
+                            false,
+                            "DeletedClaim",
+                            format!(
+                                "deleted claim {name} (above the parallelism; deleteOnScaleDown)"
+                            ),
+                        )
+                        .await
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(kube_err(format!("deleting claim {name}"))(e)),
+                }
+            }
+            Effect::CreatePod {
+                replica,
+                deployment,
+            } => {
+                let pod = build_pod(job, st, ctx, deployment, *replica);
+                let name = objects::pod_name(job, *replica);
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match pods.create(&pp, &pod).await {
+                    Ok(_) => {
+                        overlay.created.insert(*replica, deployment.hash.clone());
+                        let p = layout::parallelism(job, deployment);
+                        let note = format!(
+                            "created pod {name} (replica {replica} of {p}, lineage {})",
+                            deployment.lineage
+                        );
+                        ctx.publish(job, false, "CreatedPod", note).await;
+                    }
+                    // The cache has not seen it yet: it exists.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        overlay.created.insert(*replica, deployment.hash.clone());
+                    }
+                    // Admission (Pod Security, a webhook), validation or a quota: permanent for
+                    // this spec.
+                    Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                        outcomes.push(Outcome::PodRejected {
+                            replica: *replica,
+                            message: e.message.clone(),
+                        });
+                    }
+                    Err(e) => return Err(kube_err(format!("creating pod {name}"))(e)),
+                }
+            }
+            Effect::DeletePod {
+                replica,
+                force,
+                why,
+            } => {
+                let name = objects::pod_name(job, *replica);
+                let dp = DeleteParams {
+                    grace_period_seconds: force.then_some(0),
+                    ..Default::default()
+                };
+                match pods.delete(&name, &dp).await {
+                    Ok(_) => {
+                        overlay.deleted.push(*replica);
+                        ctx.publish(
+                            job,
+                            false,
+                            "DeletedPod",
+                            format!("deleted pod {name} ({why})"),
+                        )
+                        .await;
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => overlay.deleted.push(*replica),
+                    Err(e) => return Err(kube_err(format!("deleting pod {name}"))(e)),
+                }
+            }
+            Effect::TriggerSavepoint { .. } | Effect::Unfence { .. } => sidecar_calls.push(effect),
+            Effect::Dispose { location } => {
+                let result = match stored::options(&ctx.client, job).await {
+                    Ok(options) => stored::delete_all(location, &options)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                outcomes.push(Outcome::Disposed {
+                    location: location.clone(),
+                    result,
+                });
+            }
+            Effect::Event {
+                warning,
+                reason,
+                note,
+            } => ctx.publish(job, *warning, reason, note.clone()).await,
+            Effect::OperationEnded {
+                reason,
+                ok,
+                seconds,
+                pause,
+            } => ctx.metrics.operation(reason, *ok, *seconds, *pause),
+            Effect::SavepointEnded { reason, ok } => ctx.metrics.savepoint(reason, *ok),
+        }
+    }
+    if !sidecar_calls.is_empty() {
+        outcomes.extend(call_sidecars(job, ctx, &sidecar_calls).await?);
+    }
+    Ok(outcomes)
+}
+
+/// Savepoint triggers and unfences, to every replica at once.
+async fn call_sidecars(
+    job: &StreamJob,
+    ctx: &Context,
+    calls: &[&Effect],
+) -> Result<Vec<Outcome>, Error> {
+    let api = SidecarApi::new(token(job, ctx).await?);
+    let addrs: BTreeMap<i32, String> = ctx
+        .pods(job)
+        .iter()
+        .filter_map(|p| Some((replica(p)?, admin_addr(p)?)))
+        .collect();
+    let api = &api;
+    let addrs = &addrs;
+    let answers = futures::future::join_all(calls.iter().map(|effect| async move {
+        match effect {
+            Effect::TriggerSavepoint { replica, location, stop, operation } => {
+                let answer = match addrs.get(replica) {
+                    None => SavepointAnswer::Unreachable(format!("replica {replica}'s pod has no address")),
+                    Some(addr) => match api.trigger_savepoint(addr, location, *stop, operation).await {
+                        Ok(s) if s.is_complete() => SavepointAnswer::Complete,
+                        Ok(s) if s.is_failed() => SavepointAnswer::Failed(s.reason.unwrap_or_else(|| "failed".into())),
+                        Ok(_) => SavepointAnswer::Pending,
+                        Err(ApiError::Status { status: 409, body, .. }) => SavepointAnswer::Failed(format!("refused: {body}")),
+                        Err(e) => SavepointAnswer::Unreachable(e.to_string()),
+                    },
+                };
+                Some((
+                    matches!(&answer, SavepointAnswer::Unreachable(m) if m.contains("answered 401")),
+                    Outcome::Savepoint {
+                        replica: *replica,
+                        operation: operation.clone(),
+                        answer,
+                    },
+                ))
+            }
+            Effect::Unfence { replica } => {
+                let ok = match addrs.get(replica) {
+                    None => false,
+                    Some(addr) => match api.unfence(addr).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(job = %job.name_any(), replica, error = %e, "could not unfence a replica");
+                            false
+                        }
+                    },
+                };
+                Some((false, Outcome::Unfenced { replica: *replica, ok }))
+            }
+            _ => None,
+        }
+    }))
+    .await;
+    let mut out = Vec::new();
+    for (unauthorized, outcome) in answers.into_iter().flatten() {
+        if unauthorized {
+            // The token changed (the Secret was recreated): read it again next time.
+            forget_token(job, ctx);
+        }
+        if let Outcome::Savepoint {
+            replica,
+            answer: SavepointAnswer::Unreachable(m),
+            ..
+        } = &outcome
+        {
+            tracing::warn!(job = %job.name_any(), replica, error = %m, "savepoint status unavailable");
+        }
+        out.push(outcome);
+    }
+    Ok(out)
+}

@@ -1,0 +1,180 @@
+//! What the planner is given and what it returns: plain values, so that the planner is a pure
+//! function and its tests build these directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{Deployment, StreamJobStatus};
+
+/// What the operator observed about one job's world before planning.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// The job's replica pods by replica index.
+    pub pods: BTreeMap<i32, PodView>,
+    /// Replica indices that have a PersistentVolumeClaim.
+    pub claims: BTreeSet<i32>,
+    /// Problems with the spec (from `validate`); empty when it is valid.
+    pub spec_problems: Vec<String>,
+    /// Answers to the effects performed just before this plan, in the same reconcile.
+    pub outcomes: Vec<Outcome>,
+    /// The latest committed checkpoint of each replica of one lineage, when the planner asked
+    /// for it ([`Need::Checkpoints`]).
+    pub checkpoints: Option<Checkpoints>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodView {
+    /// The spec hash the pod was built from.
+    pub spec_hash: Option<String>,
+    pub phase: PodPhase,
+    pub ready: bool,
+    /// It has a deletion timestamp: it is stopping.
+    pub deleting: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    Pending,
+    Running,
+    /// Failed or Succeeded: it will not run again.
+    Terminated,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoints {
+    /// The lineage's state location.
+    pub location: String,
+    pub parallelism: i32,
+    /// Replicas that have at least one committed checkpoint, with their latest.
+    pub latest: BTreeMap<i32, CheckpointInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    pub id: u64,
+    pub created_at: Timestamp,
+}
+
+/// The answer to an effect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Savepoint {
+        replica: i32,
+        operation: String,
+        answer: SavepointAnswer,
+    },
+    Unfenced {
+        replica: i32,
+        ok: bool,
+    },
+    /// The API server refused the pod (admission, a 422, a quota): permanent for this spec.
+    PodRejected {
+        replica: i32,
+        message: String,
+    },
+    Disposed {
+        location: String,
+        result: Result<usize, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SavepointAnswer {
+    Pending,
+    Complete,
+    /// The sidecar reported the savepoint failed, or refused it (another operation's savepoint
+    /// at the location).
+    Failed(String),
+    /// No answer now; the deadline decides.
+    Unreachable(String),
+}
+
+/// Something the executor does after persisting the plan's status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    CreateClaim {
+        replica: i32,
+        deployment: Deployment,
+    },
+    DeleteClaim {
+        replica: i32,
+    },
+    /// Create replica `replica`'s pod of `deployment` (only when no pod of that index exists).
+    CreatePod {
+        replica: i32,
+        deployment: Deployment,
+    },
+    /// `force`: with a grace period of 0, for a pod that outlived its grace period.
+    DeletePod {
+        replica: i32,
+        force: bool,
+        why: &'static str,
+    },
+    /// Start or poll (the same idempotent request) a savepoint on one replica.
+    TriggerSavepoint {
+        replica: i32,
+        location: String,
+        stop: bool,
+        operation: String,
+    },
+    Unfence {
+        replica: i32,
+    },
+    /// Delete everything stored under a savepoint location.
+    Dispose {
+        location: String,
+    },
+    Event {
+        warning: bool,
+        reason: &'static str,
+        note: String,
+    },
+    /// An operation ended: for the operator's metrics.
+    OperationEnded {
+        reason: String,
+        ok: bool,
+        seconds: f64,
+        pause: Option<f64>,
+    },
+    SavepointEnded {
+        reason: String,
+        ok: bool,
+    },
+}
+
+/// An observation the planner needs before it can decide; the executor makes it and plans again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    Checkpoints { location: String, parallelism: i32 },
+}
+
+/// When to plan again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// At once, in the same reconcile: a step that needs no wait, or answers to the effects.
+    Now,
+    /// After this long, or at the next watch event, whichever comes first.
+    After(Duration),
+    /// Only on a watch event (the executor still adds a long safety requeue).
+    Idle,
+}
+
+/// The planner's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Persisted, under the resourceVersion that was read, before any effect is performed.
+    pub status: StreamJobStatus,
+    pub effects: Vec<Effect>,
+    pub wake: Wake,
+    /// When set, nothing else in the plan counts: observe this and plan again.
+    pub need: Option<Need>,
+}
+
+/// Operator-wide settings the planner depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The sidecar image of new deployments whose spec does not name one.
+    pub default_sidecar_image: String,
+}

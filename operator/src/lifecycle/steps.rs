@@ -1,0 +1,489 @@
+//! The operation in flight, step by step. Every wait has a deadline fixed when its step began;
+//! every failure ends with the old version serving (unfenced), a rollback, or the job Failed with
+//! a reason and an Event. A suspend or a new spec is acted on as soon as the running step allows:
+//! a savepoint, an unfence and a stop finish first (each bounded); a version that is not ready
+//! yet is superseded at once.
+
+use std::collections::BTreeMap;
+
+use super::layout::{self, Carry, Source};
+use super::model::{Effect, Outcome, PodPhase, SavepointAnswer, Wake};
+use super::plan::{POLL, Planner, STOP_MARGIN};
+use crate::crd::{Deployment, Operation, OperationKind, Phase, Step};
+
+impl Planner<'_> {
+    pub(super) fn drive(&mut self, op: Operation) {
+        match op.step {
+            Step::Savepointing => self.savepointing(op),
+            Step::Unfencing => self.unfencing(op),
+            Step::Stopping => self.stopping(op),
+            Step::Starting => self.starting(op),
+            Step::WaitingReady => self.waiting_ready(op),
+        }
+    }
+
+    fn op_mut(&mut self) -> Option<&mut Operation> {
+        self.st.operation.as_mut()
+    }
+
+    fn end(&mut self, op: &Operation, ok: bool) {
+        let seconds = self.seconds_since(&op.started_at);
+        let pause =
+            (ok && op.savepoint_complete && op.kind != OperationKind::Savepoint).then_some(seconds);
+        self.effects.push(Effect::OperationEnded {
+            reason: op.reason.clone(),
+            ok,
+            seconds,
+            pause,
+        });
+        self.st.operation = None;
+        self.wake(Wake::Now);
+    }
+
+    // --- Savepointing ---------------------------------------------------------------------------
+
+    fn savepointing(&mut self, op: Operation) {
+        let Some(location) = op.savepoint.clone() else {
+            return self.next_step(Step::Stopping);
+        };
+        let Some(d) = self.st.deployment.clone() else {
+            return self.abandon(op, "nothing is deployed".into());
+        };
+        let stop = op.kind != OperationKind::Savepoint;
+        let p = layout::parallelism(self.job, &d);
+        let answers: BTreeMap<i32, SavepointAnswer> = self
+            .obs
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Savepoint {
+                    replica,
+                    operation,
+                    answer,
+                } if *operation == op.id => Some((*replica, answer.clone())),
+                _ => None,
+            })
+            .collect();
+        if answers.is_empty() {
+            for i in 0..p {
+                let running = self
+                    .obs
+                    .pods
+                    .get(&i)
+                    .is_some_and(|pod| pod.phase == PodPhase::Running && !pod.deleting);
+                if !running {
+                    return self.abandon(op, format!("replica {i} has no running pod"));
+                }
+            }
+            for i in 0..p {
+                self.effects.push(Effect::TriggerSavepoint {
+                    replica: i,
+                    location: location.clone(),
+                    stop,
+                    operation: op.id.clone(),
+                });
+            }
+            return self.wake(Wake::Now);
+        }
+        if let Some((i, why)) = answers.iter().find_map(|(i, a)| match a {
+            SavepointAnswer::Failed(why) => Some((i, why)),
+            _ => None,
+        }) {
+            return self.abandon(op.clone(), format!("replica {i}: {why}"));
+        }
+        let complete = (0..p).all(|i| answers.get(&i) == Some(&SavepointAnswer::Complete));
+        if complete {
+            self.record_savepoint(&location, &op.reason, p);
+            self.effects.push(Effect::SavepointEnded {
+                reason: op.reason.clone(),
+                ok: true,
+            });
+            self.event(
+                false,
+                "SavepointComplete",
+                format!("savepoint for {} complete at {location}", op.reason),
+            );
+            if op.kind == OperationKind::Savepoint {
+                return self.end(&op, true);
+            }
+            if let Some(o) = self.op_mut() {
+                o.savepoint_complete = true;
+            }
+            return self.next_step(Step::Stopping);
+        }
+        if self.past(op.deadline.as_deref()) {
+            let timeout = self.seconds_since(&op.step_started_at).round();
+            return self.abandon(op, format!("not complete after {timeout} s"));
+        }
+        self.wake(Wake::After(POLL));
+    }
+
+    /// A savepoint failed or timed out: nothing was lost (writes were at most fenced).
+    fn abandon(&mut self, op: Operation, why: String) {
+        self.effects.push(Effect::SavepointEnded {
+            reason: op.reason.clone(),
+            ok: false,
+        });
+        if let Some(sp) = &op.savepoint {
+            // What it uploaded is deleted once its sidecars have surely stopped writing.
+            let delay = self
+                .job
+                .spec
+                .savepoint
+                .as_ref()
+                .and_then(|s| s.timeout_seconds)
+                .unwrap_or(super::plan::SAVEPOINT_TIMEOUT)
+                .max(super::plan::DISPOSAL_DELAY);
+            self.dispose_later(vec![sp.clone()], delay);
+        }
+        match op.kind {
+            OperationKind::Savepoint => {
+                let message = format!("savepoint for {} failed: {why}", op.reason);
+                self.event(true, "SavepointFailed", message.clone());
+                self.degraded("SavepointFailed", message);
+                self.end(&op, false);
+            }
+            OperationKind::Suspend => {
+                // Suspend anyway: the fenced replicas stop, each with a final checkpoint, and a
+                // resume continues from their checkpoints.
+                let message = format!(
+                    "suspend savepoint failed: {why}; suspending from the replicas' checkpoints"
+                );
+                self.event(true, "SavepointFailed", message.clone());
+                self.degraded("SavepointFailed", message);
+                if let Some(o) = self.op_mut() {
+                    o.savepoint = None;
+                }
+                self.next_step(Step::Stopping);
+            }
+            _ => {
+                let message = format!(
+                    "savepoint for {} failed: {why}; the running version continues",
+                    op.reason
+                );
+                self.event(true, "SavepointFailed", message.clone());
+                self.degraded("SavepointFailed", message.clone());
+                if let Some(t) = &op.target {
+                    // Not retried until the spec changes.
+                    self.st.failed_spec_hash = Some(t.hash.clone());
+                }
+                if let Some(o) = self.op_mut() {
+                    o.failure = Some(message);
+                }
+                self.next_step(Step::Unfencing);
+            }
+        }
+    }
+
+    // --- Unfencing ------------------------------------------------------------------------------
+
+    fn unfencing(&mut self, op: Operation) {
+        let answers: BTreeMap<i32, bool> = self
+            .obs
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Unfenced { replica, ok } => Some((*replica, *ok)),
+                _ => None,
+            })
+            .collect();
+        let live: Vec<i32> = self
+            .obs
+            .pods
+            .iter()
+            .filter(|(_, p)| !p.deleting && p.phase == PodPhase::Running)
+            .map(|(&i, _)| i)
+            .collect();
+        if answers.is_empty() && !live.is_empty() {
+            for &i in &live {
+                self.effects.push(Effect::Unfence { replica: i });
+            }
+            return self.wake(Wake::Now);
+        }
+        let fenced: Vec<i32> = live
+            .iter()
+            .copied()
+            .filter(|i| answers.get(i) != Some(&true))
+            .collect();
+        if fenced.is_empty() {
+            return self.end(&op, false);
+        }
+        if self.past(op.deadline.as_deref()) {
+            // A replica that cannot be unfenced is restarted: a new sidecar is not fenced.
+            for &i in &fenced {
+                self.effects.push(Effect::DeletePod {
+                    replica: i,
+                    force: false,
+                    why: "still fenced after an abandoned savepoint",
+                });
+            }
+            let list: Vec<String> = fenced.iter().map(|i| i.to_string()).collect();
+            self.event(
+                true,
+                "UnfenceFailed",
+                format!(
+                    "replicas {} did not accept the unfence: restarting them",
+                    list.join(", ")
+                ),
+            );
+            return self.end(&op, false);
+        }
+        self.wake(Wake::After(POLL));
+    }
+
+    // --- Stopping -------------------------------------------------------------------------------
+
+    fn stopping(&mut self, op: Operation) {
+        let force = self.past(op.deadline.as_deref());
+        if !self.stop_all(force) {
+            let hard = op
+                .deadline
+                .as_deref()
+                .and_then(super::plan::parse_time)
+                .map(|d| {
+                    super::plan::time(d + k8s_openapi::jiff::SignedDuration::from_secs(STOP_MARGIN))
+                });
+            if self.past(hard.as_deref()) {
+                let left: Vec<String> = self.obs.pods.keys().map(|i| i.to_string()).collect();
+                let message = format!(
+                    "pods of replicas {} were not deleted even with force",
+                    left.join(", ")
+                );
+                self.event(true, "StopFailed", message.clone());
+                self.degraded("StopFailed", message);
+                self.st.phase = Some(Phase::Failed);
+                if let Some(t) = &op.target {
+                    self.st.failed_spec_hash = Some(t.hash.clone());
+                }
+                return self.end(&op, false);
+            }
+            if force {
+                self.event(
+                    true,
+                    "ForcedDelete",
+                    "pods outlived their grace period: deleting them with force",
+                );
+                return self.wake_by(hard.as_deref());
+            }
+            return self.wake_by(op.deadline.as_deref());
+        }
+        if op.kind == OperationKind::Suspend {
+            self.st.resume_from = op.savepoint.clone().filter(|_| op.savepoint_complete);
+            self.st.phase = Some(Phase::Suspended);
+            self.event(false, "Suspended", "all replicas stopped");
+            return self.end(&op, true);
+        }
+        self.next_step(Step::Starting);
+    }
+
+    // --- Starting -------------------------------------------------------------------------------
+
+    fn starting(&mut self, op: Operation) {
+        let Some(mut target) = op.target.clone() else {
+            return self.end(&op, false);
+        };
+        if self.job.spec.suspend {
+            // Nothing runs: suspended at the target, which a resume continues.
+            self.st.deployment = Some(target);
+            self.st.resume_from = None;
+            self.st.phase = Some(Phase::Suspended);
+            self.event(
+                false,
+                "Suspended",
+                "suspended before the new version started",
+            );
+            return self.end(&op, true);
+        }
+        // A spec changed meanwhile is started instead, from the same restore point, when that
+        // point does not depend on the parallelism.
+        let spec = self.job.spec.clone();
+        let same_p = layout::parallelism(self.job, &target) == spec.parallelism;
+        if self.wants(&target.hash) && (op.savepoint_complete || same_p) {
+            let mut next = layout::deployment(
+                self.job,
+                &spec,
+                &self.st,
+                self.settings,
+                target.lineage.clone(),
+                target.restore_from.clone(),
+            );
+            if same_p {
+                next.state_location = target.state_location.clone().or(next.state_location);
+            }
+            self.event(
+                false,
+                "UpgradeRetargeted",
+                format!("starting spec {} instead of {}", next.hash, target.hash),
+            );
+            target = next;
+        }
+        self.st.deployment = Some(target.clone());
+        if let Some(o) = self.op_mut() {
+            o.target = Some(target.clone());
+        }
+        self.next_step(Step::WaitingReady);
+        self.converge(&target);
+    }
+
+    // --- WaitingReady ---------------------------------------------------------------------------
+
+    fn waiting_ready(&mut self, op: Operation) {
+        let Some(target) = op.target.clone() else {
+            return self.end(&op, false);
+        };
+        self.converge(&target);
+        let p = layout::parallelism(self.job, &target);
+        if self.all_ready(&target) {
+            self.st.restored_from = target.restore_from.clone();
+            self.st.stable = Some(target.clone());
+            if op.kind == OperationKind::Resume {
+                self.st.resume_from = None;
+            }
+            if op.kind == OperationKind::Rollback {
+                self.st.phase = Some(Phase::RolledBack);
+                self.event(
+                    true,
+                    "RolledBack",
+                    format!(
+                        "rolled back to spec {} after the new version did not become ready",
+                        target.hash
+                    ),
+                );
+            } else {
+                self.st.failed_spec_hash = None;
+                self.st.phase = None;
+                let took = self.seconds_since(&op.started_at);
+                self.event(
+                    false,
+                    "UpgradeComplete",
+                    format!(
+                        "{} complete: {p} replicas ready at spec {} in {took:.1} s",
+                        op.reason, target.hash
+                    ),
+                );
+            }
+            return self.end(&op, true);
+        }
+        if self.job.spec.suspend {
+            self.event(
+                false,
+                "Superseded",
+                format!("{} superseded by a suspend", op.reason),
+            );
+            self.end(&op, false);
+            let n = self.next_n();
+            return self.begin(
+                n,
+                OperationKind::Suspend,
+                Step::Stopping,
+                "suspend",
+                None,
+                None,
+            );
+        }
+        if self.wants(&target.hash) {
+            // Not ready yet, so nothing is lost by starting over from this version's state.
+            self.event(
+                false,
+                "Superseded",
+                format!(
+                    "{} to spec {} superseded by spec {}",
+                    op.reason,
+                    target.hash,
+                    self.desired_hash()
+                ),
+            );
+            return self.end(&op, false);
+        }
+        if !self.past(op.deadline.as_deref()) {
+            return self.wake_by(op.deadline.as_deref());
+        }
+        let timeout = self.seconds_since(&op.step_started_at).round();
+        let stable = self.st.stable.clone().filter(|s| s.hash != target.hash);
+        match stable {
+            Some(stable) if op.kind == OperationKind::Upgrade && self.job.rollback_enabled() => {
+                self.rollback(op, target, stable, timeout)
+            }
+            _ => {
+                let message = format!(
+                    "{p} replicas of spec {} not ready after {timeout} s; the job waits for a new spec",
+                    target.hash
+                );
+                self.fail(&op, &target, "NotReady", message);
+            }
+        }
+    }
+
+    fn fail(&mut self, op: &Operation, target: &Deployment, reason: &'static str, message: String) {
+        self.event(true, reason, message.clone());
+        self.degraded(reason, message);
+        self.st.failed_spec_hash = Some(target.hash.clone());
+        self.st.phase = Some(Phase::Failed);
+        self.end(op, false);
+    }
+
+    /// Back to the stable spec, carrying over the failed version's latest state.
+    fn rollback(&mut self, op: Operation, failed: Deployment, stable: Deployment, timeout: f64) {
+        let stable_spec = self.spec_of(&stable);
+        let source = match layout::carry(
+            self.job,
+            &self.st,
+            &failed,
+            &stable_spec,
+            self.obs.checkpoints.as_ref(),
+        ) {
+            Carry::Ready(s) => s,
+            Carry::Need(need) => {
+                self.need = Some(need);
+                return;
+            }
+            Carry::Blocked(why) => {
+                let message = format!(
+                    "spec {} not ready after {timeout} s and cannot be rolled back: {why}",
+                    failed.hash
+                );
+                return self.fail(&op, &failed, "RollbackImpossible", message);
+            }
+        };
+        let mut back = match source {
+            Source::Continue => Deployment {
+                lineage: failed.lineage.clone(),
+                restore_from: failed.restore_from.clone(),
+                state_location: failed.state_location.clone(),
+                ..stable.clone()
+            },
+            other => {
+                let mut d = layout::carried(
+                    self.job,
+                    &mut self.st,
+                    self.settings,
+                    &failed,
+                    &stable_spec,
+                    other,
+                );
+                d.sidecar_image = stable.sidecar_image.clone();
+                d
+            }
+        };
+        back.hash = stable.hash.clone();
+        back.spec = stable.spec.clone();
+        self.end(&op, false);
+        self.st.failed_spec_hash = Some(failed.hash.clone());
+        let p = layout::parallelism(self.job, &failed);
+        let message = format!(
+            "{p} replicas of spec {} not ready after {timeout} s: rolling back to spec {}",
+            failed.hash, back.hash
+        );
+        self.event(true, "RollingBack", message.clone());
+        self.degraded("RollingBack", message);
+        let n = self.next_n();
+        self.begin(
+            n,
+            OperationKind::Rollback,
+            Step::Stopping,
+            "rollback",
+            Some(back),
+            None,
+        );
+    }
+}
