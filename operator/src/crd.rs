@@ -590,6 +590,11 @@ pub struct Operation {
     /// Why the operation is being abandoned (step Unfencing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// A lineage that held no checkpoint when the operation was planned (so the target restores
+    /// from the point that lineage started from): checked again once its pods have stopped,
+    /// since their final checkpoints may have come since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck_lineage: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

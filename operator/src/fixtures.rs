@@ -32,6 +32,7 @@ pub fn job(name: &str) -> JobBuilder {
             suspend: false,
             restart_nonce: None,
             rollback: None,
+            last_state: None,
             sidecar: None,
         },
         status: None,
@@ -65,5 +66,70 @@ impl JobBuilder {
 
     pub fn build(self) -> StreamJob {
         self.0
+    }
+}
+
+impl JobBuilder {
+    pub fn mode(mut self, m: UpgradeMode) -> Self {
+        self.0.spec.upgrade_mode = m;
+        self
+    }
+
+    pub fn savepoint_timeout(mut self, s: i64) -> Self {
+        self.0
+            .spec
+            .savepoint
+            .get_or_insert_with(Default::default)
+            .timeout_seconds = Some(s);
+        self
+    }
+
+    pub fn periodic(mut self, s: i64) -> Self {
+        self.0
+            .spec
+            .savepoint
+            .get_or_insert_with(Default::default)
+            .periodic_interval_seconds = Some(s);
+        self
+    }
+
+    pub fn readiness_timeout(mut self, s: i64) -> Self {
+        self.0.spec.rollback = Some(crate::crd::RollbackSpec {
+            enabled: self.0.spec.rollback.as_ref().is_none_or(|r| r.enabled),
+            readiness_timeout_seconds: s,
+        });
+        self
+    }
+
+    pub fn no_rollback(mut self) -> Self {
+        self.0.spec.rollback = Some(crate::crd::RollbackSpec {
+            enabled: false,
+            readiness_timeout_seconds: self
+                .0
+                .spec
+                .rollback
+                .as_ref()
+                .map_or(300, |r| r.readiness_timeout_seconds),
+        });
+        self
+    }
+
+    pub fn max_checkpoint_age(mut self, s: i64) -> Self {
+        self.0.spec.last_state = Some(crate::crd::LastStateSpec {
+            max_checkpoint_age_seconds: Some(s),
+        });
+        self
+    }
+
+    pub fn claims(mut self, delete_on_scale_down: bool) -> Self {
+        self.0.spec.state.volume = Some(crate::crd::VolumeSpec {
+            empty_dir: None,
+            persistent_volume_claim: Some(crate::crd::ClaimSpec {
+                size: "1Gi".into(),
+                storage_class_name: None,
+                delete_on_scale_down,
+            }),
+        });
+        self
     }
 }

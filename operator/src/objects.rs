@@ -998,6 +998,7 @@ mod tests {
             persistent_volume_claim: Some(crate::crd::ClaimSpec {
                 size: "1Gi".into(),
                 storage_class_name: None,
+                delete_on_scale_down: false,
             }),
         });
         let c = claim(&j, 0).unwrap();

@@ -112,23 +112,24 @@ fn client(
     config.read_timeout = Some(read_timeout);
     config.connect_timeout = Some(Duration::from_secs(5));
     config.write_timeout = Some(Duration::from_secs(20));
-    let count = tower::util::MapRequestLayer::new(move |req: ::http::Request<kube::client::Body>| {
-        let watch = req.uri().query().is_some_and(|q| q.contains("watch=true"));
-        let verb = if watch {
-            "watch"
-        } else {
-            match *req.method() {
-                ::http::Method::GET => "get",
-                ::http::Method::POST => "create",
-                ::http::Method::PUT => "update",
-                ::http::Method::PATCH => "patch",
-                ::http::Method::DELETE => "delete",
-                _ => "other",
-            }
-        };
-        metrics.api_request(verb);
-        req
-    });
+    let count =
+        tower::util::MapRequestLayer::new(move |req: ::http::Request<kube::client::Body>| {
+            let watch = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+            let verb = if watch {
+                "watch"
+            } else {
+                match *req.method() {
+                    ::http::Method::GET => "get",
+                    ::http::Method::POST => "create",
+                    ::http::Method::PUT => "update",
+                    ::http::Method::PATCH => "patch",
+                    ::http::Method::DELETE => "delete",
+                    _ => "other",
+                }
+            };
+            metrics.api_request(verb);
+            req
+        });
     Ok(kube::client::ClientBuilder::try_from(config)
         .context("cannot build the Kubernetes client")?
         .with_layer(&count)

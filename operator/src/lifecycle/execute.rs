@@ -130,6 +130,10 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
             status = plan.status.clone();
         }
         outcomes = perform(&current, &status, ctx, &plan.effects, &mut overlay).await?;
+        if !outcomes.is_empty() {
+            // Answers to these effects: plan again with them.
+            continue;
+        }
         match plan.wake {
             Wake::Now => continue,
             Wake::After(d) => return Ok(Action::requeue(jitter(d))),

@@ -25,6 +25,8 @@ pub mod summary;
 #[cfg(test)]
 mod property;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 pub use model::{

@@ -254,6 +254,7 @@ impl Planner<'_> {
             id: layout::operation_id(&self.st, n),
             deadline,
             failure: None,
+            recheck_lineage: None,
         });
         self.wake(Wake::Now);
     }
@@ -801,6 +802,7 @@ impl Planner<'_> {
         source: Source,
         reason: &str,
     ) {
+        let point = matches!(source, Source::Point(_));
         let target = layout::carried(self.job, &mut self.st, self.settings, d, spec, source);
         let n = self.next_n();
         self.begin(
@@ -811,6 +813,17 @@ impl Planner<'_> {
             Some(target),
             None,
         );
+        if point {
+            self.recheck(d);
+        }
+    }
+
+    /// Marks the operation's restore point for a second look once `from`'s pods have stopped.
+    pub fn recheck(&mut self, from: &Deployment) {
+        let lineage = from.state_location.clone();
+        if let Some(o) = self.st.operation.as_mut() {
+            o.recheck_lineage = lineage;
+        }
     }
 
     /// Savepoints on demand (trigger nonce) and on schedule, while every replica is ready.

@@ -8,14 +8,14 @@ use crate::crd::{SavepointRef, StreamJob, StreamJobStatus};
 /// restored from, the resume point, the operation's own, and the latest upgrade, rescale or
 /// suspend savepoint.
 pub fn protected(st: &StreamJobStatus) -> Vec<String> {
+    // An abandoned operation's savepoint is needed by nothing.
+    let op = st.operation.as_ref().filter(|o| o.failure.is_none());
     [
         st.deployment.as_ref().and_then(|d| d.restore_from.clone()),
         st.stable.as_ref().and_then(|d| d.restore_from.clone()),
         st.resume_from.clone(),
-        st.operation.as_ref().and_then(|o| o.savepoint.clone()),
-        st.operation
-            .as_ref()
-            .and_then(|o| o.target.as_ref())
+        op.and_then(|o| o.savepoint.clone()),
+        op.and_then(|o| o.target.as_ref())
             .and_then(|t| t.restore_from.clone()),
         st.savepoints
             .iter()

@@ -294,6 +294,48 @@ impl Planner<'_> {
             );
             return self.end(&op, true);
         }
+        if let Some(lineage) = op.recheck_lineage.clone()
+            && let Some(from) = self.st.deployment.clone()
+        {
+            // The stopped pods' final checkpoints may exist now.
+            let from_p = layout::parallelism(self.job, &from);
+            let Some(c) = self
+                .obs
+                .checkpoints
+                .as_ref()
+                .filter(|c| c.location == lineage && c.parallelism == from_p)
+            else {
+                self.need = Some(super::model::Need::Checkpoints {
+                    location: lineage,
+                    parallelism: from_p,
+                });
+                return;
+            };
+            if c.latest.len() as i32 == from_p {
+                target.restore_from = Some(lineage);
+            } else if !c.latest.is_empty() {
+                // Some replicas checkpointed on their way out, others never did: no single point
+                // holds them all at another parallelism, so start at the old one (each replica
+                // continues its own checkpoint); the rescale follows through a savepoint.
+                let mut spec = self.spec_of(&target);
+                spec.parallelism = from_p;
+                let mut d = layout::deployment(
+                    self.job,
+                    &spec,
+                    &self.st,
+                    self.settings,
+                    from.lineage.clone(),
+                    from.restore_from.clone(),
+                );
+                d.state_location = from.state_location.clone();
+                d.sidecar_image = target.sidecar_image.clone();
+                self.event(true, "RescaleDeferred", format!("replicas of lineage {} checkpointed while stopping but not all of them: starting at parallelism {from_p}, the rescale follows once every replica is ready", from.lineage));
+                target = d;
+            }
+            if let Some(o) = self.op_mut() {
+                o.recheck_lineage = None;
+            }
+        }
         // A spec changed meanwhile is started instead, from the same restore point, when that
         // point does not depend on the parallelism.
         let spec = self.job.spec.clone();
@@ -445,6 +487,7 @@ impl Planner<'_> {
                 return self.fail(&op, &failed, "RollbackImpossible", message);
             }
         };
+        let point = matches!(source, Source::Point(_));
         let mut back = match source {
             Source::Continue => Deployment {
                 lineage: failed.lineage.clone(),
@@ -485,5 +528,8 @@ impl Planner<'_> {
             Some(back),
             None,
         );
+        if point {
+            self.recheck(&failed);
+        }
     }
 }

@@ -1,1 +1,592 @@
+//! The lifecycle's specification, as tests of the planner against a simulated world.
 
+use super::model::{Effect, Wake};
+use super::sim::{SidecarSavepoints, Sim};
+use crate::crd::{OperationKind, Phase, Step, UpgradeMode};
+use crate::fixtures::job;
+use crate::status::DEGRADED;
+
+fn wc() -> crate::fixtures::JobBuilder {
+    job("wc")
+        .location("s3://bucket/jobs")
+        .state("counts")
+        .readiness_timeout(60)
+        .savepoint_timeout(30)
+}
+
+fn running(b: crate::fixtures::JobBuilder) -> Sim {
+    let mut sim = Sim::new(b.build());
+    sim.settle(30);
+    assert_eq!(sim.status.phase, Some(Phase::Running), "{:?}", sim.status);
+    sim
+}
+
+fn degraded_reason(sim: &Sim) -> Option<String> {
+    sim.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == DEGRADED && c.status == "True")
+        .map(|c| c.reason.clone())
+}
+
+/// Runs reconciles, one second apart, until `f` holds (or panics after `limit` seconds).
+fn until(sim: &mut Sim, limit: i64, what: &str, f: impl Fn(&Sim) -> bool) {
+    for _ in 0..limit {
+        sim.reconcile();
+        if f(sim) {
+            return;
+        }
+        sim.tick(1);
+    }
+    panic!(
+        "{what} did not happen within {limit} s: {:#?}\nevents: {:#?}",
+        sim.status, sim.events
+    );
+}
+
+fn no_violations(sim: &Sim) {
+    assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+}
+
+#[test]
+fn a_new_job_records_its_identity_and_stores_under_it() {
+    let mut b = wc();
+    b = b.parallelism(2);
+    let mut j = b.build();
+    j.spec.initial_savepoint =
+        Some("s3://bucket/jobs/default/old/uid-old/savepoints/upgrade-3".into());
+    let mut sim = Sim::new(j);
+    sim.reconcile();
+    assert_eq!(sim.status.job_id.as_deref(), Some("uid-wc"));
+    let d = sim.status.deployment.clone().unwrap();
+    assert_eq!(
+        d.state_location.as_deref(),
+        Some("s3://bucket/jobs/default/wc/uid-wc/l1")
+    );
+    assert_eq!(
+        d.restore_from.as_deref(),
+        Some("s3://bucket/jobs/default/old/uid-old/savepoints/upgrade-3"),
+        "an explicit initial savepoint is the one way to start from another job's state"
+    );
+    assert_eq!(sim.pods.len(), 2);
+}
+
+#[test]
+fn a_job_created_again_under_the_same_name_never_sees_the_old_ones_state() {
+    let mut sim = running(wc());
+    let old = sim
+        .status
+        .deployment
+        .clone()
+        .unwrap()
+        .state_location
+        .unwrap();
+    let mut again = wc().build();
+    again.metadata.uid = Some("uid-wc-2".into());
+    let mut sim2 = Sim::new(again);
+    sim2.checkpoints = std::mem::take(&mut sim.checkpoints);
+    sim2.reconcile();
+    let new = sim2
+        .status
+        .deployment
+        .clone()
+        .unwrap()
+        .state_location
+        .unwrap();
+    assert_ne!(old, new);
+    assert!(new.contains("/uid-wc-2/"));
+    assert_eq!(sim2.status.deployment.unwrap().restore_from, None);
+}
+
+#[test]
+fn a_savepoint_upgrade_goes_savepoint_stop_start_ready_with_one_savepoint() {
+    let mut sim = running(wc());
+    sim.job.spec.app.image = "app:2".into();
+    let mut steps = vec![];
+    for _ in 0..30 {
+        sim.reconcile();
+        if let Some(s) = sim.step()
+            && steps.last() != Some(&s)
+        {
+            steps.push(s);
+        }
+        if sim.status.operation.is_none()
+            && sim.status.phase == Some(Phase::Running)
+            && sim.status.restored_from.is_some()
+        {
+            break;
+        }
+        sim.tick(1);
+    }
+    assert_eq!(
+        steps,
+        [Step::Stopping, Step::WaitingReady],
+        "the savepoint chains into the stop, and the start into the wait"
+    );
+    let st = &sim.status;
+    let upgrade: Vec<_> = st
+        .savepoints
+        .iter()
+        .filter(|s| s.reason == "upgrade")
+        .collect();
+    assert_eq!(upgrade.len(), 1);
+    assert_eq!(st.restored_from.as_ref(), Some(&upgrade[0].location));
+    assert!(
+        upgrade[0]
+            .location
+            .starts_with("s3://bucket/jobs/default/wc/uid-wc/savepoints/upgrade-")
+    );
+    assert_eq!(st.stable, st.deployment);
+    assert!(sim.has_event("UpgradeComplete"));
+    no_violations(&sim);
+}
+
+#[test]
+fn an_operator_killed_after_any_step_is_written_resumes_without_a_second_savepoint() {
+    for crash in 0..6 {
+        let mut sim = running(wc());
+        sim.job.spec.app.image = "app:2".into();
+        sim.reconcile_with_crash(Some(crash));
+        sim.settle(120);
+        let st = &sim.status;
+        assert_eq!(
+            st.phase,
+            Some(Phase::Running),
+            "crash after plan {crash}: {st:#?}"
+        );
+        assert_eq!(
+            st.savepoints
+                .iter()
+                .filter(|s| s.reason == "upgrade")
+                .count(),
+            1
+        );
+        assert_eq!(
+            sim.savepoints.len(),
+            1,
+            "one savepoint stored (crash after plan {crash})"
+        );
+        no_violations(&sim);
+    }
+}
+
+#[test]
+fn a_failed_savepoint_unfences_the_old_version_and_is_not_retried_in_a_loop() {
+    let mut sim = running(wc());
+    let good = sim.status.deployment.clone().unwrap().hash;
+    sim.sidecar = SidecarSavepoints::Fail;
+    sim.job.spec.app.image = "app:2".into();
+    sim.settle(30);
+    let st = &sim.status;
+    assert_eq!(st.deployed_spec_hash.as_deref(), Some(good.as_str()));
+    assert!(st.operation.is_none());
+    assert_eq!(degraded_reason(&sim).as_deref(), Some("SavepointFailed"));
+    assert!(
+        sim.pods.values().all(|p| !p.fenced),
+        "the old version writes again"
+    );
+    let ops = sim.status.operations;
+    sim.settle(30);
+    assert_eq!(
+        sim.status.operations, ops,
+        "the abandoned spec is not retried until it changes"
+    );
+    no_violations(&sim);
+}
+
+#[test]
+fn a_savepoint_that_never_completes_is_abandoned_at_its_deadline_and_its_upload_deleted_later() {
+    let mut sim = running(wc());
+    sim.sidecar = SidecarSavepoints::Pending;
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    assert_eq!(sim.step(), Some(Step::Savepointing));
+    assert!(sim.pods.values().all(|p| p.fenced));
+    until(&mut sim, 40, "the abandonment", |s| {
+        s.status.operation.is_none()
+    });
+    assert!(sim.pods.values().all(|p| !p.fenced));
+    assert_eq!(
+        sim.status.disposals.len(),
+        1,
+        "the partial savepoint is queued for deletion"
+    );
+    sim.tick(400);
+    let effects = plan_effects(&mut sim);
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Dispose { .. })),
+        "{effects:?}"
+    );
+    no_violations(&sim);
+}
+
+fn plan_effects(sim: &mut Sim) -> Vec<Effect> {
+    let obs = sim.observed(vec![], None);
+    super::plan(&sim.job, &sim.status, &obs, sim.now, &sim.settings).effects
+}
+
+#[test]
+fn replicas_that_refuse_the_unfence_are_restarted_at_the_deadline() {
+    let mut sim = running(wc());
+    sim.sidecar = SidecarSavepoints::Fail;
+    sim.unfence_ok = false;
+    // A failed savepoint lifts its own fence in the sidecar; make it stick to test the deadline.
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    for p in sim.pods.values_mut() {
+        p.fenced = true;
+    }
+    until(&mut sim, 90, "the unfence deadline", |s| {
+        s.status.operation.is_none()
+    });
+    assert!(sim.has_event("UnfenceFailed"));
+    assert!(
+        sim.pods.values().all(|p| p.deleting || !p.fenced),
+        "fenced replicas are stopped"
+    );
+}
+
+#[test]
+fn a_version_that_never_becomes_ready_is_rolled_back_and_stable_follows_the_rollback() {
+    let mut sim = running(wc());
+    sim.broken.insert("app:bad".into());
+    let good = sim.status.deployment.clone().unwrap();
+    sim.job.spec.app.image = "app:bad".into();
+    sim.settle(200);
+    let st = sim.status.clone();
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{st:#?}");
+    assert_eq!(st.deployed_spec_hash.as_deref(), Some(good.hash.as_str()));
+    assert!(st.failed_spec_hash.is_some());
+    assert_eq!(
+        st.stable, st.deployment,
+        "stable is the rolled-back deployment, not the lineage from before"
+    );
+    assert_ne!(st.stable.as_ref().unwrap().lineage, good.lineage);
+    assert!(sim.has_event("RolledBack"));
+    // No loop: nothing more happens while the spec stays the failed one.
+    let ops = st.operations;
+    sim.settle(60);
+    assert_eq!(sim.status.operations, ops);
+    // A later lastState upgrade that fails rolls back to the newest lineage.
+    sim.job.spec.upgrade_mode = UpgradeMode::LastState;
+    sim.job.spec.app.image = "app:bad2".into();
+    sim.broken.insert("app:bad2".into());
+    let before = sim.status.stable.clone().unwrap();
+    sim.settle(300);
+    let back = sim.status.deployment.clone().unwrap();
+    assert_eq!(sim.status.phase, Some(Phase::RolledBack));
+    assert_ne!(
+        back.lineage, good.lineage,
+        "never the lineage from before the first failure"
+    );
+    assert!(back.lineage >= before.lineage || back.restore_from.is_some());
+    no_violations(&sim);
+}
+
+#[test]
+fn without_rollback_a_version_that_never_becomes_ready_fails_the_job_and_a_new_spec_is_acted_on() {
+    let mut sim = running(wc().no_rollback());
+    sim.broken.insert("app:bad".into());
+    sim.job.spec.app.image = "app:bad".into();
+    sim.settle(200);
+    assert_eq!(sim.status.phase, Some(Phase::Failed));
+    assert_eq!(degraded_reason(&sim).as_deref(), Some("NotReady"));
+    assert!(sim.status.operation.is_none(), "the operation ended");
+    sim.job.spec.app.image = "app:3".into();
+    sim.settle(200);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    no_violations(&sim);
+}
+
+#[test]
+fn a_suspend_supersedes_a_version_that_is_not_ready_yet() {
+    let mut sim = running(wc().readiness_timeout(3000));
+    sim.broken.insert("app:bad".into());
+    sim.job.spec.app.image = "app:bad".into();
+    until(&mut sim, 30, "the new version to start", |s| {
+        s.step() == Some(Step::WaitingReady)
+    });
+    sim.job.spec.suspend = true;
+    until(&mut sim, 60, "the suspend", |s| {
+        s.status.phase == Some(Phase::Suspended) && s.pods.is_empty()
+    });
+    assert!(sim.has_event("Superseded"));
+    no_violations(&sim);
+}
+
+#[test]
+fn a_new_spec_supersedes_a_version_that_is_not_ready_yet() {
+    let mut sim = running(wc().readiness_timeout(3000));
+    sim.broken.insert("app:bad".into());
+    sim.job.spec.app.image = "app:bad".into();
+    until(&mut sim, 30, "the new version to start", |s| {
+        s.step() == Some(Step::WaitingReady)
+    });
+    sim.job.spec.app.image = "app:fixed".into();
+    sim.settle(120);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert!(sim.pods.values().all(|p| p.image == "app:fixed"));
+    no_violations(&sim);
+}
+
+#[test]
+fn an_invalid_spec_does_not_stop_a_fenced_savepoint_from_timing_out() {
+    let mut sim = running(wc());
+    sim.sidecar = SidecarSavepoints::Pending;
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    assert_eq!(sim.step(), Some(Step::Savepointing));
+    sim.problems = vec!["state \"counts\" is declared twice".into()];
+    until(&mut sim, 60, "the abandonment", |s| {
+        s.status.operation.is_none()
+    });
+    assert!(sim.pods.values().all(|p| !p.fenced));
+    assert_eq!(degraded_reason(&sim).as_deref(), Some("InvalidSpec"));
+    no_violations(&sim);
+}
+
+#[test]
+fn resume_after_a_suspend_without_savepoint_continues_the_lineage() {
+    let mut sim = running(wc());
+    // An old suspend savepoint in the history must not be what a later resume restores.
+    sim.job.spec.suspend = true;
+    sim.settle(60);
+    sim.job.spec.suspend = false;
+    sim.settle(60);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    sim.tick(5);
+    sim.reconcile();
+    let lineage = sim.status.deployment.clone().unwrap();
+    // Now suspend while a replica is not ready: no savepoint can be taken.
+    sim.broken.insert("app:1".into());
+    sim.job.spec.app.image = "app:1".into();
+    sim.broken.clear();
+    sim.pods.get_mut(&0).unwrap().ready = false;
+    sim.job.spec.app.image = "ghcr.io/stator/wordcount:1".into();
+    sim.job.spec.suspend = true;
+    sim.pods.get_mut(&0).unwrap().phase = super::model::PodPhase::Pending;
+    sim.settle(60);
+    assert_eq!(sim.status.phase, Some(Phase::Suspended));
+    assert_eq!(sim.status.resume_from, None);
+    sim.job.spec.suspend = false;
+    sim.settle(60);
+    let d = sim.status.deployment.clone().unwrap();
+    assert_eq!(
+        d.lineage, lineage.lineage,
+        "the same lineage: each replica resumes from its own latest checkpoint"
+    );
+    no_violations(&sim);
+}
+
+#[test]
+fn last_state_takes_a_savepoint_when_a_replica_has_no_checkpoint() {
+    let mut j = wc().mode(UpgradeMode::LastState).build();
+    j.spec.state.checkpoint_interval_seconds = 0;
+    let mut sim = Sim::new(j);
+    sim.reconcile();
+    sim.tick(1);
+    sim.reconcile();
+    // No checkpoints at all (the sim checkpoints on tick; drop them to model interval 0).
+    sim.checkpoints.clear();
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    assert!(sim.has_event("LastStateFallback"), "{:?}", sim.events);
+    assert_eq!(
+        sim.status.operation.as_ref().map(|o| o.kind),
+        Some(OperationKind::Upgrade)
+    );
+    sim.settle(60);
+    assert!(
+        sim.status
+            .restored_from
+            .as_deref()
+            .is_some_and(|r| r.contains("/savepoints/"))
+    );
+    no_violations(&sim);
+}
+
+#[test]
+fn last_state_takes_a_savepoint_when_checkpoints_are_older_than_the_limit() {
+    let mut sim = running(wc().mode(UpgradeMode::LastState).max_checkpoint_age(60));
+    for c in sim.checkpoints.values_mut() {
+        for v in c.values_mut() {
+            v.1 = super::sim::t0();
+        }
+    }
+    sim.tick(0);
+    sim.now += k8s_openapi::jiff::SignedDuration::from_secs(600);
+    for p in sim.pods.values_mut() {
+        p.location = None; // stop checkpointing
+    }
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    assert!(
+        sim.events
+            .iter()
+            .any(|(r, n)| *r == "LastStateFallback" && n.contains("maxCheckpointAgeSeconds")),
+        "{:?}",
+        sim.events
+    );
+}
+
+#[test]
+fn last_state_with_fresh_checkpoints_continues_the_lineage_and_rescales_from_them() {
+    let mut sim = running(wc().mode(UpgradeMode::LastState));
+    let d = sim.status.deployment.clone().unwrap();
+    sim.job.spec.app.image = "app:2".into();
+    sim.settle(60);
+    let same = sim.status.deployment.clone().unwrap();
+    assert_eq!(
+        same.lineage, d.lineage,
+        "same parallelism: the replicas continue their own checkpoints"
+    );
+    assert!(sim.savepoints.is_empty(), "no savepoint");
+    sim.job.spec.parallelism = 3;
+    sim.settle(60);
+    let rescaled = sim.status.deployment.clone().unwrap();
+    assert_ne!(rescaled.lineage, d.lineage);
+    assert_eq!(
+        rescaled.restore_from, d.state_location,
+        "rescaled from the old lineage's checkpoints"
+    );
+    no_violations(&sim);
+}
+
+#[test]
+fn an_upgrade_of_a_job_that_is_not_ready_continues_from_checkpoints_instead_of_a_savepoint() {
+    let mut sim = running(wc());
+    sim.broken.insert("ghcr.io/stator/wordcount:1".into());
+    sim.tick(1);
+    sim.reconcile();
+    sim.job.spec.app.image = "app:fixed".into();
+    sim.settle(60);
+    assert!(sim.has_event("UpgradeWithoutSavepoint"));
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert!(sim.savepoints.is_empty());
+    no_violations(&sim);
+}
+
+#[test]
+fn a_failing_periodic_savepoint_waits_an_interval_and_its_upload_is_deleted() {
+    let mut sim = running(wc().periodic(100).savepoint_timeout(10));
+    sim.sidecar = SidecarSavepoints::Fail;
+    sim.tick(100);
+    sim.reconcile();
+    let attempts = sim.status.operations;
+    for _ in 0..50 {
+        sim.tick(1);
+        sim.reconcile();
+    }
+    assert_eq!(
+        sim.status.operations, attempts,
+        "no retry before the interval"
+    );
+    assert!(!sim.status.disposals.is_empty() || sim.has_event("SavepointDisposed"));
+    sim.tick(60);
+    sim.reconcile();
+    assert!(
+        sim.status.operations > attempts,
+        "retried after the interval"
+    );
+}
+
+#[test]
+fn a_refused_pod_is_reported_backed_off_and_forgotten_when_the_spec_changes() {
+    let mut sim = Sim::new(wc().build());
+    sim.reject_pods =
+        Some("pods \"wc-0\" is forbidden: violates PodSecurity \"restricted:latest\"".into());
+    sim.reconcile();
+    assert_eq!(degraded_reason(&sim).as_deref(), Some("PodRejected"));
+    assert!(sim.has_event("PodRejected"));
+    let tries = sim.created.len();
+    sim.tick(5);
+    let wake = sim.reconcile();
+    assert!(matches!(wake, Wake::After(_)));
+    assert_eq!(sim.created.len(), tries, "backed off: no create in a loop");
+    assert_eq!(
+        sim.events
+            .iter()
+            .filter(|(r, _)| *r == "PodRejected")
+            .count(),
+        1,
+        "one Event per message"
+    );
+    sim.reject_pods = None;
+    sim.job.spec.app.image = "app:2".into();
+    sim.settle(30);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert!(sim.status.rejection.is_none());
+    assert_ne!(degraded_reason(&sim).as_deref(), Some("PodRejected"));
+}
+
+#[test]
+fn claims_of_replicas_above_the_parallelism_are_kept_unless_the_spec_says_delete() {
+    for delete in [false, true] {
+        let mut sim = running(
+            wc().claims(delete)
+                .parallelism(3)
+                .mode(UpgradeMode::Stateless),
+        );
+        assert_eq!(sim.claims.len(), 3);
+        sim.job.spec.parallelism = 1;
+        sim.settle(60);
+        sim.tick(1);
+        sim.reconcile();
+        assert_eq!(
+            sim.claims.len(),
+            if delete { 1 } else { 3 },
+            "deleteOnScaleDown: {delete}"
+        );
+    }
+}
+
+#[test]
+fn a_new_default_sidecar_image_reaches_a_job_only_at_its_next_upgrade() {
+    let mut sim = running(wc());
+    sim.settings.default_sidecar_image = "sidecar:2".into();
+    let ops = sim.status.operations;
+    sim.settle(30);
+    assert_eq!(sim.status.operations, ops, "no upgrade of its own");
+    sim.job.spec.restart_nonce = Some(1);
+    sim.settle(60);
+    assert_eq!(
+        sim.status.deployment.unwrap().sidecar_image.as_deref(),
+        Some("sidecar:2")
+    );
+}
+
+#[test]
+fn retention_never_drops_a_restore_point() {
+    let mut sim = running(wc());
+    sim.job.spec.app.image = "app:2".into();
+    sim.settle(60);
+    let restore = sim.status.restored_from.clone().unwrap();
+    sim.job
+        .spec
+        .savepoint
+        .get_or_insert_with(Default::default)
+        .history_count = Some(1);
+    for n in 1..5 {
+        sim.job.spec.savepoint.as_mut().unwrap().trigger_nonce = Some(n);
+        sim.settle(30);
+    }
+    assert!(sim.status.savepoints.iter().any(|s| s.location == restore));
+    assert!(sim.savepoints.contains_key(&restore), "still in storage");
+    assert!(sim.has_event("SavepointDisposed"));
+}
+
+#[test]
+fn pods_that_outlive_their_grace_period_are_deleted_with_force() {
+    let mut sim = running(wc().mode(UpgradeMode::Stateless));
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    assert_eq!(sim.step(), Some(Step::Stopping));
+    sim.now += k8s_openapi::jiff::SignedDuration::from_secs(200);
+    let effects = plan_effects(&mut sim);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::DeletePod { force: true, .. })),
+        "{effects:?}"
+    );
+}
