@@ -108,9 +108,10 @@ fn history(seed: u64, steps: usize) -> Result<(), String> {
         log.push(what);
         if !sim.violations.is_empty() {
             let tail: Vec<_> = log.iter().rev().take(30).rev().collect();
+            let events: Vec<_> = sim.events.iter().rev().take(25).rev().collect();
             return Err(format!(
-                "seed {seed}, step {step}: {:#?}\nlast actions: {tail:#?}\nstatus: {:#?}",
-                sim.violations, sim.status
+                "seed {seed}, step {step}: {:#?}\nlast actions: {tail:#?}\nlast events: {events:#?}\ncheckpoints: {:#?}\nsavepoints: {:#?}\nstatus: {:#?}",
+                sim.violations, sim.checkpoints, sim.savepoints, sim.status
             ));
         }
     }
@@ -138,7 +139,8 @@ fn random_histories_keep_every_invariant() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let failures: Vec<String> = (0..runs)
+    let first: u64 = std::env::var("STATOR_PROPERTY_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let failures: Vec<String> = (first..first + runs)
         .filter_map(|seed| history(seed, 150).err())
         .take(3)
         .collect();

@@ -282,18 +282,6 @@ impl Planner<'_> {
         let Some(mut target) = op.target.clone() else {
             return self.end(&op, false);
         };
-        if self.job.spec.suspend {
-            // Nothing runs: suspended at the target, which a resume continues.
-            self.st.deployment = Some(target);
-            self.st.resume_from = None;
-            self.st.phase = Some(Phase::Suspended);
-            self.event(
-                false,
-                "Suspended",
-                "suspended before the new version started",
-            );
-            return self.end(&op, true);
-        }
         if let Some(lineage) = op.recheck_lineage.clone()
             && let Some(from) = self.st.deployment.clone()
         {
@@ -335,6 +323,18 @@ impl Planner<'_> {
             if let Some(o) = self.op_mut() {
                 o.recheck_lineage = None;
             }
+        }
+        if self.job.spec.suspend {
+            // Nothing runs: suspended at the target, which a resume continues.
+            self.st.deployment = Some(target);
+            self.st.resume_from = None;
+            self.st.phase = Some(Phase::Suspended);
+            self.event(
+                false,
+                "Suspended",
+                "suspended before the new version started",
+            );
+            return self.end(&op, true);
         }
         // A spec changed meanwhile is started instead, from the same restore point, when that
         // point does not depend on the parallelism.
