@@ -128,8 +128,12 @@ class Wordcount:
             counts[entry["key"]] = int(entry["value"])
         return counts
 
+    def job_root(self) -> str:
+        """This incarnation's prefix in the bucket: the job's UID is part of every stored path."""
+        return f"jobs/{self.ns}/{self.name}/{self.status()['jobId']}"
+
     def savepoint_dirs(self) -> set[str]:
-        keys = self.s3.keys(f"jobs/{self.ns}/{self.name}/savepoints/")
+        keys = self.s3.keys(f"{self.job_root()}/savepoints/")
         return {k.split("/savepoints/")[1].split("/")[0] for k in keys}
 
 
