@@ -41,6 +41,9 @@ pub enum Error {
     DeleteState(#[source] StoredError),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Not a failure: the finalizer stays until this is over (an `Ok` would remove it).
+    #[error("waiting for {0} pods to stop before deleting the job's stored state")]
+    PodsStopping(usize),
     #[error("the StreamJob has no namespace")]
     NoNamespace,
 }
@@ -52,6 +55,7 @@ impl Error {
             Error::Lifecycle(e) => e.label(),
             Error::DeleteState(_) => "storage",
             Error::Finalizer(_) => "finalizer",
+            Error::PodsStopping(_) => "pods_stopping",
             Error::NoNamespace => "no_namespace",
         }
     }
@@ -65,7 +69,7 @@ impl Error {
             },
             Error::Lifecycle(e) => e.is_transient(),
             Error::DeleteState(e) => e.is_transient(),
-            Error::Finalizer(_) => true,
+            Error::Finalizer(_) | Error::PodsStopping(_) => true,
             Error::NoNamespace => false,
         }
     }
@@ -106,6 +110,10 @@ pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action,
 /// Transient errors back off exponentially per job (5 s to 5 min, with jitter); permanent ones
 /// wait for a change of the job (with a long safety requeue).
 pub fn error_policy(job: Arc<StreamJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::PodsStopping(n) = error {
+        tracing::info!(job = %job.name_any(), pods = n, "waiting for the job's pods to stop before cleaning up");
+        return Action::requeue(Duration::from_secs(2));
+    }
     let n = ctx
         .failures
         .lock()
@@ -232,10 +240,11 @@ async fn cleanup(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
                 }
             }
         }
-        // Their deletion events wake us.
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        // Their deletion events wake us; returning Ok would remove the finalizer now.
+        return Err(Error::PodsStopping(live.len()));
     }
     let delete = job.spec.state.on_delete == StateDeletePolicy::Delete;
+    tracing::info!(job = %job.name_any(), delete_state = delete, "the job's pods are gone: cleaning up");
     if delete {
         delete_stored_state(&job, ctx).await?;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
@@ -278,8 +287,10 @@ async fn delete_stored_state(job: &StreamJob, ctx: &Context) -> Result<(), Error
         }
         Err(e) => return give_up_or_retry(job, ctx, &root, e).await,
     };
+    tracing::info!(job = %job.name_any(), location = root, "deleting the job's stored state");
     match stored::delete_all(&root, &options).await {
         Ok(n) => {
+            tracing::info!(job = %job.name_any(), location = root, objects = n, "deleted the job's stored state");
             let note = format!("deleted {n} stored objects under {root} (onDelete: Delete)");
             ctx.publish(job, false, "DeletedState", note).await;
             Ok(())
@@ -306,6 +317,7 @@ async fn give_up_or_retry(
         return Err(Error::DeleteState(e));
     }
     let note = format!("stored state under {root} was left in storage: {e}");
+    tracing::warn!(job = %job.name_any(), "{note}");
     ctx.publish(job, true, "DeleteStateFailed", note).await;
     Ok(())
 }

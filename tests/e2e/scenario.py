@@ -18,7 +18,7 @@ BIN = Path(os.environ.get("STATOR_BIN_DIR", Path(os.environ.get("CARGO_TARGET_DI
 
 
 def start_operator(cluster, processes, *extra: str, name: str = "operator", release: str = "stator-e2e",
-                   release_namespace: str = "stator-e2e", values: dict | None = None):
+                   release_namespace: str = "stator-e2e", values: dict | None = None, env: dict | None = None):
     """The operator binary as a local process, authenticated as the chart's ServiceAccount with exactly the
     RBAC the chart renders for `values` in `release_namespace` (never with the admin's credentials)."""
     kubeconfig = cluster.operator_kubeconfig(release, release_namespace, values)
@@ -26,7 +26,7 @@ def start_operator(cluster, processes, *extra: str, name: str = "operator", rele
     p = processes.start(
         [str(BIN / "stator-operator"), "run", "--http-addr", f"127.0.0.1:{port}", "--log-format", "text", *extra],
         name=name, env={**os.environ, "KUBECONFIG": kubeconfig, "POD_NAMESPACE": release_namespace,
-                        "STATOR_LOG": "info"},
+                        **(env or {}), "STATOR_LOG": "info"},
         ready_log="stator-operator started")
     p.http = f"http://127.0.0.1:{port}"
     return p

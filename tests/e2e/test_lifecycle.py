@@ -101,7 +101,10 @@ def test_a_failed_replica_recovers_from_its_checkpoint(cluster, namespace, s3, o
     assert_exact(wc)
 
 
-@pytest.mark.parametrize("step", ["Savepointing", "Stopping", "Starting", "WaitingReady"])
+# Starting chains into WaitingReady within one reconcile (it lasts one status write), so a kill
+# there is covered by the planner's test that crashes after every persisted plan
+# (lifecycle::tests::an_operator_killed_after_any_step_is_written_resumes_without_a_second_savepoint).
+@pytest.mark.parametrize("step", ["Savepointing", "Stopping", "WaitingReady"])
 def test_operator_killed_at_a_step_of_an_upgrade_resumes_it(cluster, namespace, s3, processes, step):
     op = start_operator(cluster, processes, name="operator-1")
     wc = Wordcount(cluster, s3, namespace)
@@ -196,3 +199,38 @@ def test_deleting_a_job_removes_its_stored_state_only_when_asked(cluster, namesp
         cluster.kubectl("delete", "sj", wc.name, "--wait=true", "--timeout=120s", namespace=namespace)
     assert s3.keys(f"jobs/{namespace}/gone/") == [], "onDelete: Delete removes checkpoints and savepoints"
     assert s3.keys(f"jobs/{namespace}/kept/"), "the default, Retain, keeps them"
+
+
+def test_deletion_finishes_without_the_credentials_secret_and_deleted_state_stays_deleted(cluster, namespace, s3, processes):
+    # The operator has credentials of its own (as with a workload identity), the job's Secret is
+    # gone first (as while a namespace is deleted): the deletion still finishes and deletes.
+    start_operator(cluster, processes, env=s3.env)
+    gone = Wordcount(cluster, s3, namespace, name="gone")
+    gone.job["spec"]["state"]["onDelete"] = "Delete"
+    gone.apply()
+    gone.wait_running(replicas=2)
+    root = gone.job_root()
+    wait_until(lambda: s3.keys(f"{root}/"), timeout=30, what="a checkpoint")
+    cluster.kubectl("delete", "secret", "stator-s3", namespace=namespace)
+    cluster.kubectl("delete", "sj", "gone", "--wait=true", "--timeout=120s", namespace=namespace)
+    assert s3.keys(f"{root}/") == [], "deleted with the operator's own credentials"
+    time.sleep(4)  # two checkpoint intervals: no pod is left to write into it again
+    assert s3.keys(f"{root}/") == [], "deleted state stays deleted"
+
+
+def test_a_job_created_again_under_its_name_starts_empty_not_from_the_old_ones_state(cluster, namespace, s3, operator):
+    wc = Wordcount(cluster, s3, namespace)
+    wc.apply()
+    wc.wait_running(replicas=2)
+    old = wc.status()["jobId"]
+    time.sleep(4)
+    wc.savepoint()
+    cluster.kubectl("delete", "sj", wc.name, "--wait=true", "--timeout=120s", namespace=namespace)
+    assert s3.keys(f"jobs/{namespace}/{wc.name}/{old}/"), "Retain keeps the old incarnation's state"
+    again = Wordcount(cluster, s3, namespace)
+    again.apply()
+    st = again.wait_running(replicas=2)
+    assert st["jobId"] != old and not st.get("restoredFrom")
+    positions = [wait_until(lambda p=p: resumed_at(again.app_log(p["metadata"]["name"])) is not None, timeout=60,
+                            what="the app to start") and resumed_at(again.app_log(p["metadata"]["name"])) for p in again.pods()]
+    assert positions == [0, 0], "a new incarnation never restores the old one's checkpoints"
