@@ -833,8 +833,6 @@ impl Planner<'_> {
         }
         let settings = self.job.spec.savepoint.clone().unwrap_or_default();
         let nonce = settings.trigger_nonce;
-        let p = layout::parallelism(self.job, d);
-        let _ = p;
         if nonce.is_some() && nonce != self.st.last_trigger_nonce {
             self.st.last_trigger_nonce = nonce;
             let n = self.next_n();

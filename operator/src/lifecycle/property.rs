@@ -139,7 +139,10 @@ fn random_histories_keep_every_invariant() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let first: u64 = std::env::var("STATOR_PROPERTY_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let first: u64 = std::env::var("STATOR_PROPERTY_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let failures: Vec<String> = (first..first + runs)
         .filter_map(|seed| history(seed, 150).err())
         .take(3)

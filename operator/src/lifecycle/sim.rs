@@ -32,6 +32,9 @@ pub struct SimPod {
     pub fenced: bool,
 }
 
+/// One lineage's checkpoints: (parallelism, replica) -> (latest id, its time).
+pub type Lineage = BTreeMap<(i32, i32), (u64, Timestamp)>;
+
 pub struct Sim {
     pub job: StreamJob,
     pub status: StreamJobStatus,
@@ -39,8 +42,7 @@ pub struct Sim {
     pub settings: Settings,
     pub pods: BTreeMap<i32, SimPod>,
     pub claims: BTreeSet<i32>,
-    /// lineage location -> (parallelism, replica) -> (id, time)
-    pub checkpoints: BTreeMap<String, BTreeMap<(i32, i32), (u64, Timestamp)>>,
+    pub checkpoints: BTreeMap<String, Lineage>,
     /// savepoint location -> replica -> (operation id, time)
     pub savepoints: BTreeMap<String, BTreeMap<i32, (String, Timestamp)>>,
     pub sidecar: SidecarSavepoints,
@@ -253,22 +255,20 @@ impl Sim {
     /// The persisted status never keeps an operation past its deadlines, and a fenced replica
     /// is always unfenced or stopped once its savepoint is over.
     fn check_status(&mut self) {
-        if let Some(op) = self.status.operation.clone() {
-            if let Some(d) = op
+        let slack = SignedDuration::from_secs(2 * super::plan::STOP_MARGIN + 5);
+        if let Some(op) = self.status.operation.clone()
+            && let Some(d) = op
                 .deadline
                 .as_deref()
                 .and_then(|d| d.parse::<Timestamp>().ok())
-            {
-                let slack = SignedDuration::from_secs(2 * super::plan::STOP_MARGIN + 5);
-                if self.now > d + slack {
-                    self.violation(format!(
-                        "operation {} still in {:?} {} s past its deadline",
-                        op.reason,
-                        op.step,
-                        (self.now - d).get_seconds()
-                    ));
-                }
-            }
+            && self.now > d + slack
+        {
+            self.violation(format!(
+                "operation {} still in {:?} {} s past its deadline",
+                op.reason,
+                op.step,
+                (self.now - d).get_seconds()
+            ));
         }
         let in_savepoint = self.status.operation.as_ref().is_some_and(|o| {
             matches!(
