@@ -346,6 +346,7 @@ pub async fn run(
         }
     }
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=stator-operator");
+    // Owned objects trigger on deletion too (touched): a vanished pod is recreated at once.
     let (pods_reader, pods_writer) = reflector::store::<Pod>();
     let (services_reader, services_writer) = reflector::store::<Service>();
     let (claims_reader, claims_writer) = reflector::store::<PersistentVolumeClaim>();
@@ -354,13 +355,13 @@ pub async fn run(
         watcher(api::<Pod>(&watch_client, &namespace), owned.clone()),
     )
     .default_backoff()
-    .applied_objects();
+    .touched_objects();
     let services = reflector(
         services_writer,
         watcher(api::<Service>(&watch_client, &namespace), owned.clone()),
     )
     .default_backoff()
-    .applied_objects();
+    .touched_objects();
     let claims = reflector(
         claims_writer,
         watcher(
@@ -369,7 +370,7 @@ pub async fn run(
         ),
     )
     .default_backoff()
-    .applied_objects();
+    .touched_objects();
 
     let (jobs_reader, jobs_writer) = reflector::store::<StreamJob>();
     let jobs = reflector(

@@ -101,10 +101,10 @@ def test_a_failed_replica_recovers_from_its_checkpoint(cluster, namespace, s3, o
     assert_exact(wc)
 
 
-# Starting chains into WaitingReady within one reconcile (it lasts one status write), so a kill
-# there is covered by the planner's test that crashes after every persisted plan
-# (lifecycle::tests::an_operator_killed_after_any_step_is_written_resumes_without_a_second_savepoint).
-@pytest.mark.parametrize("step", ["Savepointing", "Stopping", "WaitingReady"])
+# Starting lasts one status write (it chains into WaitingReady within the reconcile): the kill lands
+# just after it; a kill between that write and its effects is covered by the planner's test that
+# crashes after every persisted plan (an_operator_killed_after_any_step_is_written_resumes_...).
+@pytest.mark.parametrize("step", ["Savepointing", "Stopping", "Starting", "WaitingReady"])
 def test_operator_killed_at_a_step_of_an_upgrade_resumes_it(cluster, namespace, s3, processes, step):
     op = start_operator(cluster, processes, name="operator-1")
     wc = Wordcount(cluster, s3, namespace)
