@@ -99,7 +99,10 @@ pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
         ));
     }
     if s.state.credentials_secret.is_some()
-        && s.state.s3.as_ref().is_some_and(|s3| s3.web_identity.is_some())
+        && s.state
+            .s3
+            .as_ref()
+            .is_some_and(|s3| s3.web_identity.is_some())
     {
         problems.push(
             "state.credentialsSecret and state.s3.webIdentity are two ways to reach S3: set one"
