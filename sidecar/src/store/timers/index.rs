@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::ops::Bound;
 
-use super::{Domain, Timer, TimerPage};
+use super::{Domain, Timer, TimerPage, TimerRef};
 use crate::store::StoreError;
 
 /// Lower bounds of each group's earliest timer, for one domain.
@@ -54,11 +54,11 @@ impl DomainIndex {
     }
 
     /// The due timers (time at or below `up_to`; none when `up_to` is `None`), at most `limit`
-    /// of them and about `byte_budget` bytes, earliest first. `read(group)` yields a group's
-    /// timers of this domain in time order. Visits the groups whose bound is due, plus as many
-    /// later ones as it takes to know the next time exactly, and leaves every visited group's
-    /// bound exact.
-    pub fn select_due<F, I>(
+    /// of them and about `byte_budget` bytes, earliest first. `read(group, visit)` calls `visit`
+    /// with the group's timers of this domain in time order until it returns false. Visits the
+    /// groups whose bound is due, plus as many later ones as it takes to know the next time
+    /// exactly, and leaves every visited group's bound exact.
+    pub fn select_due<F>(
         &mut self,
         up_to: Option<u64>,
         limit: usize,
@@ -66,8 +66,7 @@ impl DomainIndex {
         mut read: F,
     ) -> Result<TimerPage, StoreError>
     where
-        F: FnMut(u32) -> Result<I, StoreError>,
-        I: Iterator<Item = Result<Timer, StoreError>>,
+        F: FnMut(u32, &mut dyn FnMut(TimerRef<'_>) -> bool) -> Result<(), StoreError>,
     {
         let limit = limit.max(1);
         let is_due = |time: u64| up_to.is_some_and(|u| time <= u);
@@ -92,21 +91,21 @@ impl DomainIndex {
                 break; // the next time is known
             }
             let mut head = None;
-            for timer in read(group)? {
-                let timer = timer?;
+            read(group, &mut |timer| {
                 head.get_or_insert(timer.time);
                 if !is_due(timer.time) {
                     next_not_due = Some(next_not_due.map_or(timer.time, |n| n.min(timer.time)));
-                    break;
+                    return false;
                 }
                 if let Some(c) = &cutoff {
                     if timer.time > c.time {
-                        break;
+                        return false;
                     }
-                    if timer >= *c {
-                        continue;
+                    if timer.order() >= c.order() {
+                        return true;
                     }
                 }
+                let timer = timer.to_timer();
                 bytes += timer.answer_bytes();
                 page.push(timer);
                 while page.len() > limit || (bytes > byte_budget && page.len() > 1) {
@@ -116,7 +115,8 @@ impl DomainIndex {
                         cutoff = Some(out);
                     }
                 }
-            }
+                true
+            })?;
             self.set(group, head);
         }
         Ok(TimerPage {
@@ -181,22 +181,21 @@ mod tests {
             let snapshot: Vec<_> = self.timers.iter().cloned().collect();
             let reads = &mut self.reads;
             index
-                .select_due(up_to, limit, budget, |group| {
+                .select_due(up_to, limit, budget, |group, visit| {
                     *reads += 1;
-                    Ok(snapshot
-                        .iter()
-                        .filter(move |t| t.0 == group)
-                        .map(|(g, time, key, name)| {
-                            Ok(Timer {
-                                domain: Domain::Event,
-                                time: *time,
-                                key_group: *g,
-                                key: key.clone(),
-                                name: name.clone(),
-                            })
-                        })
-                        .collect::<Vec<_>>()
-                        .into_iter())
+                    for (g, time, key, name) in snapshot.iter().filter(|t| t.0 == group) {
+                        let go_on = visit(TimerRef {
+                            domain: Domain::Event,
+                            time: *time,
+                            key_group: *g,
+                            key,
+                            name,
+                        });
+                        if !go_on {
+                            break;
+                        }
+                    }
+                    Ok(())
                 })
                 .unwrap()
         }

@@ -13,7 +13,7 @@
 //!
 //! Finding the earliest timers across a replica's groups (up to 32768) without a seek per group
 //! is the job of [`TimerIndex`]: a lower bound of each group's earliest timer, per domain, kept
-//! in memory and built on first use. A registration lowers its group's bound after it commits; a
+//! in memory and built on first use (one seek per non-empty group and domain). A registration lowers its group's bound after it commits; a
 //! deletion leaves the bound where it was (still a lower bound); a read that visits a group sets
 //! its bound to what it found. The read holds the index lock across its scan, and writers note
 //! their registrations under the same lock after their commit, so a bound is never raised past a
@@ -22,7 +22,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, ReadOptions};
+use rocksdb::{ColumnFamilyDescriptor, Options};
+use stator_core::keygroup::KeyGroupRange;
 use stator_core::limits::{DEFAULT_PAGE_ENTRIES, MAX_PAGE_ENTRIES};
 
 use super::encoding::{GROUP_BYTES, group_prefix, now_ms};
@@ -94,6 +95,39 @@ impl Timer {
     }
 }
 
+/// A stored timer, borrowed from the store's iterator until it is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct TimerRef<'a> {
+    pub domain: Domain,
+    pub time: u64,
+    pub key_group: u32,
+    pub key: &'a [u8],
+    pub name: &'a [u8],
+}
+
+impl TimerRef<'_> {
+    pub fn to_timer(self) -> Timer {
+        Timer {
+            domain: self.domain,
+            time: self.time,
+            key_group: self.key_group,
+            key: self.key.to_vec(),
+            name: self.name.to_vec(),
+        }
+    }
+
+    /// What answers are ordered by (the domain is one per answer).
+    fn order(&self) -> (u64, u32, &[u8], &[u8]) {
+        (self.time, self.key_group, self.key, self.name)
+    }
+}
+
+impl Timer {
+    fn order(&self) -> (u64, u32, &[u8], &[u8]) {
+        (self.time, self.key_group, &self.key, &self.name)
+    }
+}
+
 /// The stored key of a timer.
 pub fn timer_key(group: u32, domain: Domain, time: u64, key: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(GROUP_BYTES + 1 + 8 + 4 + key.len() + name.len());
@@ -114,19 +148,30 @@ fn group_domain_prefix(group: u32, domain: Domain) -> [u8; GROUP_BYTES + 1] {
 
 /// Decodes a stored timer key; `None` if it is not one of ours.
 pub fn decode_timer_key(stored: &[u8]) -> Option<Timer> {
+    decode_timer_ref(stored).map(TimerRef::to_timer)
+}
+
+fn decode_timer_ref(stored: &[u8]) -> Option<TimerRef<'_>> {
     let (group, rest) = stored.split_at_checked(GROUP_BYTES)?;
     let (&domain, rest) = rest.split_first()?;
     let (time, rest) = rest.split_at_checked(8)?;
     let (len, rest) = rest.split_at_checked(4)?;
     let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
     let (key, name) = rest.split_at_checked(len)?;
-    Some(Timer {
+    Some(TimerRef {
         domain: Domain::from_byte(domain)?,
         time: u64::from_be_bytes(time.try_into().ok()?),
         key_group: u32::from(u16::from_be_bytes([group[0], group[1]])),
-        key: key.to_vec(),
-        name: name.to_vec(),
+        key,
+        name,
     })
+}
+
+fn malformed(key: &[u8]) -> StoreError {
+    StoreError::Corrupt(format!(
+        "a stored timer key of {} bytes is malformed",
+        key.len()
+    ))
 }
 
 /// The watermark's merge operator: the largest operand wins, so the watermark never moves back.
@@ -190,39 +235,62 @@ fn read_watermark(db: &Db) -> Result<Option<u64>, StoreError> {
     }
 }
 
-/// A group's timers of one domain, in time order.
-fn group_timers<'a>(
-    db: &'a Db,
-    cf: &Arc<rocksdb::BoundColumnFamily<'a>>,
-    group: u32,
-    domain: Domain,
-) -> impl Iterator<Item = Result<Timer, StoreError>> + 'a {
-    let prefix = group_domain_prefix(group, domain);
-    let mut read = ReadOptions::default();
-    read.set_iterate_lower_bound(prefix.to_vec());
-    let mut upper = prefix;
-    upper[GROUP_BYTES] += 1;
-    read.set_iterate_upper_bound(upper.to_vec());
-    let mut it = db.raw_iterator_cf_opt(cf, read);
-    it.seek(prefix);
-    let mut done = false;
-    std::iter::from_fn(move || {
-        if done {
-            return None;
+/// One iterator over the timer family, reused for every group a read visits (creating one per
+/// group costs more than the seek).
+struct Scan<'a> {
+    it: rocksdb::DBRawIteratorWithThreadMode<'a, Db>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(db: &'a Db, cf: &Arc<rocksdb::BoundColumnFamily<'a>>) -> Self {
+        Self {
+            it: db.raw_iterator_cf(cf),
         }
-        let Some(key) = it.key() else {
-            done = true;
-            return it.status().err().map(|e| Err(e.into()));
-        };
-        let timer = decode_timer_key(key).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "a stored timer key of {} bytes is malformed",
-                key.len()
-            ))
-        });
-        it.next();
-        Some(timer)
-    })
+    }
+
+    /// Calls `visit` with `group`'s timers of `domain` in time order until it returns false.
+    fn group(
+        &mut self,
+        group: u32,
+        domain: Domain,
+        visit: &mut dyn FnMut(TimerRef<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        let prefix = group_domain_prefix(group, domain);
+        self.it.seek(prefix);
+        while let Some(key) = self.it.key() {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if !visit(decode_timer_ref(key).ok_or_else(|| malformed(key))?) {
+                break;
+            }
+            self.it.next();
+        }
+        self.it.status()?;
+        Ok(())
+    }
+
+    /// Every group's earliest timer per domain, seeking from one non-empty (group, domain) to
+    /// the next, so empty groups cost nothing.
+    fn heads(&mut self, range: KeyGroupRange, index: &mut TimerIndex) -> Result<(), StoreError> {
+        let end = group_prefix(range.end + 1);
+        let mut from = group_prefix(range.start).to_vec();
+        loop {
+            self.it.seek(&from);
+            let Some(key) = self.it.key() else { break };
+            if key >= &end[..] {
+                break;
+            }
+            let t = decode_timer_ref(key).ok_or_else(|| malformed(key))?;
+            index.domain(t.domain).set(t.key_group, Some(t.time));
+            // Past every timer of this group and domain: domains are 1 and 2, so 3 is free.
+            let mut next = group_domain_prefix(t.key_group, t.domain);
+            next[GROUP_BYTES] += 1;
+            from = next.to_vec();
+        }
+        self.it.status()?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -237,7 +305,8 @@ impl Store {
         read_watermark(&self.db)
     }
 
-    /// Runs `f` on the timer index, building it first if needed (one seek per group and domain).
+    /// Runs `f` on the timer index, building it first if needed (one seek per non-empty group and
+    /// domain).
     fn with_index<T>(
         &self,
         f: impl FnOnce(&mut TimerIndex, &Arc<rocksdb::BoundColumnFamily<'_>>) -> Result<T, StoreError>,
@@ -246,16 +315,7 @@ impl Store {
         let mut guard = self.timers.lock().map_err(|_| StoreError::Poisoned)?;
         if guard.is_none() {
             let mut index = TimerIndex::default();
-            let range = self.placement.range;
-            for group in range.start..=range.end {
-                for domain in Domain::ALL {
-                    let head = group_timers(&self.db, &cf, group, domain)
-                        .next()
-                        .transpose()?
-                        .map(|t| t.time);
-                    index.domain(domain).set(group, head);
-                }
-            }
+            Scan::new(&self.db, &cf).heads(self.placement.range, &mut index)?;
             *guard = Some(index);
         }
         match guard.as_mut() {
@@ -298,10 +358,11 @@ impl Store {
             Domain::Processing => Some(now_ms()),
         };
         self.with_index(|index, cf| {
+            let mut scan = Scan::new(&self.db, cf);
             index
                 .domain(domain)
-                .select_due(up_to, limit, TIMER_PAGE_BYTES, |group| {
-                    Ok(group_timers(&self.db, cf, group, domain))
+                .select_due(up_to, limit, TIMER_PAGE_BYTES, |group, visit| {
+                    scan.group(group, domain, visit)
                 })
         })
     }
@@ -312,10 +373,11 @@ impl Store {
         let mut next = [None; 2];
         self.with_index(|index, cf| {
             for (slot, domain) in next.iter_mut().zip(Domain::ALL) {
+                let mut scan = Scan::new(&self.db, cf);
                 *slot = index
                     .domain(domain)
-                    .select_due(None, 1, TIMER_PAGE_BYTES, |group| {
-                        Ok(group_timers(&self.db, cf, group, domain))
+                    .select_due(None, 1, TIMER_PAGE_BYTES, |group, visit| {
+                        scan.group(group, domain, visit)
                     })?
                     .next_time;
             }
@@ -364,12 +426,7 @@ pub fn dump_timers(dir: &Path) -> Result<(Option<u64>, Vec<Timer>), StoreError> 
     let mut it = db.raw_iterator_cf(&cf);
     it.seek_to_first();
     while let Some(key) = it.key() {
-        out.push(decode_timer_key(key).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "a stored timer key of {} bytes is malformed",
-                key.len()
-            ))
-        })?);
+        out.push(decode_timer_key(key).ok_or_else(|| malformed(key))?);
         it.next();
     }
     it.status()?;
