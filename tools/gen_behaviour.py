@@ -10,8 +10,12 @@ import mmh3
 M, P = 128, 2
 
 
+def key_group(k: str) -> int:
+    return mmh3.hash(k.encode(), 0, signed=False) % M
+
+
 def owner(k: str) -> int:
-    return (mmh3.hash(k.encode(), 0, signed=False) % M) * P // M
+    return key_group(k) * P // M
 
 
 def pick(prefix: str, want_owner: int, n: int):
@@ -29,6 +33,19 @@ foreign = pick("key-", 1, 2)
 
 def err(code, **kw):
     return {"code": code, **kw}
+
+
+def timer(domain, key, name, time):
+    return {"domain": domain, "key": key, "name": name, "time": time}
+
+
+def due(*timers):
+    """Timers as a timers_due answer lists them: by time, then key group, key and name."""
+    out = [{"key": k, "name": n, "time": t, "key_group": key_group(k)} for k, n, t in timers]
+    return sorted(out, key=lambda x: (x["time"], x["key_group"], x["key"].encode(), x["name"].encode()))
+
+
+FAR = 4102444800000  # 2100-01-01 in ms: a processing time that is never due in a test
 
 scenarios = [
     {
@@ -169,6 +186,93 @@ scenarios = [
             {"write": {"repeat_op": {"value_put": {"state": "big", "key": own[1], "value": "x"}}, "times": 10001},
              "expect_error": err("TOO_LARGE")},
             {"get": {"state": "big", "key": own[1]}, "expect": None},
+        ],
+    },
+    {
+        "name": "timers: event-time timers are due once the watermark reaches them, in time order, until deleted",
+        "steps": [
+            {"timer_status": {}, "expect": {"watermark": None, "next_event_time": None, "next_processing_time": None}},
+            {"timers_due": {"domain": "event", "limit": 0},
+             "expect": {"timers": [], "has_more": False, "up_to": None, "next_time": None}},
+            {"declare": {"states": [{"name": "fired", "kind": "list"}]}},
+            {"write": [{"timer_register": timer("event", own[0], "a", 30)},
+                       {"timer_register": timer("event", own[1], "a", 10)},
+                       {"timer_register": timer("event", own[2], "b", 20)},
+                       {"timer_register": timer("event", own[0], "b", 10)},
+                       {"timer_register": timer("event", own[1], "a", 10)}], "expect": 5},
+            # No watermark yet: nothing is due, but the earliest time is known.
+            {"timers_due": {"domain": "event", "limit": 0},
+             "expect": {"timers": [], "has_more": False, "up_to": None, "next_time": 10}},
+            {"write": [{"watermark_advance": {"watermark": 15}}], "expect": 1},
+            {"timer_status": {}, "expect": {"watermark": 15, "next_event_time": 10, "next_processing_time": None}},
+            # Registering the same timer twice made one timer.
+            {"timers_due": {"domain": "event", "limit": 0},
+             "expect": {"timers": due((own[0], "b", 10), (own[1], "a", 10)), "has_more": False, "up_to": 15, "next_time": 20}},
+            # Reading fires nothing: the timers stay until a batch deletes them.
+            {"timers_due": {"domain": "event", "limit": 0},
+             "expect": {"timers": due((own[0], "b", 10), (own[1], "a", 10)), "has_more": False, "up_to": 15, "next_time": 20}},
+            # A batch that fails deletes no timer.
+            {"write": [{"timer_delete": timer("event", own[0], "b", 10)},
+                       {"list_append": {"state": "nope", "key": own[0], "values": ["x"]}}],
+             "expect_error": err("UNKNOWN_STATE", op_index=1)},
+            {"timers_due": {"domain": "event", "limit": 1},
+             "expect": {"timers": due((own[0], "b", 10), (own[1], "a", 10))[:1], "has_more": True, "up_to": 15, "next_time": 10}},
+            # Firing: the handler's writes and the timer's deletion in one batch.
+            {"write": [{"list_append": {"state": "fired", "key": own[0], "values": ["b@10"]}},
+                       {"timer_delete": timer("event", own[0], "b", 10)},
+                       {"list_append": {"state": "fired", "key": own[1], "values": ["a@10"]}},
+                       {"timer_delete": timer("event", own[1], "a", 10)}], "expect": 4},
+            {"timers_due": {"domain": "event", "limit": 0},
+             "expect": {"timers": [], "has_more": False, "up_to": 15, "next_time": 20}},
+            # The watermark never moves back.
+            {"write": [{"watermark_advance": {"watermark": 12}}], "expect": 1},
+            {"timer_status": {}, "expect": {"watermark": 15, "next_event_time": 20, "next_processing_time": None}},
+            {"write": [{"watermark_advance": {"watermark": 100}}], "expect": 1},
+            {"timers_due": {"domain": "event", "limit": 1},
+             "expect": {"timers": due((own[2], "b", 20)), "has_more": True, "up_to": 100, "next_time": 30}},
+            # Deleting a timer that does not exist changes nothing.
+            {"write": [{"timer_delete": timer("event", own[2], "b", 20)},
+                       {"timer_delete": timer("event", own[0], "a", 30)},
+                       {"timer_delete": timer("event", own[3], "never", 5)}], "expect": 3},
+            {"timers_due": {"domain": "event", "limit": 0},
+             "expect": {"timers": [], "has_more": False, "up_to": 100, "next_time": None}},
+            # A timer registered at a time already passed is due at once.
+            {"write": [{"timer_register": timer("event", own[0], "late", 50)}], "expect": 1},
+            {"timers_due": {"domain": "event", "limit": 0},
+             "expect": {"timers": due((own[0], "late", 50)), "has_more": False, "up_to": 100, "next_time": None}},
+            {"write": [{"timer_delete": timer("event", own[0], "late", 50)}], "expect": 1},
+            {"list_get": {"state": "fired", "key": own[0]}, "expect": ["b@10"]},
+            {"list_get": {"state": "fired", "key": own[1]}, "expect": ["a@10"]},
+        ],
+    },
+    {
+        "name": "timers: processing-time timers follow the sidecar's clock; bad timers are typed errors",
+        "steps": [
+            {"write": [{"timer_register": timer("processing", own[4], "p", 1000)},
+                       {"timer_register": timer("processing", own[5], "p", 2000)},
+                       {"timer_register": timer("processing", own[4], "q", FAR)}], "expect": 3},
+            # up_to is the sidecar's clock for processing time, so it is not compared.
+            {"timers_due": {"domain": "processing", "limit": 0},
+             "expect": {"timers": due((own[4], "p", 1000), (own[5], "p", 2000)), "has_more": False, "next_time": FAR}},
+            {"write": [{"timer_delete": timer("processing", own[4], "p", 1000)},
+                       {"timer_delete": timer("processing", own[5], "p", 2000)}], "expect": 2},
+            {"timers_due": {"domain": "processing", "limit": 0},
+             "expect": {"timers": [], "has_more": False, "next_time": FAR}},
+            # Same key, name and time in the other domain is another timer.
+            {"write": [{"timer_register": timer("event", own[4], "q", FAR)}], "expect": 1},
+            {"write": [{"timer_delete": timer("processing", own[4], "q", FAR)}], "expect": 1},
+            {"timers_due": {"domain": "processing", "limit": 0},
+             "expect": {"timers": [], "has_more": False, "next_time": None}},
+            {"write": [{"timer_delete": timer("event", own[4], "q", FAR)}], "expect": 1},
+            {"write": [{"timer_register": timer("processing", own[6], "x", 1000)},
+                       {"timer_register": timer("processing", foreign[0], "x", 1000)}],
+             "expect_error": err("WRONG_KEY_GROUP", op_index=1, owner=1)},
+            {"write": [{"timer_register": timer("processing", own[6], {"repeat": "n", "times": 65537}, 1000)}],
+             "expect_error": err("TOO_LARGE", op_index=0)},
+            {"write": [{"timer_register": timer("processing", {"repeat": "k", "times": 65537}, "x", 1000)}],
+             "expect_error": err("TOO_LARGE", op_index=0)},
+            {"timers_due": {"domain": "processing", "limit": 0},
+             "expect": {"timers": [], "has_more": False, "next_time": None}},
         ],
     },
     {

@@ -1,5 +1,6 @@
 //! `stator-inspect`: read stored state offline. Lists checkpoints and savepoints at a location,
-//! shows manifests, verifies every checksum, and dumps one state's entries as JSON lines.
+//! shows manifests, verifies every checksum, and dumps one state's entries, or the timers and
+//! watermarks, as JSON lines.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use stator_storage::{Location, S3Options};
 
 use crate::checkpoint::from_manifest_state;
 use crate::checkpoint::restore::{download_verified, sources_at};
-use crate::store::dump_state;
+use crate::store::{Domain, dump_state, dump_timers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,11 +55,14 @@ pub enum Command {
     Show { location: String },
     /// Download every file and check its size and SHA-256. Exits 1 when any is wrong.
     Verify { location: String },
-    /// Print one keyed state's live entries as JSON lines.
+    /// Print one keyed state's live entries (--state NAME), or every timer and each replica's
+    /// watermark (--timers), as JSON lines.
     Dump {
         location: String,
+        #[arg(long, required_unless_present = "timers", conflicts_with = "timers")]
+        state: Option<String>,
         #[arg(long)]
-        state: String,
+        timers: bool,
     },
 }
 
@@ -109,7 +113,49 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             let _ = std::fs::remove_dir_all(&temp);
             Ok(ok)
         }
-        Command::Dump { location, state } => {
+        Command::Dump {
+            location,
+            state: None,
+            ..
+        } => {
+            let loc = Location::parse(&location, &s3).await?;
+            let (_, sources) = sources_at(&loc).await?;
+            let temp = tempdir()?;
+            for (k, s) in sources.iter().enumerate() {
+                let dir = temp.join(k.to_string());
+                download_verified(s, &dir, args.concurrency).await?;
+                let (watermark, timers) =
+                    tokio::task::spawn_blocking(move || dump_timers(&dir)).await??;
+                let replica = s.manifest.replica_index;
+                println!(
+                    "{}",
+                    serde_json::json!({"replica": replica, "watermark": watermark})
+                );
+                for t in timers {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "replica": replica,
+                            "keyGroup": t.key_group,
+                            "timer": match t.domain {
+                                Domain::Event => "event",
+                                Domain::Processing => "processing",
+                            },
+                            "time": t.time,
+                            "key": text(&t.key),
+                            "name": text(&t.name),
+                        })
+                    );
+                }
+            }
+            let _ = std::fs::remove_dir_all(&temp);
+            Ok(true)
+        }
+        Command::Dump {
+            location,
+            state: Some(state),
+            ..
+        } => {
             let loc = Location::parse(&location, &s3).await?;
             let (_, sources) = sources_at(&loc).await?;
             let temp = tempdir()?;

@@ -27,9 +27,11 @@ pub enum OpKind {
     MapIter,
     OperatorStateGet,
     Ping,
+    TimersDue,
+    TimerStatus,
 }
 
-const OP_KINDS: [(OpKind, &str); 11] = [
+const OP_KINDS: [(OpKind, &str); 13] = [
     (OpKind::Hello, "hello"),
     (OpKind::Declare, "declare"),
     (OpKind::Get, "get"),
@@ -41,6 +43,8 @@ const OP_KINDS: [(OpKind, &str); 11] = [
     (OpKind::MapIter, "map_iter"),
     (OpKind::OperatorStateGet, "operator_state_get"),
     (OpKind::Ping, "ping"),
+    (OpKind::TimersDue, "timers_due"),
+    (OpKind::TimerStatus, "timer_status"),
 ];
 
 impl OpKind {
@@ -57,6 +61,8 @@ impl OpKind {
             Op::MapIter(_) => OpKind::MapIter,
             Op::OperatorStateGet(_) => OpKind::OperatorStateGet,
             Op::Ping(_) => OpKind::Ping,
+            Op::TimersDue(_) => OpKind::TimersDue,
+            Op::TimerStatus(_) => OpKind::TimerStatus,
         }
     }
 }

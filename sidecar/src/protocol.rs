@@ -10,7 +10,8 @@ use stator_core::proto::{
 
 use crate::metrics::{Metrics, OpKind};
 use crate::store::{
-    BatchError, Kind, OperatorStateDecl, Redistribution, StateDecl, Store, StoreError, WriteOp,
+    BatchError, Domain, Kind, OperatorStateDecl, Redistribution, StateDecl, Store, StoreError,
+    Timer, WriteOp,
 };
 
 pub fn error(code: ErrorCode, message: impl Into<String>) -> proto::Error {
@@ -191,6 +192,24 @@ fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
             })
         }
         Op::OperatorStateGet(g) => R::List(list(store.operator_state_get(&g.name).map_err(se)?)),
+        Op::TimersDue(t) => {
+            let page = store.timers_due(domain(t.domain)?, t.limit).map_err(se)?;
+            R::TimersDue(proto::TimersDueResponse {
+                timers: page.timers.into_iter().map(to_proto_timer).collect(),
+                has_more: page.has_more,
+                up_to: page.up_to,
+                next_time: page.next_time,
+            })
+        }
+        Op::TimerStatus(_) => {
+            let status = store.timer_status().map_err(se)?;
+            R::TimerStatus(proto::TimerStatusResponse {
+                watermark: status.watermark,
+                next_event_time: status.next_event_time,
+                next_processing_time: status.next_processing_time,
+                now_ms: status.now_ms,
+            })
+        }
         Op::Write(_) => unreachable!("handle_request routes writes to handle_writes"),
     })
 }
@@ -272,6 +291,30 @@ fn operator_decl(d: proto::OperatorStateDecl) -> Result<OperatorStateDecl, proto
     })
 }
 
+fn domain(d: i32) -> Result<Domain, proto::Error> {
+    match proto::TimeDomain::try_from(d) {
+        Ok(proto::TimeDomain::Event) => Ok(Domain::Event),
+        Ok(proto::TimeDomain::Processing) => Ok(Domain::Processing),
+        _ => Err(error(
+            ErrorCode::InvalidArgument,
+            "a timer's domain must be TIME_DOMAIN_EVENT or TIME_DOMAIN_PROCESSING",
+        )),
+    }
+}
+
+fn to_proto_timer(t: Timer) -> proto::Timer {
+    proto::Timer {
+        domain: match t.domain {
+            Domain::Event => proto::TimeDomain::Event,
+            Domain::Processing => proto::TimeDomain::Processing,
+        } as i32,
+        key: t.key.into(),
+        name: t.name.into(),
+        time: t.time,
+        key_group: t.key_group,
+    }
+}
+
 fn write_op(op: proto::WriteOp) -> Result<WriteOp, proto::Error> {
     use write_op::Op as W;
     Ok(match op.op {
@@ -316,6 +359,21 @@ fn write_op(op: proto::WriteOp) -> Result<WriteOp, proto::Error> {
         Some(W::OperatorStateSet(o)) => WriteOp::OperatorStateSet {
             name: o.name,
             values: o.values,
+        },
+        Some(W::TimerRegister(o)) => WriteOp::TimerRegister {
+            domain: domain(o.domain)?,
+            key: o.key,
+            name: o.name,
+            time: o.time,
+        },
+        Some(W::TimerDelete(o)) => WriteOp::TimerDelete {
+            domain: domain(o.domain)?,
+            key: o.key,
+            name: o.name,
+            time: o.time,
+        },
+        Some(W::WatermarkAdvance(o)) => WriteOp::WatermarkAdvance {
+            watermark: o.watermark,
         },
         None => {
             return Err(error(

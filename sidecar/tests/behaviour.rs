@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use stator_client::{Batch, Client, Error, ErrorCode, proto};
+use stator_client::{Batch, Client, Error, ErrorCode, TimeDomain, TimerPage, proto};
 
 fn bytes(v: &Value) -> Bytes {
     match v {
@@ -47,6 +47,36 @@ fn kind(v: &Value) -> proto::StateKind {
     }
 }
 
+fn domain(v: &Value) -> TimeDomain {
+    match s(v) {
+        "event" => TimeDomain::Event,
+        "processing" => TimeDomain::Processing,
+        other => panic!("time domain {other}"),
+    }
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+/// A timers_due answer in the JSON's shape; processing time's `up_to` is the clock, not compared.
+fn timer_page(page: &TimerPage, d: TimeDomain) -> Value {
+    let mut out = serde_json::json!({
+        "timers": page.timers.iter().map(|t| {
+            assert_eq!(t.domain, d, "an answer holds only the domain asked for");
+            serde_json::json!({
+                "key": text(&t.key), "name": text(&t.name), "time": t.time, "key_group": t.key_group,
+            })
+        }).collect::<Vec<_>>(),
+        "has_more": page.has_more,
+        "next_time": page.next_time,
+    });
+    if d == TimeDomain::Event {
+        out["up_to"] = page.up_to.into();
+    }
+    out
+}
+
 fn add_op(batch: &mut Batch, op: &Value) {
     let (name, f) = op.as_object().unwrap().iter().next().unwrap();
     let values = || {
@@ -72,6 +102,19 @@ fn add_op(batch: &mut Batch, op: &Value) {
         "map_remove" => batch.map_remove(s(&f["state"]), bytes(&f["key"]), bytes(&f["map_key"])),
         "map_clear" => batch.map_clear(s(&f["state"]), bytes(&f["key"])),
         "operator_state_set" => batch.operator_state_set(s(&f["name"]), values()),
+        "timer_register" => batch.timer_register(
+            domain(&f["domain"]),
+            bytes(&f["key"]),
+            bytes(&f["name"]),
+            f["time"].as_u64().unwrap(),
+        ),
+        "timer_delete" => batch.timer_delete(
+            domain(&f["domain"]),
+            bytes(&f["key"]),
+            bytes(&f["name"]),
+            f["time"].as_u64().unwrap(),
+        ),
+        "watermark_advance" => batch.watermark_advance(f["watermark"].as_u64().unwrap()),
         other => panic!("unknown write op {other}"),
     };
 }
@@ -175,6 +218,21 @@ async fn run_step(client: &mut Client, step: &Value) -> Result<Value, Error> {
             })
         }
         "operator_state_get" => strings(&client.operator_state_get(s(&a["name"])).await?),
+        "timers_due" => {
+            let d = domain(&a["domain"]);
+            let page = client
+                .timers_due(d, a["limit"].as_u64().unwrap() as u32)
+                .await?;
+            timer_page(&page, d)
+        }
+        "timer_status" => {
+            let st = client.timer_status().await?;
+            serde_json::json!({
+                "watermark": st.watermark,
+                "next_event_time": st.next_event_time,
+                "next_processing_time": st.next_processing_time,
+            })
+        }
         "sleep_ms" => {
             tokio::time::sleep(Duration::from_millis(a.as_u64().unwrap())).await;
             Value::Null

@@ -1,6 +1,7 @@
 """The word-count job on a cluster, with its state in S3: deploy, change the image, rescale, suspend,
-and read the job's exact state back from a savepoint with `stator-inspect dump`. Shared by the
-end-to-end tests and the local demo (scripts/demo)."""
+and read the job's exact state back from a savepoint with `stator-inspect dump`: its word counts,
+the idle reports its event-time timers wrote (each exactly once) and the timers still pending.
+Shared by the end-to-end tests and the local demo (scripts/demo)."""
 from __future__ import annotations
 
 import json
@@ -32,10 +33,16 @@ def start_operator(cluster, processes, *extra: str, name: str = "operator", rele
     return p
 
 
-def expected_counts(records: int) -> dict[str, int]:
+def expected(records: int) -> dict:
+    """What the app must produce from `records` records: `counts` and `idle` (per word, its idle
+    reports `deadline:count`, one per timer that fired)."""
     out = subprocess.run([str(BIN / "stator-wordcount"), "expect", "--records", str(records)],
                          check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["counts"]
+    return json.loads(out)
+
+
+def expected_counts(records: int) -> dict[str, int]:
+    return expected(records)["counts"]
 
 
 class Wordcount:
@@ -115,14 +122,16 @@ class Wordcount:
             return st.get("lastTriggerNonce") == nonce and not st.get("operation") and sp.get("reason") == "trigger" and sp["location"]
         return wait_until(taken, timeout=timeout, what="the triggered savepoint")
 
-    def counts(self, location: str) -> dict[str, int]:
-        """The job's counts in the savepoint at `location`, read offline."""
+    def _dump(self, location: str, *what: str) -> list[dict]:
         env = {**os.environ, **self.s3.env}
         out = subprocess.run([str(BIN / "stator-inspect"), "--s3-endpoint", self.s3.endpoint, "--s3-path-style",
-                              "dump", "--state", "counts", location], check=True, capture_output=True, text=True, env=env).stdout
+                              "dump", *what, location], check=True, capture_output=True, text=True, env=env).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    def counts(self, location: str) -> dict[str, int]:
+        """The job's counts in the savepoint at `location`, read offline."""
         counts: dict[str, int] = {}
-        for line in out.splitlines():
-            entry = json.loads(line)
+        for entry in self._dump(location, "--state", "counts"):
             if entry["key"] in counts:
                 raise AssertionError(f"word {entry['key']} is held by two replicas")
             counts[entry["key"]] = int(entry["value"])
@@ -131,6 +140,43 @@ class Wordcount:
     def job_root(self) -> str:
         """This incarnation's prefix in the bucket: the job's UID is part of every stored path."""
         return f"jobs/{self.ns}/{self.name}/{self.status()['jobId']}"
+
+    def idle_reports(self, location: str) -> dict[str, list[str]]:
+        """Per word, the idle reports its fired timers wrote, from the savepoint at `location`."""
+        reports: dict[str, list[str]] = {}
+        for entry in self._dump(location, "--state", "idle"):
+            if entry["key"] in reports:
+                raise AssertionError(f"word {entry['key']} has idle reports in two replicas")
+            reports[entry["key"]] = entry["values"]
+        return reports
+
+    def timers(self, location: str) -> tuple[list[int | None], list[dict]]:
+        """Each replica's watermark and every pending timer in the savepoint at `location`."""
+        lines = self._dump(location, "--timers")
+        return [ln["watermark"] for ln in lines if "watermark" in ln], [ln for ln in lines if "timer" in ln]
+
+    def differences(self, location: str) -> dict[str, object]:
+        """What the savepoint at `location` holds that the input does not produce, once the app has
+        finished its input: word counts, idle reports (a timer lost or fired twice shows here) and
+        pending timers (the end of input fires them all). Empty when the state is exact."""
+        want = expected(self.records)
+        got = self.counts(location)
+        problems: dict[str, object] = {}
+        counts = {w: (got.get(w), want["counts"].get(w)) for w in set(got) | set(want["counts"])
+                  if got.get(w) != want["counts"].get(w)}
+        if counts:
+            problems["counts (got, want)"] = counts
+        reports = self.idle_reports(location)
+        idle = {w: (reports.get(w), want["idle"].get(w)) for w in set(reports) | set(want["idle"])
+                if reports.get(w) != want["idle"].get(w)}
+        if idle:
+            problems["idle reports (got, want)"] = idle
+        watermarks, pending = self.timers(location)
+        if pending:
+            problems["timers still pending"] = pending
+        if not watermarks or any(w != 2**64 - 1 for w in watermarks):
+            problems["watermarks (the end of input is the maximum)"] = watermarks
+        return problems
 
     def savepoint_dirs(self) -> set[str]:
         keys = self.s3.keys(f"{self.job_root()}/savepoints/")

@@ -19,6 +19,8 @@ DOC = json.loads((Path(__file__).resolve().parents[3] / "testdata" / "behaviour.
 SCENARIOS = DOC["scenarios"]
 BYTE_FIELDS = {"key", "value", "map_key", "after"}
 LIST_FIELDS = {"values", "keys"}
+#: Ops whose "name" is a timer's name (bytes), not a state's.
+TIMER_OPS = {"timer_register", "timer_delete"}
 
 
 def as_bytes(x: Any) -> bytes:
@@ -30,11 +32,11 @@ def as_bytes(x: Any) -> bytes:
     raise ValueError(f"not a byte field: {x!r}")
 
 
-def args(fields: dict[str, Any]) -> dict[str, Any]:
+def args(fields: dict[str, Any], op: str = "") -> dict[str, Any]:
     """Proto field names and JSON values to the client's keyword arguments."""
     out: dict[str, Any] = {}
     for name, v in fields.items():
-        if name in BYTE_FIELDS:
+        if name in BYTE_FIELDS or (op in TIMER_OPS and name == "name"):
             out[name] = as_bytes(v)
         elif name in LIST_FIELDS:
             out[name] = [as_bytes(x) for x in v]
@@ -74,7 +76,7 @@ def run_step(client: Client, step: dict[str, Any]) -> Any:
         with client.batch() as batch:
             for op in ops:
                 ((name, fields),) = op.items()
-                getattr(batch, name)(**args(fields))
+                getattr(batch, name)(**args(fields, name))
         return batch.applied
     a = args(body)
     if kind == "get":
@@ -96,6 +98,28 @@ def run_step(client: Client, step: dict[str, Any]) -> Any:
         }
     if kind == "operator_state_get":
         return [v.decode() for v in client.operator_state_get(**a)]
+    if kind == "timers_due":
+        page = client.timers_due(**a)
+        out = {
+            "timers": [
+                {"key": t.key.decode(), "name": t.name.decode(), "time": t.time,
+                 "key_group": t.key_group}
+                for t in page.timers
+            ],
+            "has_more": page.has_more,
+            "next_time": page.next_time,
+        }
+        assert all(t.domain and t.domain.value == a["domain"] for t in page.timers), page
+        if a["domain"] == "event":  # processing time's up_to is the clock: not compared
+            out["up_to"] = page.up_to
+        return out
+    if kind == "timer_status":
+        st = client.timer_status()
+        return {
+            "watermark": st.watermark,
+            "next_event_time": st.next_event_time,
+            "next_processing_time": st.next_processing_time,
+        }
     raise AssertionError(f"unknown step kind {kind!r}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 
@@ -15,6 +16,7 @@ from stator import (
     OperatorState,
     Redistribution,
     State,
+    TimeDomain,
     UnknownStateError,
     WrongKeyGroupError,
     owner,
@@ -228,3 +230,37 @@ def test_malformed_frame_gets_an_error_or_a_close_never_a_hang(sidecar):
             assert resp.WhichOneof("result") == "error" and resp.error.code == pb.MALFORMED
     with Client(sidecar.socket_path) as c:
         c.ping()  # the sidecar survived
+
+
+def test_processing_timers_wait_sleeps_until_due_and_fires_once(sidecar_factory):
+    # Its own sidecar: timers belong to the replica, and behaviour.json's expect a fresh one.
+    s = sidecar_factory()
+    with Client(s.socket_path) as c:
+        c.declare(State("fired", "list"))
+        now = c.timer_status().now_ms
+        with c.batch() as b:
+            b.timer_register("processing", "k", "soon", now + 300)
+            b.timer_register(TimeDomain.PROCESSING, "k", "later", now + 60_000)
+        started = time.monotonic()
+        page = c.wait_processing_timers(max_wait=10)
+        waited = time.monotonic() - started
+        assert [(t.name, t.time) for t in page.timers] == [(b"soon", now + 300)]
+        assert page.up_to is not None and page.up_to >= now + 300
+        assert page.next_time == now + 60_000 and not page.has_more
+        assert 0.1 < waited < 3, f"woke when due, after {waited:.2f} s"
+        with c.batch() as b:
+            b.list_append("fired", "k", [b"soon"]).timer_fired(page.timers[0])
+        # Nothing due: waits out its deadline and returns an empty page.
+        assert c.wait_processing_timers(max_wait=0.2).timers == []
+        p = c.pipeline()
+        p.timers_due("processing").timer_status()
+        due, status = p.execute()
+        assert due.timers == [] and status.next_processing_time == now + 60_000
+        assert c.list_get("fired", "k") == [b"soon"]
+
+
+def test_timer_arguments_are_checked_before_sending(client):
+    with pytest.raises(ValueError):
+        Batch().timer_register("wall-clock", "k", "n", 1)
+    with pytest.raises(ValueError):
+        client.timers_due("sometime")

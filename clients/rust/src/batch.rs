@@ -133,4 +133,52 @@ impl Batch {
             values: bs(values),
         }))
     }
+
+    /// Registers the timer `(domain, key, name, time)`; registering it again changes nothing.
+    pub fn timer_register(
+        &mut self,
+        domain: proto::TimeDomain,
+        key: impl Into<Bytes>,
+        name: impl Into<Bytes>,
+        time: u64,
+    ) -> &mut Self {
+        self.push(Op::TimerRegister(proto::TimerRegister {
+            domain: domain as i32,
+            key: b(key),
+            name: b(name),
+            time,
+        }))
+    }
+
+    /// Deletes a timer. In the batch of a timer's handler, this is what fires it exactly once.
+    pub fn timer_delete(
+        &mut self,
+        domain: proto::TimeDomain,
+        key: impl Into<Bytes>,
+        name: impl Into<Bytes>,
+        time: u64,
+    ) -> &mut Self {
+        self.push(Op::TimerDelete(proto::TimerDelete {
+            domain: domain as i32,
+            key: b(key),
+            name: b(name),
+            time,
+        }))
+    }
+
+    /// Deletes a timer that [`crate::Client::timers_due`] returned (fires it).
+    pub fn timer_fired(&mut self, timer: &crate::Timer) -> &mut Self {
+        self.timer_delete(
+            timer.domain,
+            timer.key.clone(),
+            timer.name.clone(),
+            timer.time,
+        )
+    }
+
+    /// Moves this replica's event-time watermark to `watermark`; a lower value than the current
+    /// one leaves it where it is.
+    pub fn watermark_advance(&mut self, watermark: u64) -> &mut Self {
+        self.push(Op::WatermarkAdvance(proto::WatermarkAdvance { watermark }))
+    }
 }

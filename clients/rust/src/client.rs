@@ -139,7 +139,7 @@ impl Client {
         Ok(out)
     }
 
-    async fn call(&mut self, op: Op) -> Result<R, Error> {
+    pub(crate) async fn call(&mut self, op: Op) -> Result<R, Error> {
         if !self.pending.is_empty() {
             return Err(Error::Protocol(
                 "a typed call while pipelined requests are unanswered".into(),
@@ -350,6 +350,6 @@ pub fn result(response: Response) -> Result<R, Error> {
     }
 }
 
-fn unexpected(call: &str, got: &R) -> Error {
+pub(crate) fn unexpected(call: &str, got: &R) -> Error {
     Error::Protocol(format!("unexpected answer to {call}: {got:?}"))
 }

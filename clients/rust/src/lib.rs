@@ -6,10 +6,15 @@
 //! [`Batch`]es. For concurrency, open one client per task: connections are cheap.
 //!
 //! Routing: [`owner`] tells which replica holds a key, with the published key-group hash.
+//!
+//! Timers: register and delete them in batches ([`Batch::timer_register`],
+//! [`Batch::timer_delete`]), advance the watermark ([`Batch::watermark_advance`]), and ask for
+//! the due ones ([`Client::timers_due`], [`Client::wait_processing_timers`]).
 
 mod batch;
 mod client;
 mod error;
+mod timers;
 
 pub use batch::Batch;
 pub use client::{Client, MapPage};
@@ -17,6 +22,7 @@ pub use error::{Error, ServerError};
 pub use stator_core::keygroup::{KeyGroupRange, key_group, owner, range_for_replica};
 pub use stator_core::proto;
 pub use stator_core::proto::ErrorCode;
+pub use timers::{TimeDomain, Timer, TimerPage, TimerStatus};
 
 /// A state to declare: name, kind and TTL in milliseconds (0: never expires).
 pub fn state(name: &str, kind: proto::StateKind, ttl_ms: u64) -> proto::StateDecl {

@@ -8,6 +8,14 @@
 //!
 //! Every replica reads the whole input and counts only the words it owns: the stand-in for a
 //! keyed shuffle.
+//!
+//! Timers: record `i` happens at event time `i * 10` ms. Each word keeps an event-time timer at
+//! its last occurrence plus `--idle-ms`; when the watermark passes it (the word went quiet), the
+//! app appends `deadline:count` to the word's `idle` list and deletes the timer in the same
+//! batch, so each quiet spell is reported exactly once. The watermark advances at the end of
+//! every batch of `--batch` records (batches are aligned to multiples of it, so the result does
+//! not depend on where a restart resumed), and to the maximum at the end of a bounded input,
+//! which fires every remaining timer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,10 +24,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use stator_client::{Batch, Client, Error, ErrorCode, key_group, proto};
+use stator_client::{Batch, Client, Error, ErrorCode, TimeDomain, key_group, proto};
 
 const COUNTS: &str = "counts";
 const OFFSETS: &str = "offsets";
+/// Per word: the time of its pending idle timer.
+const DEADLINES: &str = "deadlines";
+/// Per word: every idle report, `deadline:count`.
+const IDLE: &str = "idle";
+const IDLE_TIMER: &str = "idle";
+/// Event time between two records, in milliseconds.
+const EVENT_MS_PER_RECORD: u64 = 10;
 const VOCABULARY: u64 = 500;
 const WORDS_PER_RECORD: u64 = 4;
 
@@ -54,6 +69,9 @@ enum Command {
         /// Exit when done instead of idling.
         #[arg(long)]
         exit_when_done: bool,
+        /// Report a word once no record held it for this much event time.
+        #[arg(long, env = "WORDCOUNT_IDLE_MS", default_value_t = 3000)]
+        idle_ms: u64,
     },
     /// Write about MB megabytes of 1 KiB values (state for benchmarks), then idle until stopped.
     Fill {
@@ -62,10 +80,15 @@ enum Command {
     },
     /// Print this replica's counts and offsets as JSON.
     Report,
-    /// Print the counts that records [0, records) must produce, as JSON (no sidecar needed).
+    /// Print the counts and idle reports that records [0, records) must produce, as JSON (no
+    /// sidecar needed).
     Expect {
         #[arg(long)]
         records: u64,
+        #[arg(long, env = "WORDCOUNT_BATCH", default_value_t = 50)]
+        batch: u64,
+        #[arg(long, env = "WORDCOUNT_IDLE_MS", default_value_t = 3000)]
+        idle_ms: u64,
     },
 }
 
@@ -121,6 +144,8 @@ impl Replica {
                 vec![
                     stator_client::state(COUNTS, proto::StateKind::Value, 0),
                     stator_client::state(OFFSETS, proto::StateKind::Value, 0),
+                    stator_client::state(DEADLINES, proto::StateKind::Value, 0),
+                    stator_client::state(IDLE, proto::StateKind::List, 0),
                 ],
                 vec![],
             )
@@ -158,7 +183,13 @@ impl Replica {
         self.groups.iter().position(|&x| x == g)
     }
 
-    async fn run(&mut self, records: u64, batch_size: u64, pause: Duration) -> anyhow::Result<()> {
+    async fn run(
+        &mut self,
+        records: u64,
+        batch_size: u64,
+        idle_ms: u64,
+        pause: Duration,
+    ) -> anyhow::Result<()> {
         let mut offsets = self.offsets().await?;
         let mut next = offsets.iter().copied().min().unwrap_or(0);
         let mut fenced = false;
@@ -167,31 +198,49 @@ impl Replica {
             self.groups[0],
             self.groups[self.groups.len() - 1]
         );
-        while records == 0 || next < records {
-            let end = if records == 0 {
-                next + batch_size
-            } else {
-                (next + batch_size).min(records)
-            };
-            // Words this replica owns in records [next, end) that its groups have not yet counted.
-            let mut delta: BTreeMap<String, u64> = BTreeMap::new();
+        loop {
+            // Timers the last batch made due (also before a stop: a restarted app reports
+            // those whose reports did not commit).
+            if let Written::Fenced = self.fire_idle_timers().await? {
+                fenced = self.wait_fenced(fenced, next).await;
+                continue;
+            }
+            if records != 0 && next >= records {
+                break;
+            }
+            // Batches end at multiples of the batch size, wherever the input resumed.
+            let mut end = (next / batch_size + 1) * batch_size;
+            if records != 0 {
+                end = end.min(records);
+            }
+            // Words this replica owns in records [next, end) that its groups have not yet
+            // counted, and the last record each was in.
+            let mut delta: BTreeMap<String, (u64, u64)> = BTreeMap::new();
             for i in next..end {
                 for w in record(i) {
                     if let Some(slot) = self.owns(&w)
                         && i >= offsets[slot]
                     {
-                        *delta.entry(w).or_default() += 1;
+                        let e = delta.entry(w).or_default();
+                        e.0 += 1;
+                        e.1 = i;
                     }
                 }
             }
             let words: Vec<Bytes> = delta.keys().map(|w| Bytes::from(w.clone())).collect();
-            let current = self.client.multi_get(COUNTS, words).await?;
+            let current = self.client.multi_get(COUNTS, words.clone()).await?;
+            let deadlines = self.client.multi_get(DEADLINES, words).await?;
             let mut batch = Batch::new();
-            for ((w, add), old) in delta.iter().zip(current) {
-                let old: u64 = old
-                    .map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0))
-                    .unwrap_or(0);
-                batch.value_put(COUNTS, w.clone(), (old + add).to_string());
+            for (((w, (add, last)), old), deadline) in delta.iter().zip(current).zip(deadlines) {
+                batch.value_put(COUNTS, w.clone(), (number(old) + add).to_string());
+                // The word's idle timer moves to its last occurrence plus the idle time.
+                let new_deadline = last * EVENT_MS_PER_RECORD + idle_ms;
+                if let Some(old) = deadline.map(|d| number(Some(d))) {
+                    batch.timer_delete(TimeDomain::Event, w.clone(), IDLE_TIMER, old);
+                }
+                batch
+                    .timer_register(TimeDomain::Event, w.clone(), IDLE_TIMER, new_deadline)
+                    .value_put(DEADLINES, w.clone(), new_deadline.to_string());
             }
             for (slot, key) in self.offset_keys.iter().enumerate() {
                 if offsets[slot] < end {
@@ -199,23 +248,22 @@ impl Replica {
                     offsets[slot] = end;
                 }
             }
-            match self.client.write(batch).await {
-                Ok(_) => {}
-                Err(Error::Server(e)) if e.code == ErrorCode::Suspended => {
-                    // Writes are fenced for a stop-with-savepoint: this replica is about to be
-                    // stopped, or the fence is lifted if the savepoint is abandoned. The batch
-                    // changed nothing, so it is safe to compute and try it again.
-                    if !fenced {
-                        eprintln!(
-                            "wordcount: writes suspended for a savepoint at record {next}; waiting"
-                        );
-                        fenced = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            // Every record before `end` is counted: the watermark is the last one's time, or
+            // the end of time once a bounded input is done.
+            batch.watermark_advance(if records != 0 && end == records {
+                u64::MAX
+            } else {
+                (end - 1) * EVENT_MS_PER_RECORD
+            });
+            match self.write(batch).await? {
+                Written::Yes => {}
+                Written::Fenced => {
+                    // The batch changed nothing, so it is safe to compute and try it again.
+                    fenced = self.wait_fenced(fenced, next).await;
                     offsets = self.offsets().await?;
+                    next = offsets.iter().copied().min().unwrap_or(0);
                     continue;
                 }
-                Err(e) => return Err(e.into()),
             }
             if fenced {
                 eprintln!("wordcount: writes accepted again at record {next}");
@@ -228,6 +276,52 @@ impl Replica {
         }
         eprintln!("wordcount: processed records up to {next}");
         Ok(())
+    }
+
+    /// Writes `batch`; `Fenced` when writes are suspended for a savepoint (nothing was written).
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<Written> {
+        match self.client.write(batch).await {
+            Ok(_) => Ok(Written::Yes),
+            Err(Error::Server(e)) if e.code == ErrorCode::Suspended => Ok(Written::Fenced),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes are fenced for a stop-with-savepoint: this replica is about to be stopped, or the
+    /// fence is lifted if the savepoint is abandoned. Waits a little before the caller retries.
+    async fn wait_fenced(&self, already: bool, next: u64) -> bool {
+        if !already {
+            eprintln!("wordcount: writes suspended for a savepoint at record {next}; waiting");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        true
+    }
+
+    /// Reports every word whose idle timer is due: its report and the timer's deletion in one
+    /// batch, so a report is written exactly once however the app is stopped.
+    async fn fire_idle_timers(&mut self) -> anyhow::Result<Written> {
+        loop {
+            let page = self.client.timers_due(TimeDomain::Event, 500).await?;
+            if page.timers.is_empty() {
+                return Ok(Written::Yes);
+            }
+            let words: Vec<Bytes> = page.timers.iter().map(|t| t.key.clone()).collect();
+            let counts = self.client.multi_get(COUNTS, words).await?;
+            let mut batch = Batch::new();
+            for (t, count) in page.timers.iter().zip(counts) {
+                let report = format!("{}:{}", t.time, number(count));
+                batch
+                    .list_append(IDLE, t.key.clone(), [report])
+                    .value_clear(DEADLINES, t.key.clone())
+                    .timer_fired(t);
+            }
+            if let Written::Fenced = self.write(batch).await? {
+                return Ok(Written::Fenced);
+            }
+            if !page.has_more {
+                return Ok(Written::Yes);
+            }
+        }
     }
 
     /// Writes `mb` MiB of 1 KiB values under keys this replica owns.
@@ -298,22 +392,67 @@ impl Replica {
     }
 }
 
-fn expected(records: u64) -> serde_json::Value {
+enum Written {
+    Yes,
+    Fenced,
+}
+
+/// A stored decimal number (0 when absent).
+fn number(v: Option<Bytes>) -> u64 {
+    v.map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// What records [0, records) must produce, simulated directly: the counts, and each word's idle
+/// reports (a word's deadline is its last occurrence in a batch plus `idle_ms`; at the end of
+/// each batch every deadline at or below the watermark is reported with the word's count).
+fn expected(records: u64, batch: u64, idle_ms: u64) -> serde_json::Value {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    for i in 0..records {
-        for w in record(i) {
-            *counts.entry(w).or_default() += 1;
+    let mut deadlines: BTreeMap<String, u64> = BTreeMap::new();
+    let mut idle: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut start = 0;
+    while start < records {
+        let end = (start + batch).min(records);
+        for i in start..end {
+            for w in record(i) {
+                *counts.entry(w.clone()).or_default() += 1;
+                deadlines.insert(w, i * EVENT_MS_PER_RECORD + idle_ms);
+            }
         }
+        let watermark = if end == records {
+            u64::MAX
+        } else {
+            (end - 1) * EVENT_MS_PER_RECORD
+        };
+        deadlines.retain(|w, d| {
+            let due = *d <= watermark;
+            if due {
+                idle.entry(w.clone())
+                    .or_default()
+                    .push(format!("{d}:{}", counts[w]));
+            }
+            !due
+        });
+        start = end;
     }
-    let sorted: BTreeMap<_, _> = counts.into_iter().collect();
-    serde_json::json!({ "records": records, "counts": sorted })
+    let counts: BTreeMap<_, _> = counts.into_iter().collect();
+    serde_json::json!({ "records": records, "counts": counts, "idle": idle })
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
-        Command::Expect { records } => println!("{}", expected(records)),
+        Command::Expect {
+            records,
+            batch,
+            idle_ms,
+        } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            println!("{}", expected(records, batch, idle_ms))
+        }
         Command::Fill { mb } => {
             let mut replica = Replica::connect(&args.socket).await?;
             replica.fill(mb).await?;
@@ -328,13 +467,14 @@ async fn main() -> anyhow::Result<()> {
             batch,
             pause_ms,
             exit_when_done,
+            idle_ms,
         } => {
             if batch == 0 {
                 bail!("--batch must be at least 1");
             }
             let mut replica = Replica::connect(&args.socket).await?;
             tokio::select! {
-                r = replica.run(records, batch, Duration::from_millis(pause_ms)) => r?,
+                r = replica.run(records, batch, idle_ms, Duration::from_millis(pause_ms)) => r?,
                 _ = terminated() => return Ok(()),
             };
             if exit_when_done {

@@ -2,13 +2,15 @@
 //!
 //! One column family per state, named `<kind letter>:<state name>` so that each family's options
 //! (merge operator, compaction filter) are known before the database opens. Declarations (with
-//! TTLs) are persisted in the `__meta` family; operator-state lists live in `__operator`.
-//! Every read and write checks that the key's group is in this replica's range.
+//! TTLs) are persisted in the `__meta` family; operator-state lists live in `__operator`; timers
+//! in `__timers` (see [`timers`]). Every read and write checks that the key's group is in this
+//! replica's range.
 
 pub mod encoding;
 mod error;
 mod ops;
 mod snapshot;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use stator_core::keygroup::{KeyGroupRange, Layout};
 pub use error::StoreError;
 pub use ops::{BatchError, MapPage, WriteOp};
 pub use snapshot::{Cut, DumpEntry, dump_state};
+pub use timers::{Domain, Timer, TimerPage, TimerStatus, dump_timers};
 
 use encoding::{decode_value, is_live, list_elements, now_ms};
 
@@ -170,6 +173,8 @@ pub struct Store {
     fenced: AtomicBool,
     /// Held shared by every write, exclusively by fencing and checkpoint cuts.
     gate: RwLock<()>,
+    /// Where the earliest timers are; built on first use (see [`timers`]).
+    timers: std::sync::Mutex<Option<timers::TimerIndex>>,
     /// Options of families created at run time. RocksDB keeps pointers to their merge operators
     /// and compaction filters, which these own, so they must outlive `db` (declared first, so
     /// dropped first).
@@ -205,6 +210,10 @@ impl CfOptions {
 
     fn for_family(&self, cf_name: &str) -> Options {
         let mut opts = self.base.clone();
+        if cf_name == META_CF {
+            // Only the watermark is merged: it never moves back.
+            opts.set_merge_operator_associative("stator-watermark-max", timers::merge_max);
+        }
         match cf_name
             .split_once(':')
             .and_then(|(k, _)| k.chars().next())
@@ -285,7 +294,7 @@ impl Store {
         // checkpoints copy the live WAL.
         db_opts.set_max_total_wal_size(2 * rocks.write_buffer_bytes as u64);
         let mut names = Db::list_cf(&db_opts, path).unwrap_or_default();
-        for fixed in ["default", META_CF, OPERATOR_CF] {
+        for fixed in ["default", META_CF, OPERATOR_CF, timers::TIMERS_CF] {
             if !names.iter().any(|n| n == fixed) {
                 names.push(fixed.to_owned());
             }
@@ -306,6 +315,7 @@ impl Store {
             wal: rocks.wal,
             fenced: AtomicBool::new(false),
             gate: RwLock::new(()),
+            timers: Default::default(),
             created_cf_options: Default::default(),
         };
         store.load_catalog()?;

@@ -14,6 +14,7 @@ use super::encoding::{
 };
 use std::sync::Arc;
 
+use super::timers::{self, Domain, Registered};
 use super::{Catalog, Kind, StateEntry, Store, StoreError};
 
 /// One write in an atomic batch.
@@ -60,6 +61,24 @@ pub enum WriteOp {
     OperatorStateSet {
         name: String,
         values: Vec<Bytes>,
+    },
+    /// Registers a timer (idempotent).
+    TimerRegister {
+        domain: Domain,
+        key: Bytes,
+        name: Bytes,
+        time: u64,
+    },
+    /// Deletes a timer (idempotent): fires it, in the batch of its handler's writes.
+    TimerDelete {
+        domain: Domain,
+        key: Bytes,
+        name: Bytes,
+        time: u64,
+    },
+    /// Moves the event-time watermark up to `watermark` (never back).
+    WatermarkAdvance {
+        watermark: u64,
     },
 }
 
@@ -324,6 +343,7 @@ impl Store {
         if resolved.is_empty() {
             return results;
         }
+        let registered: Vec<Registered> = resolved.iter().filter_map(|r| r.registered).collect();
         // Fencing and checkpoint cuts take the gate exclusively, so no batch is applied after a
         // fence, and a cut never splits a batch.
         let outcome = match self.gate.read() {
@@ -331,6 +351,10 @@ impl Store {
             Ok(_gate) if self.is_fenced() => Err(StoreError::Suspended),
             Ok(_gate) => self.commit(resolved),
         };
+        // After the commit, never before: see the timers module on the index's invariant.
+        if outcome.is_ok() {
+            self.note_timers(&registered);
+        }
         if let Err(e) = outcome {
             let message = e.to_string();
             for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -380,14 +404,18 @@ impl Store {
     fn commit(&self, resolved: Vec<Resolved>) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let operator_cf = self.operator_cf()?;
+        let meta_cf = self.meta_cf()?;
+        let timers_cf = self.cf(timers::TIMERS_CF)?;
         for r in resolved {
             let state_cf;
-            let cf = match &r.cf {
-                Some(entry) => {
+            let cf = match &r.target {
+                Target::State(entry) => {
                     state_cf = self.cf(&entry.cf)?;
                     &state_cf
                 }
-                None => &operator_cf,
+                Target::Operator => &operator_cf,
+                Target::Meta => &meta_cf,
+                Target::Timers => &timers_cf,
             };
             match r.action {
                 Action::Put(k, v) => batch.put_cf(cf, k, v),
@@ -504,28 +532,79 @@ impl Store {
                         max: MAX_VALUE_BYTES * 2,
                     });
                 }
+                Resolved::new(
+                    Target::Operator,
+                    Action::Put(name.as_bytes().to_vec(), encoded),
+                )
+            }
+            WriteOp::TimerRegister {
+                domain,
+                key,
+                name,
+                time,
+            } => {
+                let group = self.group(key)?;
+                check_key(name, "timer name")?;
+                let k = timers::timer_key(group, *domain, *time, key, name);
                 Resolved {
-                    cf: None,
-                    action: Action::Put(name.as_bytes().to_vec(), encoded),
+                    registered: Some(Registered {
+                        group,
+                        domain: *domain,
+                        time: *time,
+                    }),
+                    ..Resolved::new(Target::Timers, Action::Put(k, Vec::new()))
                 }
             }
+            WriteOp::TimerDelete {
+                domain,
+                key,
+                name,
+                time,
+            } => {
+                let group = self.group(key)?;
+                check_key(name, "timer name")?;
+                let k = timers::timer_key(group, *domain, *time, key, name);
+                Resolved::new(Target::Timers, Action::Delete(k))
+            }
+            WriteOp::WatermarkAdvance { watermark } => Resolved::new(
+                Target::Meta,
+                Action::Merge(
+                    timers::WATERMARK_KEY.to_vec(),
+                    watermark.to_be_bytes().to_vec(),
+                ),
+            ),
         })
     }
 }
 
 /// A validated write, ready for the RocksDB batch.
 struct Resolved {
-    /// The state's family, or `None` for operator state.
-    cf: Option<Arc<StateEntry>>,
+    target: Target,
     action: Action,
+    /// A timer registration, noted in the timer index once committed.
+    registered: Option<Registered>,
+}
+
+/// The family a write goes to.
+enum Target {
+    State(Arc<StateEntry>),
+    Operator,
+    /// Declarations and the watermark.
+    Meta,
+    Timers,
 }
 
 impl Resolved {
-    fn state(entry: Arc<StateEntry>, action: Action) -> Self {
+    fn new(target: Target, action: Action) -> Self {
         Self {
-            cf: Some(entry),
+            target,
             action,
+            registered: None,
         }
+    }
+
+    fn state(entry: Arc<StateEntry>, action: Action) -> Self {
+        Self::new(Target::State(entry), action)
     }
 }
 

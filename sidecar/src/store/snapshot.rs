@@ -30,7 +30,8 @@ pub struct Cut {
     pub operator_state: BTreeMap<String, Vec<Vec<u8>>>,
 }
 
-/// Families that hold keyed state (named `<kind letter>:<name>`).
+/// Families whose keys start with a key group: keyed state (named `<kind letter>:<name>`) and
+/// timers (`__timers`), which rescaling clips and ingests alike.
 fn is_state_family(name: &str) -> bool {
     !matches!(name, "default" | META_CF | OPERATOR_CF)
 }
@@ -134,12 +135,14 @@ impl Store {
             self.db
                 .delete_range_cf(&cf, encoding::group_prefix(range.end + 1), [0xffu8, 0xff])?;
         }
+        self.reset_timer_index();
         Ok(())
     }
 
     /// Copies the entries of this replica's range from another replica's snapshot in
     /// `source` into this store: one sorted SST per state, ingested (no per-key writes).
-    /// The states must already be declared here. Returns the entries copied.
+    /// The states must already be declared here. The watermark becomes the lower of this store's
+    /// and the source's (see [`Store::merge_watermark_from`]). Returns the entries copied.
     pub fn ingest_range_from(&self, source: &Path, scratch: &Path) -> Result<u64, StoreError> {
         let names = Db::list_cf(&Options::default(), source)?;
         let descriptors: Vec<_> = names
@@ -189,6 +192,8 @@ impl Store {
                 .ingest_external_file_cf_opts(&cf, &ingest, vec![&sst])?;
             copied += n;
         }
+        self.merge_watermark_from(&source_db)?;
+        self.reset_timer_index();
         Ok(copied)
     }
 

@@ -37,7 +37,19 @@ from .keygroups import (
     owner,
     owner_of_group,
 )
-from .model import Kind, Limits, MapPage, OperatorState, Redistribution, ServerInfo, State
+from .model import (
+    Kind,
+    Limits,
+    MapPage,
+    OperatorState,
+    Redistribution,
+    ServerInfo,
+    State,
+    TimeDomain,
+    Timer,
+    TimerPage,
+    TimerStatus,
+)
 
 __all__ = [
     "Batch",
@@ -71,4 +83,8 @@ __all__ = [
     "Redistribution",
     "ServerInfo",
     "State",
+    "TimeDomain",
+    "Timer",
+    "TimerPage",
+    "TimerStatus",
 ]

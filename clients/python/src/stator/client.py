@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import (
@@ -22,7 +23,16 @@ from . import errors
 from .errors import ConnectionFailed, ProtocolError, StatorError, TooLargeError
 from .framing import FrameDecoder, encode_frame
 from .keygroups import HASH_NAME, Key, key_bytes, key_group, owner
-from .model import MapPage, OperatorState, ServerInfo, State
+from .model import (
+    MapPage,
+    OperatorState,
+    ServerInfo,
+    State,
+    TimeDomain,
+    Timer,
+    TimerPage,
+    TimerStatus,
+)
 from .v1 import state_pb2 as pb
 
 __all__ = ["Client", "Batch", "Pipeline"]
@@ -136,6 +146,19 @@ def _operator_state_get(name: str) -> _Call:
     return _Call(_request(operator_state_get=req), "list", lambda r: list(r.values))
 
 
+def _domain(domain: TimeDomain | str) -> pb.TimeDomain:
+    return TimeDomain(domain).to_pb()
+
+
+def _timers_due(domain: TimeDomain | str, limit: int) -> _Call:
+    req = pb.TimersDueRequest(domain=_domain(domain), limit=limit)
+    return _Call(_request(timers_due=req), "timers_due", TimerPage.from_pb)
+
+
+def _timer_status() -> _Call:
+    return _Call(_request(timer_status=pb.TimerStatusRequest()), "timer_status", TimerStatus.from_pb)
+
+
 def _ping() -> _Call:
     return _Call(_request(ping=pb.PingRequest()), "pong", lambda r: None)
 
@@ -206,6 +229,37 @@ class Batch:
         """Replaces this replica's list for one operator state."""
         op = pb.OperatorStateSet(name=name, values=_values(values))
         self.ops.append(pb.WriteOp(operator_state_set=op))
+        return self
+
+    def timer_register(self, domain: TimeDomain | str, key: Key, name: Key, time: int) -> Batch:
+        """Registers the timer ``(domain, key, name, time)``; registering it again changes
+        nothing. ``time`` is event time in the app's unit, or processing time in ms since the
+        Unix epoch."""
+        op = pb.TimerRegister(
+            domain=_domain(domain), key=key_bytes(key), name=key_bytes(name), time=time
+        )
+        self.ops.append(pb.WriteOp(timer_register=op))
+        return self
+
+    def timer_delete(self, domain: TimeDomain | str, key: Key, name: Key, time: int) -> Batch:
+        """Deletes a timer; in the batch of its handler's writes, this fires it exactly once."""
+        op = pb.TimerDelete(
+            domain=_domain(domain), key=key_bytes(key), name=key_bytes(name), time=time
+        )
+        self.ops.append(pb.WriteOp(timer_delete=op))
+        return self
+
+    def timer_fired(self, timer: Timer) -> Batch:
+        """Deletes a timer that ``timers_due`` returned."""
+        if timer.domain is None:
+            raise ValueError("this timer's domain is unknown to this client")
+        return self.timer_delete(timer.domain, timer.key, timer.name, timer.time)
+
+    def watermark_advance(self, watermark: int) -> Batch:
+        """Moves this replica's event-time watermark to ``watermark``; a lower value than the
+        current one leaves it where it is."""
+        op = pb.WatermarkAdvance(watermark=watermark)
+        self.ops.append(pb.WriteOp(watermark_advance=op))
         return self
 
     def commit(self) -> int:
@@ -410,6 +464,32 @@ class Client:
         """A round trip that touches no state."""
         self._call(_ping())
 
+    def timers_due(self, domain: TimeDomain | str, limit: int = 0) -> TimerPage:
+        """The due timers of ``domain``, earliest first: event timers at or below the watermark,
+        processing timers at or below the sidecar's clock; at most ``limit`` (0: the sidecar's
+        default). Reading changes nothing: a timer stays until a batch deletes it."""
+        return self._call(_timers_due(domain, limit))  # type: ignore[no-any-return]
+
+    def wait_processing_timers(self, *, limit: int = 0, max_wait: float) -> TimerPage:
+        """The due processing-time timers, waiting up to ``max_wait`` seconds for the first to
+        become due. Sleeps until the earliest timer's time as the sidecar said, rather than
+        polling; a timer registered meanwhile on another connection is seen when it wakes.
+        Returns an empty page when none became due in time."""
+        deadline = time.monotonic() + max_wait
+        while True:
+            page = self.timers_due(TimeDomain.PROCESSING, limit)
+            left = deadline - time.monotonic()
+            if page.timers or left <= 0:
+                return page
+            pause = left
+            if page.next_time is not None and page.up_to is not None:
+                pause = min(left, max(0.001, (page.next_time - page.up_to) / 1000))
+            time.sleep(pause)
+
+    def timer_status(self) -> TimerStatus:
+        """The watermark, the earliest timer of each domain and the sidecar's clock."""
+        return self._call(_timer_status())  # type: ignore[no-any-return]
+
     def write(self, batch: Batch) -> int:
         """Applies ``batch`` atomically; returns the number of ops applied."""
         return self._call(_write(batch))  # type: ignore[no-any-return]
@@ -610,6 +690,12 @@ class Pipeline:
 
     def ping(self) -> Pipeline:
         return self._add(_ping())
+
+    def timers_due(self, domain: TimeDomain | str, limit: int = 0) -> Pipeline:
+        return self._add(_timers_due(domain, limit))
+
+    def timer_status(self) -> Pipeline:
+        return self._add(_timer_status())
 
     def write(self, batch: Batch) -> Pipeline:
         return self._add(_write(batch))

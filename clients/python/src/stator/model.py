@@ -1,4 +1,5 @@
-"""Plain values the client takes and returns: state declarations, server info, map pages."""
+"""Plain values the client takes and returns: state declarations, server info, map pages,
+timers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ from dataclasses import dataclass, field
 from .keygroups import KeyGroupRange
 from .v1 import state_pb2 as pb
 
-__all__ = ["Kind", "Redistribution", "State", "OperatorState", "Limits", "ServerInfo", "MapPage"]
+__all__ = [
+    "Kind",
+    "Redistribution",
+    "State",
+    "OperatorState",
+    "Limits",
+    "ServerInfo",
+    "MapPage",
+    "TimeDomain",
+    "Timer",
+    "TimerPage",
+    "TimerStatus",
+]
 
 
 class Kind(enum.Enum):
@@ -166,3 +179,88 @@ class MapPage:
     entries: list[tuple[bytes, bytes]] = field(default_factory=list)
     has_more: bool = False
     next_after: bytes = b""
+
+
+class TimeDomain(enum.Enum):
+    """The clock a timer follows: ``EVENT`` fires once the replica's watermark reaches it,
+    ``PROCESSING`` once the sidecar's wall clock (ms since the Unix epoch) does."""
+
+    EVENT = "event"
+    PROCESSING = "processing"
+
+    def to_pb(self) -> pb.TimeDomain:
+        return _DOMAIN_TO_PB[self]
+
+    @classmethod
+    def from_pb(cls, domain: int) -> TimeDomain | None:
+        return _PB_TO_DOMAIN.get(domain)
+
+
+_DOMAIN_TO_PB = {
+    TimeDomain.EVENT: pb.TIME_DOMAIN_EVENT,
+    TimeDomain.PROCESSING: pb.TIME_DOMAIN_PROCESSING,
+}
+_PB_TO_DOMAIN: dict[int, TimeDomain] = {v: k for k, v in _DOMAIN_TO_PB.items()}
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A due timer. Fire it with ``batch.timer_fired(timer)`` in the batch of its handler's
+    writes: exactly once, however often the app crashes before that batch commits."""
+
+    domain: TimeDomain | None
+    key: bytes
+    name: bytes
+    time: int
+    key_group: int
+
+    @classmethod
+    def from_pb(cls, t: pb.Timer) -> Timer:
+        return cls(TimeDomain.from_pb(t.domain), t.key, t.name, t.time, t.key_group)
+
+
+@dataclass(frozen=True)
+class TimerPage:
+    """Due timers, earliest first.
+
+    ``has_more``: more are due than the page holds (ask again once these are deleted).
+    ``up_to``: what they were due up to, the watermark or the sidecar's clock (``None`` for
+    event time before any watermark). ``next_time``: the earliest timer of the domain not in the
+    page, a due one with ``has_more``, else the next to become due (``None``: there is none).
+    """
+
+    timers: list[Timer] = field(default_factory=list)
+    has_more: bool = False
+    up_to: int | None = None
+    next_time: int | None = None
+
+    @classmethod
+    def from_pb(cls, r: pb.TimersDueResponse) -> TimerPage:
+        return cls(
+            timers=[Timer.from_pb(t) for t in r.timers],
+            has_more=r.has_more,
+            up_to=r.up_to if r.HasField("up_to") else None,
+            next_time=r.next_time if r.HasField("next_time") else None,
+        )
+
+
+@dataclass(frozen=True)
+class TimerStatus:
+    """The replica's watermark, its earliest timer per domain, and the sidecar's clock."""
+
+    watermark: int | None
+    next_event_time: int | None
+    next_processing_time: int | None
+    now_ms: int
+
+    @classmethod
+    def from_pb(cls, r: pb.TimerStatusResponse) -> TimerStatus:
+        def opt(name: str) -> int | None:
+            return getattr(r, name) if r.HasField(name) else None
+
+        return cls(
+            watermark=opt("watermark"),
+            next_event_time=opt("next_event_time"),
+            next_processing_time=opt("next_processing_time"),
+            now_ms=r.now_ms,
+        )

@@ -20,6 +20,12 @@ class Redistribution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REDISTRIBUTION_SPLIT: _ClassVar[Redistribution]
     REDISTRIBUTION_UNION: _ClassVar[Redistribution]
 
+class TimeDomain(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIME_DOMAIN_UNSPECIFIED: _ClassVar[TimeDomain]
+    TIME_DOMAIN_EVENT: _ClassVar[TimeDomain]
+    TIME_DOMAIN_PROCESSING: _ClassVar[TimeDomain]
+
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
@@ -40,6 +46,9 @@ STATE_KIND_MAP: StateKind
 REDISTRIBUTION_UNSPECIFIED: Redistribution
 REDISTRIBUTION_SPLIT: Redistribution
 REDISTRIBUTION_UNION: Redistribution
+TIME_DOMAIN_UNSPECIFIED: TimeDomain
+TIME_DOMAIN_EVENT: TimeDomain
+TIME_DOMAIN_PROCESSING: TimeDomain
 ERROR_CODE_UNSPECIFIED: ErrorCode
 MALFORMED: ErrorCode
 TOO_LARGE: ErrorCode
@@ -70,8 +79,22 @@ class OperatorStateDecl(_message.Message):
     redistribution: Redistribution
     def __init__(self, name: _Optional[str] = ..., redistribution: _Optional[_Union[Redistribution, str]] = ...) -> None: ...
 
+class Timer(_message.Message):
+    __slots__ = ("domain", "key", "name", "time", "key_group")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    domain: TimeDomain
+    key: bytes
+    name: bytes
+    time: int
+    key_group: int
+    def __init__(self, domain: _Optional[_Union[TimeDomain, str]] = ..., key: _Optional[bytes] = ..., name: _Optional[bytes] = ..., time: _Optional[int] = ..., key_group: _Optional[int] = ...) -> None: ...
+
 class Request(_message.Message):
-    __slots__ = ("id", "hello", "declare", "get", "multi_get", "write", "list_get", "map_get", "map_contains", "map_iter", "operator_state_get", "ping")
+    __slots__ = ("id", "hello", "declare", "get", "multi_get", "write", "list_get", "map_get", "map_contains", "map_iter", "operator_state_get", "ping", "timers_due", "timer_status")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     DECLARE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +107,8 @@ class Request(_message.Message):
     MAP_ITER_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_STATE_GET_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    TIMERS_DUE_FIELD_NUMBER: _ClassVar[int]
+    TIMER_STATUS_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: HelloRequest
     declare: DeclareRequest
@@ -96,7 +121,9 @@ class Request(_message.Message):
     map_iter: MapIterRequest
     operator_state_get: OperatorStateGetRequest
     ping: PingRequest
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[HelloRequest, _Mapping]] = ..., declare: _Optional[_Union[DeclareRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., multi_get: _Optional[_Union[MultiGetRequest, _Mapping]] = ..., write: _Optional[_Union[WriteBatch, _Mapping]] = ..., list_get: _Optional[_Union[ListGetRequest, _Mapping]] = ..., map_get: _Optional[_Union[MapGetRequest, _Mapping]] = ..., map_contains: _Optional[_Union[MapContainsRequest, _Mapping]] = ..., map_iter: _Optional[_Union[MapIterRequest, _Mapping]] = ..., operator_state_get: _Optional[_Union[OperatorStateGetRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
+    timers_due: TimersDueRequest
+    timer_status: TimerStatusRequest
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[HelloRequest, _Mapping]] = ..., declare: _Optional[_Union[DeclareRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., multi_get: _Optional[_Union[MultiGetRequest, _Mapping]] = ..., write: _Optional[_Union[WriteBatch, _Mapping]] = ..., list_get: _Optional[_Union[ListGetRequest, _Mapping]] = ..., map_get: _Optional[_Union[MapGetRequest, _Mapping]] = ..., map_contains: _Optional[_Union[MapContainsRequest, _Mapping]] = ..., map_iter: _Optional[_Union[MapIterRequest, _Mapping]] = ..., operator_state_get: _Optional[_Union[OperatorStateGetRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ..., timers_due: _Optional[_Union[TimersDueRequest, _Mapping]] = ..., timer_status: _Optional[_Union[TimerStatusRequest, _Mapping]] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
     __slots__ = ()
@@ -178,6 +205,18 @@ class PingRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class TimersDueRequest(_message.Message):
+    __slots__ = ("domain", "limit")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    domain: TimeDomain
+    limit: int
+    def __init__(self, domain: _Optional[_Union[TimeDomain, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class TimerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class WriteBatch(_message.Message):
     __slots__ = ("ops",)
     OPS_FIELD_NUMBER: _ClassVar[int]
@@ -185,7 +224,7 @@ class WriteBatch(_message.Message):
     def __init__(self, ops: _Optional[_Iterable[_Union[WriteOp, _Mapping]]] = ...) -> None: ...
 
 class WriteOp(_message.Message):
-    __slots__ = ("value_put", "value_clear", "list_append", "list_set", "list_clear", "map_put", "map_remove", "map_clear", "operator_state_set")
+    __slots__ = ("value_put", "value_clear", "list_append", "list_set", "list_clear", "map_put", "map_remove", "map_clear", "operator_state_set", "timer_register", "timer_delete", "watermark_advance")
     VALUE_PUT_FIELD_NUMBER: _ClassVar[int]
     VALUE_CLEAR_FIELD_NUMBER: _ClassVar[int]
     LIST_APPEND_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +234,9 @@ class WriteOp(_message.Message):
     MAP_REMOVE_FIELD_NUMBER: _ClassVar[int]
     MAP_CLEAR_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_STATE_SET_FIELD_NUMBER: _ClassVar[int]
+    TIMER_REGISTER_FIELD_NUMBER: _ClassVar[int]
+    TIMER_DELETE_FIELD_NUMBER: _ClassVar[int]
+    WATERMARK_ADVANCE_FIELD_NUMBER: _ClassVar[int]
     value_put: ValuePut
     value_clear: ValueClear
     list_append: ListAppend
@@ -204,7 +246,10 @@ class WriteOp(_message.Message):
     map_remove: MapRemove
     map_clear: MapClear
     operator_state_set: OperatorStateSet
-    def __init__(self, value_put: _Optional[_Union[ValuePut, _Mapping]] = ..., value_clear: _Optional[_Union[ValueClear, _Mapping]] = ..., list_append: _Optional[_Union[ListAppend, _Mapping]] = ..., list_set: _Optional[_Union[ListSet, _Mapping]] = ..., list_clear: _Optional[_Union[ListClear, _Mapping]] = ..., map_put: _Optional[_Union[MapPut, _Mapping]] = ..., map_remove: _Optional[_Union[MapRemove, _Mapping]] = ..., map_clear: _Optional[_Union[MapClear, _Mapping]] = ..., operator_state_set: _Optional[_Union[OperatorStateSet, _Mapping]] = ...) -> None: ...
+    timer_register: TimerRegister
+    timer_delete: TimerDelete
+    watermark_advance: WatermarkAdvance
+    def __init__(self, value_put: _Optional[_Union[ValuePut, _Mapping]] = ..., value_clear: _Optional[_Union[ValueClear, _Mapping]] = ..., list_append: _Optional[_Union[ListAppend, _Mapping]] = ..., list_set: _Optional[_Union[ListSet, _Mapping]] = ..., list_clear: _Optional[_Union[ListClear, _Mapping]] = ..., map_put: _Optional[_Union[MapPut, _Mapping]] = ..., map_remove: _Optional[_Union[MapRemove, _Mapping]] = ..., map_clear: _Optional[_Union[MapClear, _Mapping]] = ..., operator_state_set: _Optional[_Union[OperatorStateSet, _Mapping]] = ..., timer_register: _Optional[_Union[TimerRegister, _Mapping]] = ..., timer_delete: _Optional[_Union[TimerDelete, _Mapping]] = ..., watermark_advance: _Optional[_Union[WatermarkAdvance, _Mapping]] = ...) -> None: ...
 
 class ValuePut(_message.Message):
     __slots__ = ("state", "key", "value")
@@ -290,6 +335,36 @@ class OperatorStateSet(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class TimerRegister(_message.Message):
+    __slots__ = ("domain", "key", "name", "time")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    domain: TimeDomain
+    key: bytes
+    name: bytes
+    time: int
+    def __init__(self, domain: _Optional[_Union[TimeDomain, str]] = ..., key: _Optional[bytes] = ..., name: _Optional[bytes] = ..., time: _Optional[int] = ...) -> None: ...
+
+class TimerDelete(_message.Message):
+    __slots__ = ("domain", "key", "name", "time")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    domain: TimeDomain
+    key: bytes
+    name: bytes
+    time: int
+    def __init__(self, domain: _Optional[_Union[TimeDomain, str]] = ..., key: _Optional[bytes] = ..., name: _Optional[bytes] = ..., time: _Optional[int] = ...) -> None: ...
+
+class WatermarkAdvance(_message.Message):
+    __slots__ = ("watermark",)
+    WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    watermark: int
+    def __init__(self, watermark: _Optional[int] = ...) -> None: ...
+
 class Error(_message.Message):
     __slots__ = ("code", "message", "key_group", "owner", "op_index")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -305,7 +380,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., key_group: _Optional[int] = ..., owner: _Optional[int] = ..., op_index: _Optional[int] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("id", "error", "hello", "declare", "value", "multi_get", "write", "list", "contains", "map_iter", "pong")
+    __slots__ = ("id", "error", "hello", "declare", "value", "multi_get", "write", "list", "contains", "map_iter", "pong", "timers_due", "timer_status")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +392,8 @@ class Response(_message.Message):
     CONTAINS_FIELD_NUMBER: _ClassVar[int]
     MAP_ITER_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
+    TIMERS_DUE_FIELD_NUMBER: _ClassVar[int]
+    TIMER_STATUS_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     hello: HelloResponse
@@ -328,7 +405,9 @@ class Response(_message.Message):
     contains: BoolValue
     map_iter: MapIterResponse
     pong: PongResponse
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloResponse, _Mapping]] = ..., declare: _Optional[_Union[DeclareResponse, _Mapping]] = ..., value: _Optional[_Union[OptionalValue, _Mapping]] = ..., multi_get: _Optional[_Union[MultiGetResponse, _Mapping]] = ..., write: _Optional[_Union[WriteResponse, _Mapping]] = ..., list: _Optional[_Union[ListValue, _Mapping]] = ..., contains: _Optional[_Union[BoolValue, _Mapping]] = ..., map_iter: _Optional[_Union[MapIterResponse, _Mapping]] = ..., pong: _Optional[_Union[PongResponse, _Mapping]] = ...) -> None: ...
+    timers_due: TimersDueResponse
+    timer_status: TimerStatusResponse
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloResponse, _Mapping]] = ..., declare: _Optional[_Union[DeclareResponse, _Mapping]] = ..., value: _Optional[_Union[OptionalValue, _Mapping]] = ..., multi_get: _Optional[_Union[MultiGetResponse, _Mapping]] = ..., write: _Optional[_Union[WriteResponse, _Mapping]] = ..., list: _Optional[_Union[ListValue, _Mapping]] = ..., contains: _Optional[_Union[BoolValue, _Mapping]] = ..., map_iter: _Optional[_Union[MapIterResponse, _Mapping]] = ..., pong: _Optional[_Union[PongResponse, _Mapping]] = ..., timers_due: _Optional[_Union[TimersDueResponse, _Mapping]] = ..., timer_status: _Optional[_Union[TimerStatusResponse, _Mapping]] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_frame_bytes", "max_key_bytes", "max_value_bytes", "max_batch_ops", "max_page_entries", "default_page_entries")
@@ -425,3 +504,27 @@ class MapIterResponse(_message.Message):
 class PongResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class TimersDueResponse(_message.Message):
+    __slots__ = ("timers", "has_more", "up_to", "next_time")
+    TIMERS_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    UP_TO_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TIME_FIELD_NUMBER: _ClassVar[int]
+    timers: _containers.RepeatedCompositeFieldContainer[Timer]
+    has_more: bool
+    up_to: int
+    next_time: int
+    def __init__(self, timers: _Optional[_Iterable[_Union[Timer, _Mapping]]] = ..., has_more: _Optional[bool] = ..., up_to: _Optional[int] = ..., next_time: _Optional[int] = ...) -> None: ...
+
+class TimerStatusResponse(_message.Message):
+    __slots__ = ("watermark", "next_event_time", "next_processing_time", "now_ms")
+    WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    NEXT_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PROCESSING_TIME_FIELD_NUMBER: _ClassVar[int]
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    watermark: int
+    next_event_time: int
+    next_processing_time: int
+    now_ms: int
+    def __init__(self, watermark: _Optional[int] = ..., next_event_time: _Optional[int] = ..., next_processing_time: _Optional[int] = ..., now_ms: _Optional[int] = ...) -> None: ...
