@@ -137,7 +137,11 @@ async fn apply(job: Arc<StreamJob>, ctx: &Context) -> Result<Action, Error> {
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     // An invalid spec starts nothing new, but whatever runs, and any operation in flight, still
     // goes on (a fenced savepoint must still time out).
-    let problems = validate(&job).err().unwrap_or_default();
+    let mut problems = validate(&job).err().unwrap_or_default();
+    problems.extend(crate::validate::storage_policy(
+        &job,
+        ctx.settings.allow_file_locations,
+    ));
     if problems.is_empty() || job.status.as_ref().is_some_and(|s| s.deployment.is_some()) {
         ensure_token(&job, ctx, &ns).await?;
         let desired = objects::service(&job);

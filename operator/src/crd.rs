@@ -611,6 +611,9 @@ pub enum Phase {
     Failed,
     /// The last change did not become ready and was rolled back.
     RolledBack,
+    /// Deployed, with no operation in flight, and a replica not ready: it is being recreated, or it
+    /// fails (see the Degraded condition).
+    Recovering,
 }
 
 impl Phase {
@@ -622,6 +625,7 @@ impl Phase {
             Phase::Suspended => "Suspended",
             Phase::Failed => "Failed",
             Phase::RolledBack => "RolledBack",
+            Phase::Recovering => "Recovering",
         }
     }
 }

@@ -169,6 +169,7 @@ impl Metrics {
             Phase::Suspended,
             Phase::Failed,
             Phase::RolledBack,
+            Phase::Recovering,
         ] {
             counts.insert(p.as_str(), 0);
         }

@@ -224,10 +224,20 @@ fn app_security_context(user: Option<&SecurityContext>) -> SecurityContext {
     let Some(u) = user.cloned() else {
         return base;
     };
+    // The API server refuses allowPrivilegeEscalation: false beside privileged or CAP_SYS_ADMIN:
+    // a user who asks for either gets what they asked for (and Pod Security decides), not a 422.
+    let sys_admin = u
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.add.as_ref())
+        .is_some_and(|add| add.iter().any(|c| c == "SYS_ADMIN" || c == "CAP_SYS_ADMIN"));
+    let escalation_default = if u.privileged == Some(true) || sys_admin {
+        None
+    } else {
+        base.allow_privilege_escalation
+    };
     SecurityContext {
-        allow_privilege_escalation: u
-            .allow_privilege_escalation
-            .or(base.allow_privilege_escalation),
+        allow_privilege_escalation: u.allow_privilege_escalation.or(escalation_default),
         app_armor_profile: u.app_armor_profile.or(base.app_armor_profile),
         capabilities: u.capabilities.or(base.capabilities),
         privileged: u.privileged.or(base.privileged),
@@ -502,6 +512,8 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
             ..Default::default()
         }),
         resources: sidecar_spec.resources,
+        // Its last log lines become the termination message the operator reports when it fails.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         security_context: Some(sidecar_security_context()),
         volume_mounts: Some(sidecar_mounts),
         ..Default::default()
@@ -524,6 +536,7 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
         ports: (!s.app.ports.is_empty()).then(|| s.app.ports.clone()),
         resources: s.app.resources.clone(),
         security_context: Some(app_security_context(s.app.security_context.as_ref())),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(vec![
             mount("socket", SOCKET_DIR, false),
             mount("tmp", APP_TMP_DIR, false),
@@ -723,6 +736,41 @@ mod tests {
             .find(|e| e.name == name)?
             .value
             .as_deref()
+    }
+
+    #[test]
+    fn a_privileged_app_is_not_given_a_combination_the_api_server_refuses() {
+        let asked = SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        };
+        let sc = app_security_context(Some(&asked));
+        assert_eq!(sc.privileged, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, None);
+        assert_eq!(
+            sc.read_only_root_filesystem,
+            Some(true),
+            "the rest stays hardened"
+        );
+        let asked = SecurityContext {
+            capabilities: Some(Capabilities {
+                add: Some(vec!["SYS_ADMIN".into()]),
+                drop: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            app_security_context(Some(&asked)).allow_privilege_escalation,
+            None
+        );
+        let asked = SecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        };
+        assert_eq!(
+            app_security_context(Some(&asked)).allow_privilege_escalation,
+            Some(false)
+        );
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// Seconds a request to the API server may take before it fails (watches excepted).
     #[arg(long, env = "STATOR_API_TIMEOUT_SECS", default_value_t = 20)]
     pub api_timeout_secs: u64,
+    /// Accept `file://` state locations: a directory on the replicas' own filesystem, which only a
+    /// single-machine cluster shares between every replica and the operator (a local test setup).
+    /// Refused by default: on a real cluster such a job would lose its state with its pods.
+    #[arg(long, env = "STATOR_ALLOW_FILE_LOCATIONS", default_value_t = false)]
+    pub allow_file_locations: bool,
 }
 
 /// The sidecar image of this build, with the workspace's version (the chart's appVersion).
@@ -211,6 +216,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         settings: Settings {
             default_sidecar_image: args.sidecar_image.clone(),
+            allow_file_locations: args.allow_file_locations,
         },
         concurrency: args.max_concurrent_reconciles.max(1),
     };

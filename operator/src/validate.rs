@@ -37,6 +37,28 @@ fn check_job_name(name: &str, max_parallelism: i32) -> Option<String> {
     })
 }
 
+/// What this operator's settings refuse of a spec that is valid in itself: a `file://` location
+/// (or initial savepoint) unless the operator runs where replicas share one filesystem.
+pub fn storage_policy(job: &StreamJob, allow_file_locations: bool) -> Vec<String> {
+    if allow_file_locations {
+        return Vec::new();
+    }
+    let s = &job.spec;
+    [
+        ("state.location", s.state.location.as_deref()),
+        ("initialSavepoint", s.initial_savepoint.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(field, l)| Some((field, l?)))
+    .filter(|(_, l)| l.starts_with("file://"))
+    .map(|(field, l)| {
+        format!(
+            "{field} {l:?} is a directory on each replica's own filesystem, which on a cluster nothing shares and the replica's pod takes with it: use an s3:// location (file:// works only where the operator runs with --allow-file-locations, a single-machine test setup)"
+        )
+    })
+    .collect()
+}
+
 pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
     let s = &job.spec;
     let mut problems = Vec::new();
@@ -224,5 +246,23 @@ mod tests {
             err.iter().any(|e| e.contains("set by the operator")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn file_locations_are_refused_unless_the_operator_allows_them() {
+        let mut j = job("wc").location("file:///tmp/stator").build();
+        assert_eq!(validate(&j), Ok(()), "valid in itself");
+        let refused = storage_policy(&j, false);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with("state.location \"file:///tmp/stator\" is a directory")
+                && refused[0].contains("use an s3:// location"),
+            "{refused:?}"
+        );
+        assert!(storage_policy(&j, true).is_empty());
+        j.spec.state.location = Some("s3://bucket/jobs".into());
+        assert!(storage_policy(&j, false).is_empty());
+        j.spec.initial_savepoint = Some("file:///old/savepoint".into());
+        assert!(storage_policy(&j, false)[0].starts_with("initialSavepoint"));
     }
 }

@@ -46,6 +46,7 @@ def test_default_install_renders_operator_with_cluster_wide_least_privilege():
     assert "STATOR_WATCH_NAMESPACES" not in env, "no namespace named: the operator watches every namespace"
     assert env["STATOR_SIDECAR_IMAGE"] == f"ghcr.io/stator/stator-sidecar:{VERSION}"
     assert env["STATOR_LEADER_ELECTION"] == "true"
+    assert "STATOR_ALLOW_FILE_LOCATIONS" not in env, "file:// locations are refused on a cluster"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     rules = by_kind(docs, "ClusterRole")[0]["rules"]
     verbs = {(r["apiGroups"][0], res): set(r["verbs"]) for r in rules for res in r["resources"]}
@@ -58,7 +59,7 @@ def test_default_install_renders_operator_with_cluster_wide_least_privilege():
 
 
 def test_watch_namespaces_gives_roles_per_namespace_and_nothing_cluster_wide():
-    docs = render({"watchNamespaces": ["team-a", "team-b"], "replicas": 2, "logLevel": "debug",
+    docs = render({"watchNamespaces": ["team-a", "team-b"], "replicas": 2, "logLevel": "debug", "allowFileLocations": True,
                    "sidecarImage": "registry.local/sidecar:9", "metrics": {"service": {"enabled": False}}})
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(docs, "Role")}
@@ -72,6 +73,7 @@ def test_watch_namespaces_gives_roles_per_namespace_and_nothing_cluster_wide():
     assert env["STATOR_WATCH_NAMESPACES"] == "team-a,team-b"
     assert env["STATOR_LOG"] == "debug"
     assert env["STATOR_SIDECAR_IMAGE"] == "registry.local/sidecar:9"
+    assert env["STATOR_ALLOW_FILE_LOCATIONS"] == "true"
     assert not by_kind(docs, "Service")
 
 

@@ -232,6 +232,8 @@ class ControlPlane:
             "--client-ca-file", pki.ca_cert,
             "--authorization-mode", "Node,RBAC",
             "--enable-admission-plugins", "NodeRestriction",
+            # As kubeadm and managed clusters run it: privileged pods are Pod Security's to refuse.
+            "--allow-privileged=true",
             "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
             "--service-account-key-file", sa_pub, "--service-account-signing-key-file", sa_key,
             "--api-audiences", SERVICE_ACCOUNT_ISSUER,

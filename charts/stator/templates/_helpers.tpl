@@ -54,8 +54,9 @@ by the ClusterRole (all namespaces) or by each namespace's Role.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The sidecars' admin token: created once per job and read to call the sidecars' admin API.
-# No list or watch: the operator never needs other Secrets.
+# The sidecars' admin token: created once per job and read to call the sidecars' admin API. Also
+# `get` (metadata only) of the credentials Secret a job names, while its replicas do not start, to
+# tell the user on the StreamJob that it is missing. No list or watch: no other Secret is read.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]

@@ -87,11 +87,13 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
     let mut outcomes = Vec::new();
     let mut checkpoints: Option<Checkpoints> = None;
     let mut overlay = Overlay::default();
+    let missing = missing_references(ctx, &current).await?;
     for _ in 0..MAX_CHAIN {
         let observed = Observed {
             pods: overlay.apply(pod_views(ctx, &current)),
             claims: claim_indices(ctx, &current),
             spec_problems: problems.clone(),
+            missing: missing.clone(),
             outcomes: std::mem::take(&mut outcomes),
             checkpoints: checkpoints.clone(),
         };
@@ -196,10 +198,41 @@ fn pod_views(ctx: &Context, job: &StreamJob) -> BTreeMap<i32, PodView> {
                 phase,
                 ready,
                 deleting: pod.metadata.deletion_timestamp.is_some(),
+                problem: (!ready)
+                    .then(|| super::pod_problem::problem(&pod))
+                    .flatten(),
             },
         );
     }
     out
+}
+
+/// The credentials Secret, when a replica is not ready and the spec names one: without it the pods
+/// wait in ContainerCreating and only a pod Event says why. Not read while every replica runs.
+async fn missing_references(ctx: &Context, job: &StreamJob) -> Result<Vec<String>, Error> {
+    let Some(name) = &job.spec.state.credentials_secret else {
+        return Ok(Vec::new());
+    };
+    let pods = ctx.pods(job);
+    let all_ready = !pods.is_empty()
+        && pods.iter().all(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+    if all_ready || job.spec.suspend {
+        return Ok(Vec::new());
+    }
+    let ns = job.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    match secrets.get_metadata_opt(name).await {
+        Ok(Some(_)) => Ok(Vec::new()),
+        Ok(None) => Ok(vec![format!(
+            "the Secret {name:?} that state.credentialsSecret names does not exist in namespace {ns:?}: create it with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )]),
+        Err(e) => Err(kube_err(format!("reading the credentials Secret {name:?}"))(e)),
+    }
 }
 
 fn claim_indices(ctx: &Context, job: &StreamJob) -> std::collections::BTreeSet<i32> {
@@ -225,6 +258,7 @@ impl Overlay {
                 phase: PodPhase::Pending,
                 ready: false,
                 deleting: false,
+                problem: None,
             });
         }
         for i in &self.deleted {

@@ -18,6 +18,7 @@ pub mod execute;
 pub mod layout;
 pub mod model;
 pub mod plan;
+pub mod pod_problem;
 pub mod retention;
 mod steps;
 pub mod summary;

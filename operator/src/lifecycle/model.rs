@@ -17,6 +17,8 @@ pub struct Observed {
     pub claims: BTreeSet<i32>,
     /// Problems with the spec (from `validate`); empty when it is valid.
     pub spec_problems: Vec<String>,
+    /// What the spec refers to that does not exist (the credentials Secret): the pods cannot start.
+    pub missing: Vec<String>,
     /// Answers to the effects performed just before this plan, in the same reconcile.
     pub outcomes: Vec<Outcome>,
     /// The latest committed checkpoint of each replica of one lineage, when the planner asked
@@ -32,6 +34,9 @@ pub struct PodView {
     pub ready: bool,
     /// It has a deletion timestamp: it is stopping.
     pub deleting: bool,
+    /// Why it does not run, when only the pod says so: a container crash-looping (with its last
+    /// words), an image that cannot be pulled, a configuration the kubelet refused, no node.
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,4 +182,7 @@ pub struct Plan {
 pub struct Settings {
     /// The sidecar image of new deployments whose spec does not name one.
     pub default_sidecar_image: String,
+    /// Accept `file://` state locations (a directory every replica and the operator share: a
+    /// single-machine test cluster only).
+    pub allow_file_locations: bool,
 }

@@ -30,6 +30,8 @@ pub struct SimPod {
     pub ready: bool,
     pub deleting: bool,
     pub fenced: bool,
+    /// What the pod's status says keeps it from running (a crash loop, an image pull error).
+    pub problem: Option<String>,
 }
 
 /// One lineage's checkpoints: (parallelism, replica) -> (latest id, its time).
@@ -51,6 +53,8 @@ pub struct Sim {
     pub broken: BTreeSet<String>,
     pub reject_pods: Option<String>,
     pub problems: Vec<String>,
+    /// What the spec refers to and the cluster lacks (the credentials Secret).
+    pub missing: Vec<String>,
     pub events: Vec<(&'static str, String)>,
     pub created: Vec<(i32, String)>,
     /// operation id -> savepoint locations it triggered
@@ -73,6 +77,7 @@ impl Sim {
             now: t0(),
             settings: Settings {
                 default_sidecar_image: "sidecar:1".into(),
+                allow_file_locations: false,
             },
             pods: BTreeMap::new(),
             claims: BTreeSet::new(),
@@ -83,6 +88,7 @@ impl Sim {
             broken: BTreeSet::new(),
             reject_pods: None,
             problems: Vec::new(),
+            missing: Vec::new(),
             events: Vec::new(),
             created: Vec::new(),
             ops: BTreeMap::new(),
@@ -104,12 +110,14 @@ impl Sim {
                             phase: p.phase,
                             ready: p.ready && !p.fenced,
                             deleting: p.deleting,
+                            problem: p.problem.clone(),
                         },
                     )
                 })
                 .collect(),
             claims: self.claims.clone(),
             spec_problems: self.problems.clone(),
+            missing: self.missing.clone(),
             outcomes,
             checkpoints,
         }
@@ -401,6 +409,7 @@ impl Sim {
                         ready: false,
                         deleting: false,
                         fenced: false,
+                        problem: None,
                     },
                 );
                 None

@@ -49,7 +49,9 @@ pub fn summarize(
         }
         None if all_ready => Phase::Running,
         None if st.phase == Some(Phase::Failed) && st.failed_spec_hash.is_some() => Phase::Failed,
-        None if st.stable.is_some() => Phase::Upgrading,
+        // Deployed before, no operation in flight, a replica not ready: it is being recreated or
+        // is failing (the Degraded condition says which), not upgrading.
+        None if st.stable.is_some() => Phase::Recovering,
         None => Phase::Deploying,
     });
     if st.phase == Some(Phase::Running) && old.phase != Some(Phase::Running) {
@@ -115,15 +117,62 @@ pub fn summarize(
             r.spec_hash, r.message
         );
         set(st, DEGRADED, true, "PodRejected", message);
+    } else if let Some((reason, message)) = failing(obs).filter(|_| !planner_degraded(st)) {
+        let known = old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == DEGRADED && c.reason == reason && c.message == message);
+        if !known {
+            events.push(Effect::Event {
+                warning: true,
+                reason,
+                note: message.clone(),
+            });
+        }
+        set(st, DEGRADED, true, reason, message);
     } else {
         let degraded = st.conditions.iter().find(|c| c.type_ == DEGRADED).cloned();
-        let stale = degraded
-            .as_ref()
-            .is_some_and(|c| matches!(c.reason.as_str(), "InvalidSpec" | "PodRejected"));
+        let stale = degraded.as_ref().is_some_and(|c| {
+            matches!(
+                c.reason.as_str(),
+                "InvalidSpec" | "PodRejected" | MISSING_SECRET | REPLICA_FAILING
+            )
+        });
         let recovered = ready && st.failed_spec_hash.is_none();
         if degraded.is_none() || stale || recovered {
             set(st, DEGRADED, false, "AsExpected", String::new());
         }
     }
     events
+}
+
+const MISSING_SECRET: &str = "MissingSecret";
+const REPLICA_FAILING: &str = "ReplicaFailing";
+
+/// The planner reported something (a rollback, a failed savepoint): its reason says more than a
+/// failing pod does, and stays.
+fn planner_degraded(st: &StreamJobStatus) -> bool {
+    st.conditions.iter().any(|c| {
+        c.type_ == DEGRADED
+            && c.status == "True"
+            && !matches!(
+                c.reason.as_str(),
+                "InvalidSpec" | "PodRejected" | "AsExpected" | MISSING_SECRET | REPLICA_FAILING
+            )
+    })
+}
+
+/// What keeps replicas from running that only the cluster shows: a Secret the spec names and that
+/// does not exist, or what each failing pod's status says, replica by replica.
+fn failing(obs: &Observed) -> Option<(&'static str, String)> {
+    if !obs.missing.is_empty() {
+        return Some((MISSING_SECRET, obs.missing.join("; ")));
+    }
+    let failing: Vec<String> = obs
+        .pods
+        .iter()
+        .filter(|(_, p)| !p.deleting)
+        .filter_map(|(i, p)| Some(format!("replica {i}: {}", p.problem.as_ref()?)))
+        .collect();
+    (!failing.is_empty()).then(|| (REPLICA_FAILING, failing.join("; ")))
 }

@@ -590,3 +590,102 @@ fn pods_that_outlive_their_grace_period_are_deleted_with_force() {
         "{effects:?}"
     );
 }
+
+fn degraded(sim: &Sim) -> crate::crd::Condition {
+    sim.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == DEGRADED)
+        .cloned()
+        .expect("a Degraded condition")
+}
+
+#[test]
+fn a_replica_failing_after_the_job_ran_is_recovering_not_upgrading_and_says_why() {
+    let mut sim = running(wc().parallelism(2));
+    let image = sim.job.spec.app.image.clone();
+    sim.broken.insert(image.clone());
+    let why = "container app is in CrashLoopBackOff, last exit code 2: unknown state \"countz\"";
+    sim.pods.get_mut(&1).unwrap().problem = Some(why.into());
+    sim.tick(1);
+    sim.reconcile();
+    assert_eq!(
+        sim.status.phase,
+        Some(Phase::Recovering),
+        "{:#?}",
+        sim.status
+    );
+    assert!(sim.status.operation.is_none());
+    let c = degraded(&sim);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "ReplicaFailing")
+    );
+    assert_eq!(c.message, format!("replica 1: {why}"));
+    // One Event per message, not one per reconcile.
+    sim.tick(1);
+    sim.reconcile();
+    let told = sim
+        .events
+        .iter()
+        .filter(|(r, _)| *r == "ReplicaFailing")
+        .count();
+    assert_eq!(told, 1, "{:?}", sim.events);
+    // It comes back: Running, and Degraded clears.
+    sim.broken.remove(&image);
+    sim.pods.get_mut(&1).unwrap().problem = None;
+    sim.settle(10);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert_eq!(degraded(&sim).status, "False");
+}
+
+#[test]
+fn a_missing_credentials_secret_is_told_until_it_exists() {
+    let mut sim = Sim::new(wc().build());
+    let image = sim.job.spec.app.image.clone();
+    sim.broken.insert(image.clone());
+    sim.missing =
+        vec!["the Secret \"s3\" that state.credentialsSecret names does not exist".into()];
+    sim.reconcile();
+    sim.tick(1);
+    sim.reconcile();
+    assert_eq!(sim.status.phase, Some(Phase::Deploying));
+    let c = degraded(&sim);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "MissingSecret")
+    );
+    assert!(c.message.contains("\"s3\""), "{}", c.message);
+    assert!(sim.has_event("MissingSecret"));
+    sim.missing.clear();
+    sim.broken.remove(&image);
+    sim.settle(10);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert_eq!(degraded(&sim).reason, "AsExpected");
+}
+
+#[test]
+fn a_failing_pod_does_not_hide_the_rollback_that_it_caused() {
+    let mut sim = running(wc());
+    sim.broken.insert("app:bad".into());
+    sim.job.spec.app.image = "app:bad".into();
+    for _ in 0..200 {
+        sim.reconcile();
+        for p in sim.pods.values_mut() {
+            p.problem =
+                (p.image == "app:bad").then(|| "container app is in CrashLoopBackOff".into());
+        }
+        if sim.status.phase == Some(Phase::RolledBack) {
+            break;
+        }
+        sim.tick(1);
+    }
+    assert_eq!(
+        sim.status.phase,
+        Some(Phase::RolledBack),
+        "{:#?}",
+        sim.status
+    );
+    assert_ne!(degraded(&sim).reason, "ReplicaFailing");
+    assert!(sim.has_event("RolledBack"));
+}
