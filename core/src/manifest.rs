@@ -40,6 +40,15 @@ pub struct Manifest {
     /// The savepoint's id, for savepoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint_id: Option<String>,
+    /// The operation (upgrade, rescale, suspend...) a savepoint was taken for, as the operator
+    /// named it: a savepoint request is idempotent per operation, and a location holding another
+    /// operation's savepoint is refused. Absent in checkpoints and in savepoints taken without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// The incarnation of the job (its StreamJob UID) whose sidecar wrote the snapshot, when the
+    /// sidecar was told (`--job-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
     pub replica_index: u32,
     pub parallelism: u32,
     pub max_parallelism: u32,
@@ -95,6 +104,16 @@ pub enum ManifestError {
         "manifest format version {found} is not supported (this build reads version {FORMAT_VERSION})"
     )]
     Version { found: u32 },
+    /// A file name or object key that would leave the directory it is joined to.
+    #[error("file entry {index} has an unsafe {field} {value:?}: {reason}")]
+    UnsafePath {
+        index: usize,
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("file name {name:?} is listed twice")]
+    DuplicateFile { name: String },
 }
 
 impl Manifest {
@@ -110,7 +129,56 @@ impl Manifest {
                 found: probe.format_version,
             });
         }
-        Ok(serde_json::from_slice(bytes)?)
+        let manifest: Manifest = serde_json::from_slice(bytes)?;
+        manifest.check_paths()?;
+        Ok(manifest)
+    }
+
+    /// Every file name must be one plain path component (it is joined to a local directory) and
+    /// every object key a relative key of plain components (it is joined to the replica's
+    /// directory, which on `file://` is a local path too), so that no manifest can make a reader
+    /// write or read outside the directories it means.
+    fn check_paths(&self) -> Result<(), ManifestError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (index, f) in self.files.iter().enumerate() {
+            let unsafe_path = |field, value: &str, reason| ManifestError::UnsafePath {
+                index,
+                field,
+                value: value.to_owned(),
+                reason,
+            };
+            if f.name.contains('/') {
+                return Err(unsafe_path("name", &f.name, "it contains a separator"));
+            }
+            if let Some(reason) = unsafe_component(&f.name) {
+                return Err(unsafe_path("name", &f.name, reason));
+            }
+            if f.object.starts_with('/') {
+                return Err(unsafe_path("object", &f.object, "it is absolute"));
+            }
+            if let Some(reason) = f.object.split('/').find_map(unsafe_component) {
+                return Err(unsafe_path("object", &f.object, reason));
+            }
+            // Readers name cached downloads by it.
+            if f.sha256.len() != 64
+                || !f
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(unsafe_path(
+                    "sha256",
+                    &f.sha256,
+                    "it is not 64 lowercase hex digits",
+                ));
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err(ManifestError::DuplicateFile {
+                    name: f.name.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -120,6 +188,17 @@ impl Manifest {
 
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Why `part` is not a safe path component, if it is not.
+fn unsafe_component(part: &str) -> Option<&'static str> {
+    match part {
+        "" => Some("it has an empty component"),
+        "." | ".." => Some("it has a `.` or `..` component"),
+        _ if part.contains('\\') => Some("it contains a backslash"),
+        _ if part.contains('\0') => Some("it contains a NUL byte"),
+        _ => None,
     }
 }
 
@@ -198,13 +277,14 @@ mod tests {
         assert_eq!(rfc3339(1_709_251_200_123), "2024-03-01T00:00:00.123Z");
     }
 
-    #[test]
-    fn refuses_unknown_versions() {
-        let m = Manifest {
+    fn manifest(files: &[(&str, &str)]) -> Manifest {
+        Manifest {
             format_version: FORMAT_VERSION,
             kind: SnapshotKind::Checkpoint,
             checkpoint_id: 1,
             savepoint_id: None,
+            operation_id: None,
+            job_id: None,
             replica_index: 0,
             parallelism: 1,
             max_parallelism: 128,
@@ -213,8 +293,21 @@ mod tests {
             states: vec![],
             operator_states: vec![],
             operator_state: Default::default(),
-            files: vec![],
-        };
+            files: files
+                .iter()
+                .map(|(name, object)| FileEntry {
+                    name: (*name).into(),
+                    object: (*object).into(),
+                    size: 1,
+                    sha256: "ab".repeat(32),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_versions() {
+        let m = manifest(&[]);
         let json = String::from_utf8(m.to_json()).unwrap();
         assert!(json.contains("\"formatVersion\": 1"));
         assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), m);
@@ -222,6 +315,67 @@ mod tests {
         assert!(matches!(
             Manifest::parse(newer.as_bytes()),
             Err(ManifestError::Version { found: 2 })
+        ));
+    }
+
+    #[test]
+    fn accepts_the_names_snapshots_write() {
+        let m = manifest(&[
+            ("000012.sst", "shared/9f2c-000012.sst"),
+            ("MANIFEST-000005", "files/MANIFEST-000005"),
+            ("CURRENT", "shared/ab-CURRENT"),
+        ]);
+        assert_eq!(Manifest::parse(&m.to_json()).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_file_names_and_objects_that_leave_their_directory() {
+        let cases = [
+            ("../../run/state.sock", "shared/x", "name"),
+            ("..", "shared/x", "name"),
+            (".", "shared/x", "name"),
+            ("", "shared/x", "name"),
+            ("/etc/passwd", "shared/x", "name"),
+            ("sub/000012.sst", "shared/x", "name"),
+            ("a\\..\\b", "shared/x", "name"),
+            ("000012.sst", "/etc/passwd", "object"),
+            ("000012.sst", "../other-job/shared/x", "object"),
+            ("000012.sst", "shared/../../x", "object"),
+            ("000012.sst", "shared//x", "object"),
+            ("000012.sst", "", "object"),
+        ];
+        let mut bad_sha = manifest(&[("CURRENT", "shared/x")]);
+        bad_sha.files[0].sha256 = "../../escaped".into();
+        assert!(matches!(
+            Manifest::parse(&bad_sha.to_json()),
+            Err(ManifestError::UnsafePath {
+                field: "sha256",
+                ..
+            })
+        ));
+        for (name, object, field) in cases {
+            let json = manifest(&[(name, object)]).to_json();
+            match Manifest::parse(&json) {
+                Err(e @ ManifestError::UnsafePath { field: f, .. }) => {
+                    assert_eq!(f, field, "{name:?} {object:?}: {e}");
+                    let shown = if field == "name" { name } else { object };
+                    assert!(e.to_string().contains(&format!("{shown:?}")), "{e}");
+                }
+                other => panic!("{name:?} {object:?} was accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_file_listed_twice() {
+        let json = manifest(&[
+            ("CURRENT", "shared/a-CURRENT"),
+            ("CURRENT", "shared/b-CURRENT"),
+        ])
+        .to_json();
+        assert!(matches!(
+            Manifest::parse(&json),
+            Err(ManifestError::DuplicateFile { .. })
         ));
     }
 }

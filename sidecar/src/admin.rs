@@ -113,6 +113,8 @@ fn trigger_error(e: TriggerError) -> Response {
         TriggerError::NoStateLocation => StatusCode::CONFLICT,
         TriggerError::InvalidLocation(_) => StatusCode::BAD_REQUEST,
         TriggerError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        TriggerError::Taken { .. } => StatusCode::CONFLICT,
+        TriggerError::NotStarted => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (
         code,
@@ -125,7 +127,7 @@ async fn trigger_checkpoint(State(state): State<Arc<AdminState>>) -> Response {
     let Some(coordinator) = state.coordinator.get() else {
         return restoring();
     };
-    match coordinator.trigger_checkpoint() {
+    match coordinator.trigger_checkpoint().await {
         Ok(id) => (
             StatusCode::ACCEPTED,
             axum::Json(serde_json::json!({"id": id})),
@@ -147,10 +149,14 @@ async fn list_checkpoints(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SavepointRequest {
     location: String,
     #[serde(default)]
     stop: bool,
+    /// The operation the savepoint is for; see [`Coordinator::trigger_savepoint`].
+    #[serde(default)]
+    operation_id: Option<String>,
 }
 
 async fn trigger_savepoint(
@@ -161,7 +167,11 @@ async fn trigger_savepoint(
         return restoring();
     };
     match coordinator
-        .trigger_savepoint(&request.location, request.stop)
+        .trigger_savepoint(
+            &request.location,
+            request.stop,
+            request.operation_id.as_deref(),
+        )
         .await
     {
         Ok(info) => (StatusCode::ACCEPTED, axum::Json(info)).into_response(),

@@ -67,6 +67,10 @@ pub struct Args {
     /// it there are no checkpoints: the store is purely local.
     #[arg(long, env = "STATOR_STATE_LOCATION")]
     pub state_location: Option<String>,
+    /// The incarnation of the job this replica belongs to (the operator passes the StreamJob's
+    /// UID); recorded in every checkpoint and savepoint manifest.
+    #[arg(long, env = "STATOR_JOB_ID")]
+    pub job_id: Option<String>,
     /// Seconds between periodic checkpoints; 0 disables them (the admin API can still trigger).
     #[arg(long, env = "STATOR_CHECKPOINT_INTERVAL_SECS", default_value_t = 60)]
     pub checkpoint_interval_secs: u64,

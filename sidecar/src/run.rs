@@ -100,6 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             retained: args.retained_checkpoints,
             concurrency: args.transfer_concurrency,
             data_dir: args.data_dir.clone(),
+            job_id: args.job_id.clone(),
         },
         restored.own_checkpoint,
     )

@@ -149,8 +149,23 @@ impl Location {
         self.store.put(&self.key(name), data).await
     }
 
+    /// Writes `name` only if it does not exist yet (a commit point); succeeds also when it
+    /// already holds exactly `data`: a retried put whose first reply was lost after the store
+    /// applied it finds its own object there. Anything else there is
+    /// [`StorageError::AlreadyExists`].
     pub async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.store.put_if_absent(&self.key(name), data).await
+        let key = self.key(name);
+        match self.store.put_if_absent(&key, data.clone()).await {
+            Err(StorageError::AlreadyExists { url }) => match self.store.get(&key).await {
+                Ok(existing) if existing == data => {
+                    tracing::info!(url = %url, "a conditional put found its own object (an earlier reply was lost)");
+                    Ok(())
+                }
+                Ok(_) => Err(StorageError::AlreadyExists { url }),
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
     }
 
     pub async fn put_file(

@@ -1,6 +1,8 @@
 //! `s3://bucket/prefix` through aws-sdk-s3, also for S3-compatible stores (endpoint override,
 //! path-style addressing). The SDK retries transient failures (network errors, 5xx, throttling)
-//! with exponential backoff; large files go up in multipart uploads.
+//! with exponential backoff until a response's headers arrive; a body that breaks off after them
+//! (a truncated body, a reset mid-transfer) is retried here, with the same attempts and backoff.
+//! Large files go up in multipart uploads.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +30,20 @@ pub struct S3Store {
     bucket: String,
     multipart_threshold: u64,
     part_size: u64,
+    max_attempts: u32,
+}
+
+/// Backoff before attempt `attempt + 1` of a download whose body broke off: as the SDK's.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200)
+        .saturating_mul(1 << attempt.min(5))
+        .min(Duration::from_secs(5))
+}
+
+/// A failed download attempt: before the body (the SDK has retried already) or in it.
+enum Attempt {
+    Request(StorageError),
+    Body(StorageError),
 }
 
 impl S3Store {
@@ -70,6 +86,7 @@ impl S3Store {
             bucket: bucket.to_owned(),
             multipart_threshold: options.multipart_threshold,
             part_size: options.part_size.max(5 << 20),
+            max_attempts: options.max_attempts.max(1),
         })
     }
 
@@ -167,7 +184,8 @@ impl S3Store {
                 offset += len;
                 number += 1;
             }
-            self.client
+            let completed = self
+                .client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
@@ -178,9 +196,22 @@ impl S3Store {
                         .build(),
                 )
                 .send()
-                .await
-                .map_err(|e| self.remote("complete multipart upload of", key, e))?;
-            Ok(())
+                .await;
+            match completed {
+                Ok(_) => Ok(()),
+                // The SDK retried a completion whose reply was lost after the store applied it:
+                // the upload is gone because it became the object.
+                Err(e) => match self.remote("complete multipart upload of", key, e) {
+                    StorageError::NotFound { url } => {
+                        if self.size_of(key).await? == Some(size) {
+                            Ok(())
+                        } else {
+                            Err(StorageError::NotFound { url })
+                        }
+                    }
+                    other => Err(other),
+                },
+            }
         }
         .await;
         if result.is_err() {
@@ -194,6 +225,57 @@ impl S3Store {
                 .await;
         }
         result
+    }
+}
+
+impl S3Store {
+    /// The size of `key`, or `None` when it does not exist.
+    async fn size_of(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.remote("check", key, e) {
+                StorageError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Runs a download `attempt` until it succeeds, fails before its body (already retried by
+    /// the SDK), or its body has broken off `max_attempts` times.
+    async fn retry_body<T, F, Fut>(&self, key: &str, mut attempt: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        let mut n = 0;
+        loop {
+            n += 1;
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(Attempt::Request(e)) => return Err(e),
+                Err(Attempt::Body(e)) if n >= self.max_attempts => return Err(e),
+                Err(Attempt::Body(e)) => {
+                    tracing::warn!(url = %self.url(key), attempt = n, error = %e, "download broke off; retrying");
+                    tokio::time::sleep(backoff(n)).await;
+                }
+            }
+        }
+    }
+
+    fn body_error(&self, key: &str, e: impl std::fmt::Display) -> Attempt {
+        Attempt::Body(StorageError::Remote {
+            op: "download",
+            url: self.url(key),
+            message: format!("the body broke off: {e}"),
+            transient: true,
+        })
     }
 }
 
@@ -301,54 +383,55 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.remote("get", key, e))?;
-        let data = out.body.collect().await.map_err(|e| StorageError::Remote {
-            op: "read",
-            url: self.url(key),
-            message: e.to_string(),
-            transient: true,
-        })?;
-        Ok(data.into_bytes())
+        self.retry_body(key, move || async move {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| Attempt::Request(self.remote("get", key, e)))?;
+            let data = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| self.body_error(key, e))?;
+            Ok(data.into_bytes())
+        })
+        .await
     }
 
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<(u64, String), StorageError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.remote("download", key, e))?;
-        let mut body = out.body;
-        let mut file = tokio::fs::File::create(path)
-            .await
-            .map_err(StorageError::io("cannot create", path))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = body.try_next().await.map_err(|e| StorageError::Remote {
-            op: "download",
-            url: self.url(key),
-            message: e.to_string(),
-            transient: true,
-        })? {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk)
+        self.retry_body(key, move || async move {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
                 .await
-                .map_err(StorageError::io("cannot write", path))?;
-        }
-        file.flush()
-            .await
-            .map_err(StorageError::io("cannot write", path))?;
-        Ok((size, hex::encode(hasher.finalize())))
+                .map_err(|e| Attempt::Request(self.remote("download", key, e)))?;
+            let mut body = out.body;
+            // Each attempt starts the file over.
+            let mut file = tokio::fs::File::create(path)
+                .await
+                .map_err(|e| Attempt::Request(StorageError::io("cannot create", path)(e)))?;
+            let mut hasher = sha2::Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = body.try_next().await.map_err(|e| self.body_error(key, e))? {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| Attempt::Request(StorageError::io("cannot write", path)(e)))?;
+            }
+            file.flush()
+                .await
+                .map_err(|e| Attempt::Request(StorageError::io("cannot write", path)(e)))?;
+            Ok((size, hex::encode(hasher.finalize())))
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {

@@ -2,99 +2,13 @@
 //! also checks signatures and our SHA-256 checksums). The servers are found through
 //! STATOR_MOTO_SERVER and STATOR_S3S_FS (exported by scripts/setup); tests fail when unset.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::net::TcpStream;
 
 use bytes::Bytes;
+use common::start;
 use stator_storage::{Location, S3Options, StorageError};
-
-struct Server {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `source scripts/setup`, which installs the server and exports it")
-    })
-}
-
-fn wait_up(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server not up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn start(s3s: bool) -> Server {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let creds = dir.path().join("creds");
-    std::fs::create_dir_all(&creds).unwrap();
-    std::fs::write(creds.join("AWS_ACCESS_KEY_ID"), "AK").unwrap();
-    std::fs::write(creds.join("AWS_SECRET_ACCESS_KEY"), "SK").unwrap();
-    let child = if s3s {
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(data.join("bucket")).unwrap();
-        Command::new(env("STATOR_S3S_FS"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--access-key",
-                "AK",
-                "--secret-key",
-                "SK",
-            ])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    } else {
-        Command::new(env("STATOR_MOTO_SERVER"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let server = Server { child, port, dir };
-    wait_up(port);
-    server
-}
-
-impl Server {
-    fn options(&self) -> S3Options {
-        S3Options {
-            endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
-            path_style: true,
-            credentials_dir: Some(self.dir.path().join("creds")),
-            multipart_threshold: 6 << 20,
-            part_size: 5 << 20,
-            ..Default::default()
-        }
-    }
-}
 
 async fn suite(root: Location) {
     let loc = root.child("suite");

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use stator_core::manifest::{
     self, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest, SnapshotKind, checkpoint_dir,
-    parse_checkpoint_dir, replica_dir,
+    parse_checkpoint_dir, parse_replica_dir, replica_dir,
 };
 use stator_storage::{Location, S3Options, StorageError};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,8 @@ pub struct SnapshotConfig {
     pub concurrency: usize,
     /// The replica's volume; local snapshots live under it.
     pub data_dir: PathBuf,
+    /// The job's incarnation (StreamJob UID), recorded in every manifest when known.
+    pub job_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,24 @@ pub enum TriggerError {
     InvalidLocation(String),
     #[error("cannot check the savepoint location: {0}")]
     Storage(StorageError),
+    #[error("the checkpoint could not start; see the sidecar's log")]
+    NotStarted,
+    /// The location belongs to another operation (or to nobody this request can prove).
+    #[error(
+        "savepoint location {location} already holds {holder}; a location belongs to one operation and this request is {request}. Use a new location for a new savepoint"
+    )]
+    Taken {
+        location: String,
+        holder: String,
+        request: String,
+    },
+}
+
+fn describe_operation(operation: Option<&str>) -> String {
+    match operation {
+        Some(op) => format!("for operation {op:?}"),
+        None => "without an operationId".into(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +105,9 @@ pub enum SavepointState {
 pub struct SavepointInfo {
     pub id: String,
     pub location: String,
+    /// The operation the savepoint was requested for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
     pub state: SavepointState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -112,7 +135,7 @@ pub struct Coordinator {
     /// `checkpoints/replica-{i}-of-{P}` under the state location.
     own: Option<Location>,
     next_id: AtomicU64,
-    /// One snapshot at a time (tokio's mutex is fair, so checkpoints commit in id order).
+    /// One snapshot at a time; checkpoint ids are taken while holding it.
     snapshot_lock: tokio::sync::Mutex<()>,
     trigger_lock: tokio::sync::Mutex<()>,
     state: Mutex<State>,
@@ -139,6 +162,7 @@ impl Coordinator {
             l.child("checkpoints")
                 .child(&replica_dir(p.replica, p.layout.parallelism()))
         });
+        remove_savepoint_staging(&config.data_dir);
         let mut state = State::default();
         let mut next_id = 1;
         if let Some(own) = &own {
@@ -190,17 +214,18 @@ impl Coordinator {
         self.own.is_some()
     }
 
-    /// Starts a checkpoint now and returns its id.
-    pub fn trigger_checkpoint(self: &Arc<Self>) -> Result<u64, TriggerError> {
+    /// Starts a checkpoint now and returns its id once it has one. Ids are taken under the
+    /// snapshot lock, so they follow cut order; this waits for a snapshot already under way.
+    pub async fn trigger_checkpoint(self: &Arc<Self>) -> Result<u64, TriggerError> {
         if self.own.is_none() {
             return Err(TriggerError::NoStateLocation);
         }
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (id_tx, id_rx) = tokio::sync::oneshot::channel();
         let this = self.clone();
         tokio::spawn(async move {
-            let _ = this.checkpoint(id).await;
+            let _ = this.checkpoint(Some(id_tx)).await;
         });
-        Ok(id)
+        id_rx.await.map_err(|_| TriggerError::NotStarted)
     }
 
     /// Takes a checkpoint every `interval` until `shutdown`.
@@ -213,14 +238,17 @@ impl Coordinator {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-            let _ = self.checkpoint(id).await;
+            let _ = self.checkpoint(None).await;
         }
     }
 
-    /// Takes checkpoint `id`: cut, upload what the last confirmed checkpoint lacks, commit the
-    /// manifest, then apply retention.
-    pub async fn checkpoint(self: &Arc<Self>, id: u64) -> Result<CheckpointInfo, SnapshotError> {
+    /// Takes the next checkpoint: cut, upload what the last confirmed checkpoint lacks, commit the
+    /// manifest, then apply retention. Its id is taken once no other snapshot runs (and sent to
+    /// `on_id`), so a higher id is always a later cut.
+    pub async fn checkpoint(
+        self: &Arc<Self>,
+        on_id: Option<tokio::sync::oneshot::Sender<u64>>,
+    ) -> Result<CheckpointInfo, SnapshotError> {
         let Some(own) = self.own.clone() else {
             return Err(SnapshotError::Storage(StorageError::InvalidLocation {
                 location: String::new(),
@@ -228,6 +256,10 @@ impl Coordinator {
             }));
         };
         let _one = self.snapshot_lock.lock().await;
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        if let Some(on_id) = on_id {
+            let _ = on_id.send(id);
+        }
         let started = Instant::now();
         let local = self
             .config
@@ -383,6 +415,8 @@ impl Coordinator {
             kind,
             checkpoint_id: id,
             savepoint_id,
+            operation_id: None,
+            job_id: self.config.job_id.clone(),
             replica_index: p.replica,
             parallelism: p.layout.parallelism(),
             max_parallelism: p.layout.max_parallelism(),
@@ -475,14 +509,24 @@ impl Coordinator {
             .cloned()
     }
 
-    /// Starts a savepoint into `location` (idempotent per location: a second trigger returns the
-    /// first one's status).
+    /// Starts a savepoint into `location` for `operation`, idempotent per operation: a second
+    /// trigger of the same operation returns the first one's status, also from another process
+    /// once the savepoint is complete (its manifest records the operation). A location that holds
+    /// (or, in this process, is taking) another operation's savepoint, a savepoint without an
+    /// operation id, or anything unreadable is [`TriggerError::Taken`]. Without an operation id
+    /// only a location holding nothing is accepted.
     pub async fn trigger_savepoint(
         self: &Arc<Self>,
         location: &str,
         stop: bool,
+        operation: Option<&str>,
     ) -> Result<SavepointInfo, TriggerError> {
         let location = location.trim_end_matches('/').to_owned();
+        let taken = |holder: String| TriggerError::Taken {
+            location: location.clone(),
+            holder,
+            request: describe_operation(operation),
+        };
         let _one = self.trigger_lock.lock().await;
         if let Some(existing) = self
             .lock_state()
@@ -490,13 +534,34 @@ impl Coordinator {
             .iter()
             .find(|s| s.location == location)
         {
-            return Ok(existing.clone());
+            if existing.operation_id.as_deref() == operation {
+                return Ok(existing.clone());
+            }
+            return Err(taken(format!(
+                "the savepoint this replica took {}",
+                describe_operation(existing.operation_id.as_deref())
+            )));
         }
         let base = Location::parse(&location, &self.config.s3)
             .await
             .map_err(|e| TriggerError::InvalidLocation(e.to_string()))?;
         let p = self.store.placement();
-        let target = base.child(&replica_dir(p.replica, p.layout.parallelism()));
+        let parallelism = p.layout.parallelism();
+        // Another parallelism's replica directories would make the savepoint ambiguous.
+        if let Some(other) = base
+            .list_dirs("")
+            .await
+            .map_err(TriggerError::Storage)?
+            .iter()
+            .filter_map(|d| parse_replica_dir(d))
+            .find(|(_, q)| *q != parallelism)
+        {
+            return Err(taken(format!(
+                "replica directories of a savepoint at parallelism {} (this job runs {parallelism})",
+                other.1
+            )));
+        }
+        let target = base.child(&replica_dir(p.replica, parallelism));
         let id = format!(
             "sp-{}",
             &stator_storage::sha256_bytes(location.as_bytes())[..16]
@@ -505,6 +570,7 @@ impl Coordinator {
         let mut info = SavepointInfo {
             id,
             location: location.clone(),
+            operation_id: operation.map(str::to_owned),
             state: SavepointState::Pending,
             reason: None,
             stop,
@@ -512,21 +578,25 @@ impl Coordinator {
             started_at: manifest::rfc3339(now),
             completed_at: None,
         };
-        // A savepoint an earlier process completed (the operator retries after restarts).
+        // A savepoint an earlier process completed for this operation (the operator retries
+        // after restarts); anything else there is not this request's.
         match target.get(MANIFEST_FILE).await {
             Ok(bytes) => {
-                if let Ok(m) = Manifest::parse(&bytes) {
-                    info.state = SavepointState::Complete;
-                    info.bytes = m.total_bytes();
-                    info.started_at = manifest::rfc3339(m.created_at_ms);
-                    info.completed_at = Some(info.started_at.clone());
-                    if stop {
-                        let store = self.store.clone();
-                        let _ = tokio::task::spawn_blocking(move || store.fence()).await;
-                    }
-                    self.lock_state().savepoints.push(info.clone());
-                    return Ok(info);
+                let m = Manifest::parse(&bytes)
+                    .map_err(|e| taken(format!("an unreadable manifest ({e})")))?;
+                if let Some(holder) = self.foreign(&m, operation) {
+                    return Err(taken(holder));
                 }
+                info.state = SavepointState::Complete;
+                info.bytes = m.total_bytes();
+                info.started_at = manifest::rfc3339(m.created_at_ms);
+                info.completed_at = Some(info.started_at.clone());
+                if stop {
+                    let store = self.store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.fence()).await;
+                }
+                self.lock_state().savepoints.push(info.clone());
+                return Ok(info);
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(TriggerError::Storage(e)),
@@ -534,11 +604,40 @@ impl Coordinator {
         self.lock_state().savepoints.push(info.clone());
         let this = self.clone();
         let sp_id = info.id.clone();
-        tokio::spawn(async move { this.run_savepoint(sp_id, target, stop).await });
+        let operation = info.operation_id.clone();
+        tokio::spawn(async move { this.run_savepoint(sp_id, operation, target, stop).await });
         Ok(info)
     }
 
-    async fn run_savepoint(self: Arc<Self>, id: String, target: Location, stop: bool) {
+    /// Why the complete snapshot `m` at a savepoint location is not the savepoint `operation`
+    /// asks for, if it is not.
+    fn foreign(&self, m: &Manifest, operation: Option<&str>) -> Option<String> {
+        if m.kind != SnapshotKind::Savepoint {
+            return Some("a checkpoint's manifest".into());
+        }
+        if let (Some(theirs), Some(ours)) = (&m.job_id, &self.config.job_id)
+            && theirs != ours
+        {
+            return Some(format!(
+                "a savepoint of job {theirs:?} (this is job {ours:?})"
+            ));
+        }
+        match (&m.operation_id, operation) {
+            (Some(theirs), Some(ours)) if theirs == ours => None,
+            (theirs, _) => Some(format!(
+                "a complete savepoint {}",
+                describe_operation(theirs.as_deref())
+            )),
+        }
+    }
+
+    async fn run_savepoint(
+        self: Arc<Self>,
+        id: String,
+        operation: Option<String>,
+        target: Location,
+        stop: bool,
+    ) {
         if stop {
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || store.fence()).await;
@@ -547,7 +646,7 @@ impl Coordinator {
         let local = self.config.data_dir.join("savepoints").join(&id);
         let result = {
             let _one = self.snapshot_lock.lock().await;
-            self.savepoint_inner(&id, &target, &local).await
+            self.savepoint_inner(&id, operation, &target, &local).await
         };
         let _ = std::fs::remove_dir_all(&local);
         let now = manifest::rfc3339(crate::store::encoding::now_ms());
@@ -580,6 +679,7 @@ impl Coordinator {
     async fn savepoint_inner(
         &self,
         id: &str,
+        operation: Option<String>,
         target: &Location,
         local: &Path,
     ) -> Result<u64, SnapshotError> {
@@ -596,17 +696,33 @@ impl Coordinator {
         let bytes = self.upload(target, local, entries.clone()).await?;
         self.metrics.uploaded("savepoint", bytes);
         let checkpoint_id = self.next_id.load(Ordering::SeqCst).saturating_sub(1);
-        let m = self.manifest(
+        let mut m = self.manifest(
             SnapshotKind::Savepoint,
             checkpoint_id,
             Some(id.to_owned()),
             &cut,
             entries,
         );
+        m.operation_id = operation;
         target
             .put_if_absent(MANIFEST_FILE, Bytes::from(m.to_json()))
             .await?;
         Ok(bytes)
+    }
+}
+
+/// Removes the local staging directories of savepoints (`<data-dir>/savepoints/`): one exists only
+/// while a savepoint runs, so any found at start-up was left by a crash.
+fn remove_savepoint_staging(data_dir: &Path) {
+    let dir = data_dir.join("savepoints");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "removed savepoint staging left by an earlier process")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove savepoint staging left by an earlier process")
+        }
     }
 }
 
@@ -654,3 +770,6 @@ pub(crate) async fn read_manifest(dir: &Location, id: u64) -> Result<Manifest, S
         transient: false,
     })
 }
+
+#[cfg(test)]
+mod tests;

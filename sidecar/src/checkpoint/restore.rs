@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use stator_core::keygroup::KeyGroupRange;
 use stator_core::manifest::{
-    self, FileEntry, MANIFEST_FILE, Manifest, parse_replica_dir, replica_dir,
+    self, FileEntry, MANIFEST_FILE, Manifest, checkpoint_dir, parse_replica_dir, replica_dir,
 };
 use stator_storage::{Location, S3Options, StorageError};
 
-use super::coordinator::{list_checkpoints, read_manifest};
+use super::coordinator::list_checkpoints;
 use super::{from_manifest_operator_state, from_manifest_state};
 use crate::metrics::Metrics;
 use crate::store::{
@@ -51,29 +51,42 @@ pub enum RestoreError {
     },
     #[error("{url} is corrupt: {reason}")]
     Corrupt { url: String, reason: String },
+    /// Written by a newer sidecar: not corrupt, and an older checkpoint would step back in time.
+    #[error("{url}: {source}; run a sidecar that reads it")]
+    UnsupportedManifest {
+        url: String,
+        source: manifest::ManifestError,
+    },
     #[error("{0}")]
     Storage(#[from] StorageError),
     #[error("every checkpoint in {0} is missing files or corrupt; refusing to start empty")]
     AllCorrupt(String),
-    #[error("local file {}: {source}", path.display())]
+    #[error(
+        "local file {}: {source}; this is a problem of this machine (disk full, permissions), not of the stored snapshot",
+        path.display()
+    )]
     Local {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("building the restored store failed: {0}")]
+    #[error(
+        "opening the store failed: {0}; this is a problem of this machine or of the configuration, not of the stored snapshot (every file matched its checksum)"
+    )]
     Store(#[from] StoreError),
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
 impl RestoreError {
-    /// Problems of the stored snapshot (fall back to an older checkpoint), as opposed to
-    /// problems of this machine.
+    /// Evidence that the stored snapshot itself is bad (a missing object, a checksum mismatch, an
+    /// unreadable manifest): only these fall back to an older checkpoint. Everything else proves
+    /// nothing about the snapshot (the store unreachable or refusing access, a full or read-only
+    /// disk, RocksDB failing to open verified files) and fails the start instead: an older
+    /// checkpoint would silently step back in time while the newest may be fine.
     fn is_snapshot_problem(&self) -> bool {
         match self {
-            RestoreError::Corrupt { .. } | RestoreError::MaxParallelism { .. } => true,
-            RestoreError::Storage(e) => e.is_not_found() || !e.is_transient(),
-            RestoreError::Store(_) => true,
+            RestoreError::Corrupt { .. } => true,
+            RestoreError::Storage(e) => e.is_not_found(),
             _ => false,
         }
     }
@@ -139,24 +152,22 @@ async fn restore_inner(
         let (kind, sources) = find_sources(&location).await?;
         check_max_parallelism(&sources, p.layout.max_parallelism())?;
         // A replica that already checkpointed after restoring from this location (a pod
-        // restarted with the same restore setting) continues from its own newer checkpoints.
+        // restarted with the same restore setting) continues from its own newer checkpoints;
+        // the location is where that lineage started, so it is also where a lineage whose newer
+        // checkpoints are all proven corrupt falls back to.
+        let mut fell_back = false;
         if let Some(own) = &own
-            && let Some(newest) = list_checkpoints(own).await?.last()
-            && let Ok(m) = read_manifest(own, *newest).await
             && sources.iter().all(|s| s.dir.url() != own.url())
-            && m.created_at_ms
-                > sources
-                    .iter()
-                    .map(|s| s.manifest.created_at_ms)
-                    .max()
-                    .unwrap_or(0)
         {
-            tracing::info!(
-                location = from,
-                checkpoint = newest,
-                "this replica has a checkpoint newer than the restore location: restoring from its latest checkpoint"
-            );
-            return restore_latest(&req, own.clone(), metrics).await;
+            let floor = sources
+                .iter()
+                .map(|s| s.manifest.created_at_ms)
+                .max()
+                .unwrap_or(0);
+            match restore_own(&req, own, Some(floor), metrics).await? {
+                Own::Restored(restored) => return Ok(*restored),
+                Own::NoneNewer { fell_back: f } => fell_back = f,
+            }
         }
         tracing::info!(
             location = from,
@@ -172,7 +183,11 @@ async fn restore_inner(
                 .map(|s| s.manifest.clone()),
             _ => None,
         };
-        let source = if reused_all { "local" } else { kind };
+        let source = match (fell_back, reused_all) {
+            (true, _) => "fallback",
+            (false, true) => "local",
+            (false, false) => kind,
+        };
         metrics.restored_from(source);
         return Ok(Restored {
             store,
@@ -198,61 +213,127 @@ async fn restore_latest(
     own: Location,
     metrics: &Metrics,
 ) -> Result<Restored, RestoreError> {
-    let db_dir = req.data_dir.join("db");
-    let p = req.placement;
-    let ids = list_checkpoints(&own).await?;
-    if ids.is_empty() {
-        tracing::info!(location = %own.url(), "no checkpoint of this replica exists and no restore location was given: starting empty");
-        remove_dir(&db_dir)?;
-        let store = open(req, &db_dir)?;
-        metrics.restored_from("empty");
-        return Ok(Restored {
-            store,
-            own_checkpoint: None,
-            source: "empty",
-        });
+    match restore_own(req, &own, None, metrics).await? {
+        Own::Restored(restored) => Ok(*restored),
+        Own::NoneNewer { fell_back: true } => Err(RestoreError::AllCorrupt(own.url())),
+        Own::NoneNewer { fell_back: false } => {
+            tracing::info!(location = %own.url(), "no checkpoint of this replica exists and no restore location was given: starting empty");
+            let db_dir = req.data_dir.join("db");
+            remove_dir(&db_dir)?;
+            let store = open(req, &db_dir)?;
+            metrics.restored_from("empty");
+            Ok(Restored {
+                store,
+                own_checkpoint: None,
+                source: "empty",
+            })
+        }
     }
+}
+
+enum Own {
+    Restored(Box<Restored>),
+    /// No usable checkpoint newer than the floor; `fell_back`: some were proven corrupt.
+    NoneNewer {
+        fell_back: bool,
+    },
+}
+
+/// Restores this replica's newest usable checkpoint created after `floor` (epoch ms; `None`: any),
+/// newest first. A checkpoint proven bad (see [`RestoreError::is_snapshot_problem`]) falls back to
+/// the previous one, with an ERROR line and the fallback metric; any other error fails.
+async fn restore_own(
+    req: &RestoreRequest<'_>,
+    own: &Location,
+    floor: Option<u64>,
+    metrics: &Metrics,
+) -> Result<Own, RestoreError> {
+    let p = req.placement;
+    let ids = list_checkpoints(own).await?;
     let mut fell_back = false;
     for id in ids.iter().rev() {
         let attempt = async {
-            let manifest = read_manifest(&own, *id).await?;
+            let manifest = read_checkpoint(own, *id).await?;
+            if floor.is_some_and(|floor| manifest.created_at_ms <= floor) {
+                return Ok(None);
+            }
             let sources = vec![Source {
                 dir: own.clone(),
                 manifest,
             }];
             check_max_parallelism(&sources, p.layout.max_parallelism())?;
             let (store, reused_all) = build(req, &sources).await?;
-            Ok::<_, RestoreError>((store, reused_all, sources))
+            Ok::<_, RestoreError>(Some((store, reused_all, sources)))
         }
         .await;
         match attempt {
-            Ok((store, reused_all, mut sources)) => {
+            Ok(Some((store, reused_all, mut sources))) => {
                 let source = match (fell_back, reused_all) {
                     (true, _) => "fallback",
                     (false, true) => "local",
                     (false, false) => "checkpoint",
                 };
                 metrics.restored_from(source);
-                tracing::info!(
-                    checkpoint = id,
-                    source,
-                    "restored from this replica's latest usable checkpoint"
-                );
-                return Ok(Restored {
+                if floor.is_some() {
+                    tracing::info!(
+                        checkpoint = id,
+                        source,
+                        "this replica has a checkpoint newer than the restore location: restored from its latest usable checkpoint"
+                    );
+                } else {
+                    tracing::info!(
+                        checkpoint = id,
+                        source,
+                        "restored from this replica's latest usable checkpoint"
+                    );
+                }
+                return Ok(Own::Restored(Box::new(Restored {
                     store,
                     own_checkpoint: sources.pop().map(|s| s.manifest),
                     source,
-                });
+                })));
             }
+            Ok(None) => break,
             Err(e) if e.is_snapshot_problem() => {
                 metrics.restore_fallbacks.inc();
                 fell_back = true;
-                tracing::error!(checkpoint = id, error = %e, "checkpoint is missing files or corrupt; falling back to the previous checkpoint");
+                let previous = if floor.is_some() {
+                    "the previous checkpoint, or the restore location"
+                } else {
+                    "the previous checkpoint"
+                };
+                tracing::error!(checkpoint = id, error = %e, "checkpoint is missing files or corrupt; falling back to {previous}");
             }
             Err(e) => return Err(e),
         }
     }
-    Err(RestoreError::AllCorrupt(own.url()))
+    Ok(Own::NoneNewer { fell_back })
+}
+
+/// Checkpoint `id`'s manifest in replica directory `dir`: a missing or unreadable one is
+/// [`RestoreError::Corrupt`] (it was listed), a failed read a storage error.
+async fn read_checkpoint(dir: &Location, id: u64) -> Result<Manifest, RestoreError> {
+    let name = format!("{}/{MANIFEST_FILE}", checkpoint_dir(id));
+    let bytes = dir.get(&name).await.map_err(|e| match e {
+        StorageError::NotFound { url } => RestoreError::Corrupt {
+            url,
+            reason: "the manifest is missing (it was listed a moment ago)".into(),
+        },
+        other => other.into(),
+    })?;
+    parse_at(dir.url_of(&name), &bytes)
+}
+
+fn parse_at(url: String, bytes: &[u8]) -> Result<Manifest, RestoreError> {
+    Manifest::parse(bytes).map_err(|e| match e {
+        e @ manifest::ManifestError::Version { .. } => {
+            RestoreError::UnsupportedManifest { url, source: e }
+        }
+        e => RestoreError::Corrupt {
+            url,
+            reason: e.to_string(),
+        },
+    })
 }
 
 fn open(req: &RestoreRequest<'_>, db_dir: &Path) -> Result<Arc<Store>, RestoreError> {
@@ -347,12 +428,7 @@ pub async fn find_sources(
             let Some(id) = list_checkpoints(&dir).await?.last().copied() else {
                 break;
             };
-            let manifest = read_manifest(&dir, id)
-                .await
-                .map_err(|e| RestoreError::Corrupt {
-                    url: dir.url(),
-                    reason: e.to_string(),
-                })?;
+            let manifest = read_checkpoint(&dir, id).await?;
             sources.push(Source { dir, manifest });
         }
         if sources.len() != p as usize {
@@ -384,10 +460,7 @@ async fn replica_dirs(base: &Location) -> Result<Vec<(u32, u32)>, RestoreError> 
 }
 
 fn parse(dir: &Location, bytes: &[u8]) -> Result<Manifest, RestoreError> {
-    Manifest::parse(bytes).map_err(|e| RestoreError::Corrupt {
-        url: dir.url_of(MANIFEST_FILE),
-        reason: e.to_string(),
-    })
+    parse_at(dir.url_of(MANIFEST_FILE), bytes)
 }
 
 /// Downloads (or reuses locally) and verifies the overlapping sources, then builds and opens the
@@ -404,8 +477,11 @@ async fn build(
     // The biggest overlap becomes the database; the others are ingested into it.
     overlapping.sort_by_key(|(s, len)| (std::cmp::Reverse(*len), s.manifest.replica_index));
     let restore_dir = req.data_dir.join("restore");
-    remove_dir(&restore_dir)?;
-    std::fs::create_dir_all(&restore_dir).map_err(local(&restore_dir))?;
+    // Files an earlier attempt (a fallback, or a process that failed to start) downloaded and
+    // verified are kept, by content, so they are not fetched again; the rest is rebuilt.
+    let verified = restore_dir.join(VERIFIED_DIR);
+    clear_except(&restore_dir, VERIFIED_DIR)?;
+    std::fs::create_dir_all(&verified).map_err(local(&verified))?;
     let jobs: Vec<(Location, FileEntry, PathBuf)> = overlapping
         .iter()
         .enumerate()
@@ -446,7 +522,14 @@ async fn build(
     let files = jobs.len();
     let fetched = stator_storage::parallel(
         jobs.into_iter()
-            .map(|(dir, f, path)| (dir, f, path, candidates.clone(), progress.clone()))
+            .map(|(dir, f, path)| Fetch {
+                dir,
+                file: f,
+                path,
+                candidates: candidates.clone(),
+                verified: Some(verified.clone()),
+                progress: progress.clone(),
+            })
             .collect(),
         req.concurrency,
         fetch_one,
@@ -517,6 +600,50 @@ async fn build(
     Ok((store, reused == files && files > 0))
 }
 
+/// Under the restore directory: downloads already verified, named by SHA-256.
+const VERIFIED_DIR: &str = "verified";
+
+/// Empties `dir` (creating it if needed) except for its entry `keep`.
+fn clear_except(dir: &Path, keep: &str) -> Result<(), RestoreError> {
+    std::fs::create_dir_all(dir).map_err(local(dir))?;
+    for entry in std::fs::read_dir(dir).map_err(local(dir))? {
+        let entry = entry.map_err(local(dir))?;
+        if entry.file_name() == keep {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().map_err(local(&path))?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(local(&path))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` holds exactly the file `f` describes.
+fn holds(path: &Path, f: &FileEntry) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() == f.size)
+        && stator_storage::sha256_file(path)
+            .map(|(_, s)| s)
+            .ok()
+            .as_deref()
+            == Some(f.sha256.as_str())
+}
+
+/// Puts the verified file `from` at `to`: SST files are immutable and can be shared (hard link);
+/// the WAL and metadata files are copied, so the new database never writes into `from`.
+fn place(from: &Path, to: &Path, f: &FileEntry) -> std::io::Result<()> {
+    let immutable = f.name.ends_with(".sst") || f.name.ends_with(".blob");
+    if immutable && std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map(|_| ())
+}
+
+static PARTIAL_SEQ: AtomicU64 = AtomicU64::new(0);
+
 /// Bytes restored by this process, for the metric (read once the restore is done).
 static RESTORED_BYTES: AtomicU64 = AtomicU64::new(0);
 
@@ -546,58 +673,69 @@ fn local_candidates(data_dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
     out
 }
 
-/// Fetches one file into `path`, reusing a local copy whose checksum matches. Returns whether it
-/// was reused.
-async fn fetch_one(
-    (dir, f, path, candidates, progress): (
-        Location,
-        FileEntry,
-        PathBuf,
-        BTreeMap<String, Vec<PathBuf>>,
-        Arc<Progress>,
-    ),
-) -> Result<bool, RestoreError> {
-    if let Some(paths) = candidates.get(&f.name) {
-        for candidate in paths {
-            let (candidate, target, f2) = (candidate.clone(), path.clone(), f.clone());
-            let reused = tokio::task::spawn_blocking(move || {
-                let same_size = std::fs::metadata(&candidate)
-                    .map(|m| m.len() == f2.size)
-                    .unwrap_or(false);
-                if !same_size
-                    || stator_storage::sha256_file(&candidate)
-                        .map(|(_, s)| s)
-                        .ok()
-                        .as_deref()
-                        != Some(f2.sha256.as_str())
-                {
-                    return false;
-                }
-                // SST files are immutable and can be shared; the WAL and metadata files are
-                // copied, so the new database never writes into the local checkpoint's files.
-                let immutable = f2.name.ends_with(".sst") || f2.name.ends_with(".blob");
-                (immutable && std::fs::hard_link(&candidate, &target).is_ok())
-                    || std::fs::copy(&candidate, &target).is_ok()
-            })
-            .await?;
-            if reused {
-                progress.bytes.fetch_add(f.size, Ordering::Relaxed);
-                return Ok(true);
-            }
+/// One file to restore.
+struct Fetch {
+    dir: Location,
+    file: FileEntry,
+    path: PathBuf,
+    /// Local files by name that may hold it (local recovery).
+    candidates: BTreeMap<String, Vec<PathBuf>>,
+    /// Where verified downloads are kept by content, if they are.
+    verified: Option<PathBuf>,
+    progress: Arc<Progress>,
+}
+
+/// Fetches one file into `path`, reusing a local copy or an earlier verified download whose
+/// checksum matches. Returns whether it was reused.
+async fn fetch_one(job: Fetch) -> Result<bool, RestoreError> {
+    let Fetch {
+        dir,
+        file: f,
+        path,
+        candidates,
+        verified,
+        progress,
+    } = job;
+    let mut local_copies: Vec<PathBuf> = candidates.get(&f.name).cloned().unwrap_or_default();
+    let cached = verified.as_ref().map(|v| v.join(&f.sha256));
+    local_copies.extend(cached.clone());
+    if !local_copies.is_empty() {
+        let (target, f2) = (path.clone(), f.clone());
+        let reused = tokio::task::spawn_blocking(move || {
+            local_copies
+                .iter()
+                .any(|c| holds(c, &f2) && place(c, &target, &f2).is_ok())
+        })
+        .await?;
+        if reused {
+            progress.bytes.fetch_add(f.size, Ordering::Relaxed);
+            return Ok(true);
         }
     }
     let url = dir.url_of(&f.object);
+    // Downloads into the verified directory first (under a name no reader takes), so that a
+    // file verified once survives a failed restore.
+    let download = match &verified {
+        Some(v) => v.join(format!(
+            ".partial-{}-{}",
+            std::process::id(),
+            PARTIAL_SEQ.fetch_add(1, Ordering::Relaxed)
+        )),
+        None => path.clone(),
+    };
     let (size, sha) = dir
-        .get_to_file(&f.object, &path)
+        .get_to_file(&f.object, &download)
         .await
         .map_err(|e| match e {
             StorageError::NotFound { url } => RestoreError::Corrupt {
                 url,
                 reason: "the object is missing".into(),
             },
+            StorageError::Io { path, source, .. } => RestoreError::Local { path, source },
             other => other.into(),
         })?;
     if size != f.size || sha != f.sha256 {
+        let _ = std::fs::remove_file(&download);
         return Err(RestoreError::Corrupt {
             url,
             reason: format!(
@@ -605,6 +743,10 @@ async fn fetch_one(
                 f.size, f.sha256
             ),
         });
+    }
+    if let Some(cached) = cached {
+        std::fs::rename(&download, &cached).map_err(local(&cached))?;
+        place(&cached, &path, &f).map_err(local(&path))?;
     }
     progress.bytes.fetch_add(size, Ordering::Relaxed);
     Ok(false)
@@ -669,14 +811,13 @@ pub async fn download_verified(
         .manifest
         .files
         .iter()
-        .map(|f| {
-            (
-                source.dir.clone(),
-                f.clone(),
-                dir.join(&f.name),
-                BTreeMap::new(),
-                progress.clone(),
-            )
+        .map(|f| Fetch {
+            dir: source.dir.clone(),
+            file: f.clone(),
+            path: dir.join(&f.name),
+            candidates: BTreeMap::new(),
+            verified: None,
+            progress: progress.clone(),
         })
         .collect();
     stator_storage::parallel(jobs, concurrency, fetch_one).await?;
@@ -686,7 +827,12 @@ pub async fn download_verified(
 /// The snapshots at `location`: one replica directory holding `manifest.json`, one checkpoint
 /// directory (`.../chk-N`), a savepoint, or a checkpoint set.
 pub async fn sources_at(location: &Location) -> Result<(&'static str, Vec<Source>), RestoreError> {
-    if let Ok(bytes) = location.get(MANIFEST_FILE).await {
+    let bytes = match location.get(MANIFEST_FILE).await {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(bytes) = bytes {
         let manifest = parse(location, &bytes)?;
         let kind = match manifest.kind {
             manifest::SnapshotKind::Checkpoint => "checkpoint",

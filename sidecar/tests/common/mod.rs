@@ -2,7 +2,10 @@
 //! (SIGTERM, then SIGKILL) when dropped, also when a test fails.
 #![allow(dead_code)]
 
+#[path = "../../../storage/tests/common/faults.rs"]
+pub mod faults;
 pub mod s3;
+pub mod snapshots;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +20,11 @@ pub struct Sidecar {
     pub admin: SocketAddr,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A limit on the size of any file the process writes (RLIMIT_FSIZE): writing past it fails
+    /// with EFBIG, as a full disk fails with ENOSPC.
+    pub file_size_limit: Option<u64>,
+    /// Where `spawn` sends the process's log (at info); inherited stderr at warn when unset.
+    pub log: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -68,17 +76,51 @@ impl Sidecar {
             admin,
             args,
             env: Vec::new(),
+            file_size_limit: None,
+            log: None,
             _dir: None,
         }
     }
 
-    /// Runs the sidecar expecting it to exit during start-up; returns its status and stderr.
-    pub fn run_to_exit(&mut self) -> (ExitStatus, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stator-sidecar"))
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stator-sidecar"));
+        command
             .args(&self.args)
             .envs(self.env.iter().cloned())
+            .stdin(Stdio::null());
+        if let Some(limit) = self.file_size_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        command
+    }
+
+    /// The log written so far (see [`Sidecar::log`]).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Runs the sidecar expecting it to exit during start-up; returns its status and stderr.
+    pub fn run_to_exit(&mut self) -> (ExitStatus, String) {
+        let mut child = self
+            .command()
             .env("STATOR_LOG", "info")
-            .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start stator-sidecar");
@@ -130,14 +172,14 @@ impl Sidecar {
     }
 
     pub fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_stator-sidecar"))
-            .args(&self.args)
-            .envs(self.env.iter().cloned())
-            .env("STATOR_LOG", "warn")
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start stator-sidecar");
+        let mut command = self.command();
+        match &self.log {
+            Some(path) => command
+                .env("STATOR_LOG", "info")
+                .stderr(std::fs::File::create(path).unwrap()),
+            None => command.env("STATOR_LOG", "warn").stderr(Stdio::inherit()),
+        };
+        let child = command.spawn().expect("start stator-sidecar");
         self.child = Some(child);
     }
 
