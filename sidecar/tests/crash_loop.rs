@@ -46,6 +46,13 @@ impl Rng {
     fn millis(&mut self, max: u64) -> Duration {
         Duration::from_millis(self.below(max + 1))
     }
+
+    /// Below 512 ms, short delays as likely as long ones: a checkpoint here takes 50-300 ms, and
+    /// its cut, hashing and first uploads are in its first milliseconds.
+    fn log_millis(&mut self) -> Duration {
+        let bound = 2 << self.below(9);
+        Duration::from_millis(self.below(bound))
+    }
 }
 
 /// The writes of the current lineage, which the restored state must be a prefix of. Rounds are
@@ -108,7 +115,7 @@ enum KillAt {
 impl KillAt {
     fn choose(rng: &mut Rng) -> Self {
         match rng.below(5) {
-            0 => Self::AfterTrigger(rng.millis(400)),
+            0 => Self::AfterTrigger(rng.log_millis()),
             1 => Self::MidUpload(1 + rng.below(3) as usize),
             2 => Self::BetweenBatches,
             3 => Self::WritesInFlight(rng.millis(300)),
