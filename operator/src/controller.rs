@@ -356,13 +356,21 @@ pub async fn run(
     let (claims_reader, claims_writer) = reflector::store::<PersistentVolumeClaim>();
     let pods = reflector(
         pods_writer,
-        watcher(api::<Pod>(&watch_client, &namespace), owned.clone()),
+        watcher(api::<Pod>(&watch_client, &namespace), owned.clone()).modify(|pod| {
+            slim(pod);
+            // Read are labels, annotations, owners and status; the spec is most of a pod.
+            pod.spec = None;
+        }),
     )
     .default_backoff()
     .touched_objects();
     let services = reflector(
         services_writer,
-        watcher(api::<Service>(&watch_client, &namespace), owned.clone()),
+        watcher(api::<Service>(&watch_client, &namespace), owned.clone()).modify(|service| {
+            slim(service);
+            // Only its spec-hash annotation is compared.
+            service.spec = None;
+        }),
     )
     .default_backoff()
     .touched_objects();
@@ -371,7 +379,8 @@ pub async fn run(
         watcher(
             api::<PersistentVolumeClaim>(&watch_client, &namespace),
             owned,
-        ),
+        )
+        .modify(slim),
     )
     .default_backoff()
     .touched_objects();
@@ -425,6 +434,14 @@ pub struct ControllerParts {
 /// StreamJobs watched as untyped objects and parsed one by one: one that does not parse (a
 /// status from a newer operator, a hand-edited field) is skipped and reported, and the watch
 /// goes on for every other job.
+/// What the watch caches drop from every object before keeping it: the field managers, which
+/// the operator never reads (a JSON tree per manager). Pods and Services also drop their spec
+/// (nothing reads it from the cache; read the object from the API if that changes). Measured by
+/// tests/e2e/bench_scale.py (docs/BENCHMARKS.md).
+fn slim<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 fn guarded_jobs(
     client: &Client,
     namespace: &Option<String>,
@@ -439,7 +456,13 @@ fn guarded_jobs(
     let parse = move |o: DynamicObject| -> Option<StreamJob> {
         let name = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
         match o.try_parse::<StreamJob>() {
-            Ok(job) => Some(job),
+            Ok(mut job) => {
+                slim(&mut job);
+                // kubectl apply keeps a whole copy of the spec here; the operator never reads it.
+                job.annotations_mut()
+                    .remove("kubectl.kubernetes.io/last-applied-configuration");
+                Some(job)
+            }
             Err(e) => {
                 metrics.malformed();
                 tracing::error!(job = name, error = %e, "skipping a StreamJob that cannot be read; fix or delete it");
