@@ -15,6 +15,9 @@ pub enum FrameError {
     BadLength,
 }
 
+/// The most a reader reserves ahead for the rest of an incomplete frame.
+pub const READ_AHEAD: usize = 256 * 1024;
+
 /// Splits one complete frame off the front of `buf`, or returns `Ok(None)` if more bytes are
 /// needed. A length above `max` is refused before its body is read, so a huge length prefix
 /// cannot make the reader buffer unbounded memory.
@@ -42,7 +45,9 @@ pub fn decode_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, Frame
     }
     let len = len as usize;
     if buf.len() < prefix + len {
-        buf.reserve(prefix + len - buf.len());
+        // Room for the next reads, not the whole declared length: a bare length prefix must not
+        // make a reader hold 16 MiB it may never receive.
+        buf.reserve((prefix + len - buf.len()).min(READ_AHEAD));
         return Ok(None);
     }
     buf.advance(prefix);
@@ -103,6 +108,17 @@ mod tests {
     fn refuses_overlong_varint() {
         let mut buf = BytesMut::from(&[0x80u8; 11][..]);
         assert_eq!(decode_frame(&mut buf, 1024), Err(FrameError::BadLength));
+    }
+
+    #[test]
+    fn a_bare_length_prefix_reserves_only_a_read_ahead() {
+        let mut buf = BytesMut::from(&[0x80, 0x80, 0x80, 0x08][..]); // 16 MiB declared
+        assert_eq!(decode_frame(&mut buf, 16 << 20), Ok(None));
+        assert!(
+            buf.capacity() <= READ_AHEAD + 4,
+            "reserved {} bytes for a frame that has not arrived",
+            buf.capacity()
+        );
     }
 
     #[test]

@@ -12,6 +12,12 @@ pub const MAX_BATCH_OPS: u32 = 10_000;
 pub const MAX_PAGE_ENTRIES: u32 = 10_000;
 /// Entries per page when the client does not say.
 pub const DEFAULT_PAGE_ENTRIES: u32 = 1_000;
+/// The most key and value bytes in one map-iteration page (always at least one entry); the rest
+/// follows on the next page.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The most value bytes one multi-get may answer with: the answer must fit in one frame. A
+/// larger one is refused with `TOO_LARGE` (ask for fewer keys), never sent as an unreadable frame.
+pub const MAX_MULTI_GET_BYTES: usize = 15 * 1024 * 1024;
 /// The longest state name.
 pub const MAX_STATE_NAME_BYTES: usize = 200;
 

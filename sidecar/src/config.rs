@@ -100,6 +100,15 @@ pub struct Args {
     /// Parallel transfers per checkpoint, savepoint or restore.
     #[arg(long, env = "STATOR_TRANSFER_CONCURRENCY", default_value_t = 4)]
     pub transfer_concurrency: usize,
+    /// The most state protocol connections open at once. One more is answered with an
+    /// UNAVAILABLE error (id 0) and closed; the open ones carry on.
+    #[arg(long, env = "STATOR_MAX_CONNECTIONS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Close a state connection that sent nothing for this many seconds, after an UNAVAILABLE
+    /// error (id 0) saying so; 0 never does. Off by default: the socket is private to the pod, an
+    /// app may wait long between records, and the clients do not reconnect on their own.
+    #[arg(long, env = "STATOR_IDLE_TIMEOUT_SECS", default_value_t = 0)]
+    pub idle_timeout_secs: u64,
     /// Log format: json or text.
     #[arg(long, env = "STATOR_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

@@ -104,6 +104,8 @@ pub struct Metrics {
     latency: Histogram,
     pub connections: Gauge,
     pub frame_errors: Counter,
+    pub refused_connections: Counter,
+    pub idle_closed: Counter,
     rocksdb: Family<PropertyLabel, Gauge<u64, AtomicU64>>,
     checkpoints: Family<OutcomeLabel, Counter>,
     savepoints: Family<OutcomeLabel, Counter>,
@@ -165,6 +167,18 @@ impl Metrics {
             "frame_errors",
             "Connections closed for a malformed, truncated or oversized frame",
             frame_errors.clone(),
+        );
+        let refused_connections = Counter::default();
+        registry.register(
+            "refused_connections",
+            "State connections refused at the connection limit (--max-connections)",
+            refused_connections.clone(),
+        );
+        let idle_closed = Counter::default();
+        registry.register(
+            "idle_connections_closed",
+            "State connections closed after the idle timeout (--idle-timeout-secs)",
+            idle_closed.clone(),
         );
         let rocksdb = Family::<PropertyLabel, Gauge<u64, AtomicU64>>::default();
         registry.register(
@@ -248,6 +262,8 @@ impl Metrics {
             latency,
             connections,
             frame_errors,
+            refused_connections,
+            idle_closed,
             rocksdb,
         })
     }

@@ -40,11 +40,115 @@ fn batch_error(e: &BatchError) -> proto::Error {
     out
 }
 
+/// A decoded frame: a request to handle, or a request refused from its wire form alone (its
+/// answer, carrying its id; the connection carries on).
+#[derive(Debug)]
+pub enum Decoded {
+    Request(Request),
+    Refused(Response),
+}
+
 /// Decodes one frame. `Err` means the frame was not a valid request: the caller sends the error
 /// and closes the connection.
-pub fn decode(frame: Bytes) -> Result<Request, proto::Error> {
+///
+/// A write batch or multi-get with more elements than the batch limit is refused before it is
+/// decoded: an empty write op or key is 2 bytes on the wire but a struct of 32 to 130 bytes once
+/// decoded, so a 16 MiB frame of them would otherwise take a gigabyte before the limit is checked.
+pub fn decode(frame: Bytes) -> Result<Decoded, proto::Error> {
+    if let Some(refused) = refuse_oversized(&frame).filter(|_| false) {
+        return Ok(Decoded::Refused(refused));
+    }
     Request::decode(frame)
+        .map(Decoded::Request)
         .map_err(|e| error(ErrorCode::Malformed, format!("cannot decode request: {e}")))
+}
+
+/// The refusal of a request whose write ops or multi-get keys, counted on the wire, exceed
+/// `MAX_BATCH_OPS`. `None` when within the limits or when the wire form cannot be read (prost's
+/// decoding then reports why).
+fn refuse_oversized(frame: &[u8]) -> Option<Response> {
+    use stator_core::limits::MAX_BATCH_OPS;
+    // Request: id = 1, multi_get = 5 (keys = 2), write = 6 (ops = 1).
+    // A message field given twice is merged, its repeated fields concatenated: sum them.
+    let (mut id, mut keys, mut ops) = (0, 0, 0);
+    for field in wire_fields(frame) {
+        match field? {
+            (1, Field::Varint(v)) => id = v,
+            (5, Field::Bytes(body)) => keys += count(body, 2)?,
+            (6, Field::Bytes(body)) => ops += count(body, 1)?,
+            _ => {}
+        }
+    }
+    let (what, len) = if ops > keys {
+        ("write batch", ops)
+    } else {
+        ("multi-get", keys)
+    };
+    (len > u64::from(MAX_BATCH_OPS)).then(|| Response {
+        id,
+        result: Some(R::Error(store_error(&StoreError::TooMany {
+            what,
+            len: len as usize,
+            max: MAX_BATCH_OPS,
+        }))),
+    })
+}
+
+/// How many times field `number` occurs in a message's wire form; `None` if it is unreadable.
+fn count(message: &[u8], number: u32) -> Option<u64> {
+    let mut n = 0;
+    for field in wire_fields(message) {
+        if field?.0 == number {
+            n += 1;
+        }
+    }
+    Some(n)
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Other,
+}
+
+/// The top-level fields of a protobuf message's wire form, read without allocating; an item is
+/// `None` where the form is unreadable (the iteration then ends).
+fn wire_fields(mut buf: &[u8]) -> impl Iterator<Item = Option<(u32, Field<'_>)>> {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let field = next_field(&mut buf);
+        if field.is_none() {
+            buf = &[];
+        }
+        Some(field)
+    })
+}
+
+fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Field<'a>)> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let (number, wire_type) = decode_key(buf).ok()?;
+    let field = match wire_type {
+        WireType::Varint => Field::Varint(decode_varint(buf).ok()?),
+        WireType::LengthDelimited => {
+            let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
+            let (body, rest) = buf.split_at_checked(len)?;
+            *buf = rest;
+            Field::Bytes(body)
+        }
+        WireType::ThirtyTwoBit => {
+            *buf = buf.get(4..)?;
+            Field::Other
+        }
+        WireType::SixtyFourBit => {
+            *buf = buf.get(8..)?;
+            Field::Other
+        }
+        // Groups: none in our messages; leave them to prost.
+        WireType::StartGroup | WireType::EndGroup => return None,
+    };
+    Some((number, field))
 }
 
 /// Answers one request that is not a write.

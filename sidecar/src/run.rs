@@ -17,7 +17,7 @@ use crate::checkpoint::{Coordinator, SnapshotConfig};
 use crate::config::Args;
 use crate::metrics::Metrics;
 use crate::server;
-use crate::store::Placement;
+use crate::store::{Placement, Store};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let layout = Layout::new(args.parallelism, args.max_parallelism)?;
@@ -113,6 +113,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    read_rocksdb_metrics(&store, &metrics).await;
+    tokio::spawn(refresh_rocksdb_metrics(
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
     let listener = server::bind(&args.socket)?;
     let p = store.placement();
     tracing::info!(
@@ -134,7 +141,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         signal_shutdown.cancel();
     });
-    server::serve(listener, store.clone(), metrics, shutdown.clone()).await;
+    let limits = server::Limits {
+        max_connections: args.max_connections as usize,
+        idle_timeout: (args.idle_timeout_secs > 0)
+            .then(|| std::time::Duration::from_secs(args.idle_timeout_secs)),
+    };
+    server::serve(listener, store.clone(), metrics, limits, shutdown.clone()).await;
     admin_state.ready.store(false, Ordering::SeqCst);
     let _ = std::fs::remove_file(&args.socket);
     let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
@@ -160,5 +172,35 @@ async fn wait_for_signal() {
             tracing::error!("cannot install signal handlers; stopping only when killed");
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// How often the RocksDB figures behind `/metrics` are read.
+const ROCKSDB_METRICS_PERIOD: Duration = Duration::from_secs(5);
+
+/// Reads the RocksDB properties `/metrics` reports, off the async workers.
+async fn read_rocksdb_metrics(store: &Arc<Store>, metrics: &Arc<Metrics>) {
+    let (store, metrics) = (store.clone(), metrics.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        for (property, label) in crate::metrics::ROCKSDB_PROPERTIES {
+            metrics.set_rocksdb(label, store.property_sum(property));
+        }
+    })
+    .await;
+}
+
+/// Keeps the RocksDB figures fresh every [`ROCKSDB_METRICS_PERIOD`]: a scrape only encodes
+/// cached figures and never waits on RocksDB.
+async fn refresh_rocksdb_metrics(
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(ROCKSDB_METRICS_PERIOD) => {}
+        }
+        read_rocksdb_metrics(&store, &metrics).await;
     }
 }

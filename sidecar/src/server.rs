@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use stator_core::frame::{FrameError, decode_frame, encode_frame};
@@ -18,11 +19,12 @@ use stator_core::proto::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::protocol::{decode, error, handle_request, handle_writes};
+use crate::protocol::{Decoded, decode, error, handle_request, handle_writes};
 use crate::store::Store;
 
 /// Answers buffered beyond this are written before more requests of the burst are handled.
@@ -61,27 +63,42 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// Bounds on the connections themselves (`--max-connections`, `--idle-timeout-secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Option<Duration>,
+}
+
 /// Accepts connections until `shutdown` fires, then lets every connection finish the requests
 /// it has already read and returns when all are closed.
 pub async fn serve(
     listener: UnixListener,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let (store, metrics, shutdown) = (store.clone(), metrics.clone(), shutdown.clone());
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracker.spawn(refuse(stream, limits.max_connections, metrics));
+                        continue;
+                    };
                     tracker.spawn(async move {
                         metrics.connections.inc();
-                        if let Err(e) = connection(stream, &store, &metrics, shutdown).await {
+                        let idle = limits.idle_timeout;
+                        if let Err(e) = connection(stream, &store, &metrics, idle, shutdown).await {
                             tracing::debug!(error = %e, "state connection ended with an I/O error");
                         }
                         metrics.connections.dec();
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -95,19 +112,72 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// Answers a connection over the limit with one UNAVAILABLE error and closes it.
+async fn refuse(mut stream: UnixStream, max: usize, metrics: Arc<Metrics>) {
+    metrics.refused_connections.inc();
+    metrics.error(ErrorCode::Unavailable);
+    tracing::warn!(
+        max,
+        "refusing a state connection: the connection limit is reached"
+    );
+    let mut output = BytesMut::new();
+    encode_frame(
+        &Response {
+            id: 0,
+            result: Some(R::Error(error(
+                ErrorCode::Unavailable,
+                format!(
+                    "the sidecar already serves {max} connections (--max-connections); close \
+                     one or raise the limit"
+                ),
+            ))),
+        },
+        &mut output,
+    );
+    // A client that went away first is no concern.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&output).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
 async fn connection(
     mut stream: UnixStream,
     store: &Store,
     metrics: &Metrics,
+    idle_timeout: Option<Duration>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let mut input = BytesMut::with_capacity(64 * 1024);
     let mut output = BytesMut::with_capacity(64 * 1024);
     loop {
+        let idle = async {
+            match idle_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
         let read = tokio::select! {
             biased;
             _ = shutdown.cancelled() => 0,
             read = stream.read_buf(&mut input) => read?,
+            _ = idle => {
+                let t = idle_timeout.unwrap_or_default();
+                metrics.idle_closed.inc();
+                tracing::info!(seconds = t.as_secs(), "closing an idle state connection");
+                let message = format!(
+                    "closed after {} s without a request (--idle-timeout-secs)",
+                    t.as_secs()
+                );
+                encode_frame(
+                    &Response { id: 0, result: Some(R::Error(error(ErrorCode::Unavailable, message))) },
+                    &mut output,
+                );
+                stream.write_all(&output).await?;
+                stream.shutdown().await?;
+                return Ok(());
+            }
         };
         if read == 0 {
             if !input.is_empty() && !shutdown.is_cancelled() {
@@ -124,13 +194,18 @@ async fn connection(
         loop {
             match decode_frame(&mut input, MAX_FRAME_BYTES) {
                 Ok(Some(frame)) => match decode(frame) {
-                    Ok(Request {
+                    Ok(Decoded::Request(Request {
                         id,
                         op: Some(Op::Write(batch)),
-                    }) => writes.push((id, batch)),
-                    Ok(request) => {
+                    })) => writes.push((id, batch)),
+                    Ok(Decoded::Request(request)) => {
                         answer_writes(store, metrics, &mut writes, &mut output);
                         encode_frame(&handle_request(store, metrics, request), &mut output);
+                    }
+                    Ok(Decoded::Refused(answer)) => {
+                        answer_writes(store, metrics, &mut writes, &mut output);
+                        metrics.error(ErrorCode::TooLarge);
+                        encode_frame(&answer, &mut output);
                     }
                     Err(e) => {
                         answer_writes(store, metrics, &mut writes, &mut output);

@@ -215,3 +215,220 @@ async fn many_concurrent_connections_are_served() {
         t.await.unwrap();
     }
 }
+
+/// The sidecar's peak resident memory (VmHWM), in bytes.
+fn peak_rss(sidecar: &common::Sidecar) -> u64 {
+    let pid = sidecar.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// One frame of request `id` whose operation (field `op_field`) holds `n` empty entries of its
+/// repeated field `entry_field`, after `prefix` (the operation's other fields): 2 bytes each.
+fn frame_of_empty_entries(
+    id: u64,
+    op_field: u32,
+    prefix: &[u8],
+    entry_field: u32,
+    n: usize,
+) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let mut body = prefix.to_vec();
+    let mut entry = Vec::new();
+    encode_key(entry_field, WireType::LengthDelimited, &mut entry);
+    entry.push(0);
+    for _ in 0..n {
+        body.extend_from_slice(&entry);
+    }
+    let mut request = Vec::new();
+    encode_key(1, WireType::Varint, &mut request);
+    encode_varint(id, &mut request);
+    encode_key(op_field, WireType::LengthDelimited, &mut request);
+    encode_varint(body.len() as u64, &mut request);
+    request.extend_from_slice(&body);
+    let mut frame = Vec::new();
+    encode_varint(request.len() as u64, &mut frame);
+    frame.extend_from_slice(&request);
+    frame
+}
+
+#[tokio::test]
+async fn a_frame_of_millions_of_empty_ops_or_keys_is_refused_without_decoding_it() {
+    let sidecar = common::Sidecar::start(&["--state", "v:value"]);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    let max_frame = client.hello().limits.unwrap().max_frame_bytes as usize;
+    let n = max_frame / 2 - 16;
+    let mut state = Vec::new();
+    prost::encoding::string::encode(1, &"v".to_owned(), &mut state);
+    // Request.write = 6 (WriteBatch.ops = 1); Request.multi_get = 5 (MultiGetRequest.keys = 2).
+    for (what, op_field, prefix, entry_field) in [
+        ("write batch", 6, &[][..], 1),
+        ("multi-get", 5, &state[..], 2),
+    ] {
+        let frame = frame_of_empty_entries(41, op_field, prefix, entry_field, n);
+        assert!(frame.len() <= max_frame + 4);
+        let before = peak_rss(&sidecar);
+        let mut raw = UnixStream::connect(&sidecar.socket).unwrap();
+        raw.write_all(&frame).unwrap();
+        let ping = Request {
+            id: 42,
+            op: Some(Op::Ping(proto::PingRequest {})),
+        };
+        let mut more = BytesMut::new();
+        encode_frame(&ping, &mut more);
+        raw.write_all(&more).unwrap();
+        raw.shutdown(std::net::Shutdown::Write).unwrap();
+        let answers = read_until_closed(&mut raw);
+        assert_eq!(
+            answers.len(),
+            2,
+            "{what}: the refusal, then the ping's answer: {answers:?}"
+        );
+        assert_eq!(answers[0].id, 41);
+        assert_eq!(error_code(&answers[0]), ErrorCode::TooLarge, "{what}");
+        let Some(R::Error(e)) = &answers[0].result else {
+            unreachable!()
+        };
+        assert_eq!(
+            e.message,
+            format!("{what} of {n} items exceeds the limit of 10000"),
+        );
+        assert_eq!(answers[1].id, 42, "{what}: the connection carries on");
+        let grown = peak_rss(&sidecar).saturating_sub(before);
+        assert!(
+            grown < 100 << 20,
+            "{what}: a {} MiB frame of {n} empty entries grew the sidecar's peak memory by {} MiB",
+            frame.len() >> 20,
+            grown >> 20
+        );
+    }
+    assert_serving(&mut client).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_with_unavailable_and_the_open_ones_carry_on() {
+    let sidecar = common::Sidecar::start(&["--state", "v:value", "--max-connections", "2"]);
+    let mut first = Client::connect(&sidecar.socket).await.unwrap();
+    let mut second = Client::connect(&sidecar.socket).await.unwrap();
+    let mut third = UnixStream::connect(&sidecar.socket).unwrap();
+    let answers = read_until_closed(&mut third);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(error_code(&answers[0]), ErrorCode::Unavailable);
+    let Some(R::Error(e)) = &answers[0].result else {
+        unreachable!()
+    };
+    assert!(
+        e.message
+            .contains("already serves 2 connections (--max-connections)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        sidecar.metric("stator_sidecar_refused_connections_total"),
+        1.0
+    );
+    first.ping().await.unwrap();
+    second.ping().await.unwrap();
+    // A closed connection frees its place.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut c) = Client::connect(&sidecar.socket).await
+            && c.ping().await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no place freed in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_timeout_is_told_and_closed_and_a_busy_one_is_not() {
+    let sidecar = common::Sidecar::start(&["--state", "v:value", "--idle-timeout-secs", "1"]);
+    let mut busy = Client::connect(&sidecar.socket).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut idle = UnixStream::connect(&sidecar.socket).unwrap();
+    let reader = std::thread::spawn(move || read_until_closed(&mut idle));
+    while started.elapsed() < Duration::from_millis(2500) {
+        busy.ping().await.expect("a connection in use stays open");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let answers = reader.join().unwrap();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(error_code(&answers[0]), ErrorCode::Unavailable);
+    let Some(R::Error(e)) = &answers[0].result else {
+        unreachable!()
+    };
+    assert_eq!(
+        e.message,
+        "closed after 1 s without a request (--idle-timeout-secs)"
+    );
+    assert_eq!(
+        sidecar.metric("stator_sidecar_idle_connections_closed_total"),
+        1.0
+    );
+    busy.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn large_map_pages_stop_at_their_byte_bound_and_large_multi_gets_are_refused_readably() {
+    let sidecar = common::Sidecar::start(&["--state", "v:value", "--state", "m:map"]);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    let limits = client.hello().limits.unwrap();
+    let big = limits.max_value_bytes as usize;
+    // 12 map entries of 1 MiB: a page of the default 1,000 entries would be 12 MiB.
+    let mib = vec![b'x'; 1 << 20];
+    for i in 0..12u8 {
+        let mut batch = Batch::new();
+        batch.map_put("m", "k", vec![i], mib.clone());
+        client.write(batch).await.unwrap();
+    }
+    let page = client
+        .map_page("m", "k", Vec::new(), false, 0)
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 4, "about 4 MiB per page");
+    assert!(page.has_more);
+    let all = client.map_entries("m", "k").await.unwrap();
+    assert_eq!(
+        all.iter().map(|(k, _)| k[0]).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<_>>()
+    );
+    // Three values of the largest size: one answer would exceed the frame limit.
+    for k in ["a", "b", "c"] {
+        let mut batch = Batch::new();
+        batch.value_put("v", k, vec![b'y'; big]);
+        client.write(batch).await.unwrap();
+    }
+    let err = client.multi_get("v", ["a", "b", "c"]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooLarge), "{err}");
+    assert!(
+        err.to_string()
+            .contains("multi-get answer (ask for fewer keys)"),
+        "{err}"
+    );
+    // The connection carries on, and every value is readable in smaller requests.
+    let mut batch = Batch::new();
+    batch.value_put("v", "small", "s");
+    client.write(batch).await.unwrap();
+    let two = client.multi_get("v", ["a", "small"]).await.unwrap();
+    assert_eq!(two[0].as_ref().map(|v| v.len()), Some(big));
+    assert_eq!(two[1].as_deref(), Some(&b"s"[..]));
+    for k in ["b", "c"] {
+        assert_eq!(
+            client.get("v", k).await.unwrap().map(|v| v.len()),
+            Some(big)
+        );
+    }
+}

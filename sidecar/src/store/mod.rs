@@ -179,6 +179,8 @@ pub struct Store {
     /// and compaction filters, which these own, so they must outlive `db` (declared first, so
     /// dropped first).
     created_cf_options: std::sync::Mutex<Vec<Options>>,
+    /// The names of every open family (RocksDB's own list is read from the MANIFEST on disk).
+    families: RwLock<Vec<String>>,
 }
 
 /// Shared per-family options: one block cache for all families.
@@ -317,6 +319,7 @@ impl Store {
             gate: RwLock::new(()),
             timers: Default::default(),
             created_cf_options: Default::default(),
+            families: RwLock::new(names),
         };
         store.load_catalog()?;
         store.declare(states, operator_states)?;
@@ -420,6 +423,10 @@ impl Store {
                     .lock()
                     .map_err(|_| StoreError::Poisoned)?
                     .push(opts);
+                self.families
+                    .write()
+                    .map_err(|_| StoreError::Poisoned)?
+                    .push(name.clone());
             }
             let encoded =
                 serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -483,19 +490,20 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         let mut opts = rocksdb::FlushOptions::default();
         opts.set_wait(true);
-        let names = Db::list_cf(&Options::default(), &self.path)?;
+        let names = self.family_names();
         let handles: Vec<_> = names.iter().filter_map(|n| self.db.cf_handle(n)).collect();
         self.db
             .flush_cfs_opt(&handles.iter().collect::<Vec<_>>(), &opts)?;
         Ok(())
     }
 
+    fn family_names(&self) -> Vec<String> {
+        self.families.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
     /// A RocksDB property summed over all families, for metrics.
     pub fn property_sum(&self, property: &str) -> u64 {
-        let Ok(names) = Db::list_cf(&Options::default(), &self.path) else {
-            return 0;
-        };
-        names
+        self.family_names()
             .iter()
             .filter_map(|n| self.db.cf_handle(n))
             .filter_map(|cf| self.db.property_int_value_cf(&cf, property).ok().flatten())

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use rocksdb::{ReadOptions, WriteBatch};
 use stator_core::keygroup::owner_of_group;
 use stator_core::limits::{
-    DEFAULT_PAGE_ENTRIES, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_PAGE_ENTRIES, MAX_VALUE_BYTES,
+    DEFAULT_PAGE_ENTRIES, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_MULTI_GET_BYTES, MAX_PAGE_BYTES,
+    MAX_PAGE_ENTRIES, MAX_VALUE_BYTES,
 };
 
 use super::encoding::{
@@ -15,6 +16,9 @@ use super::encoding::{
 use std::sync::Arc;
 
 use super::timers::{self, Domain, Registered};
+
+/// Keys read per RocksDB MultiGet of one multi-get request.
+const MULTI_GET_CHUNK: usize = 64;
 use super::{Catalog, Kind, StateEntry, Store, StoreError};
 
 /// One write in an atomic batch.
@@ -198,11 +202,24 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let cf = self.cf(&decl.cf)?;
         let now = now_ms();
-        self.db
-            .batched_multi_get_cf(&cf, &stored_keys, false)
-            .into_iter()
-            .map(|r| Ok(r?.and_then(|s| live_payload(&s, now))))
-            .collect()
+        // In chunks, so that an answer too large for a frame is refused before it all is read.
+        let mut out = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
+        for chunk in stored_keys.chunks(MULTI_GET_CHUNK) {
+            for r in self.db.batched_multi_get_cf(&cf, chunk, false) {
+                let value = r?.and_then(|s| live_payload(&s, now));
+                bytes += value.as_ref().map_or(0, Vec::len);
+                if bytes > MAX_MULTI_GET_BYTES {
+                    return Err(StoreError::TooLarge {
+                        what: "multi-get answer (ask for fewer keys)",
+                        len: bytes,
+                        max: MAX_MULTI_GET_BYTES as u32,
+                    });
+                }
+                out.push(value);
+            }
+        }
+        Ok(out)
     }
 
     pub fn list_get(&self, state: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -274,6 +291,7 @@ impl Store {
         it.seek(&start);
         let now = now_ms();
         let mut page = MapPage::default();
+        let mut bytes = 0;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let map_key = &k[prefix.len()..];
             if !inclusive && map_key == after && k.len() == start.len() {
@@ -281,10 +299,11 @@ impl Store {
                 continue;
             }
             if let Some(value) = live_payload(v, now) {
-                if page.entries.len() == limit {
+                if page.entries.len() == limit || bytes >= MAX_PAGE_BYTES {
                     page.has_more = true;
                     break;
                 }
+                bytes += map_key.len() + value.len();
                 page.entries.push((map_key.to_vec(), value));
             }
             it.next();
