@@ -55,7 +55,7 @@ pub enum Decoded {
 /// decoded: an empty write op or key is 2 bytes on the wire but a struct of 32 to 130 bytes once
 /// decoded, so a 16 MiB frame of them would otherwise take a gigabyte before the limit is checked.
 pub fn decode(frame: Bytes) -> Result<Decoded, proto::Error> {
-    if let Some(refused) = refuse_oversized(&frame).filter(|_| false) {
+    if let Some(refused) = refuse_oversized(&frame) {
         return Ok(Decoded::Refused(refused));
     }
     Request::decode(frame)
