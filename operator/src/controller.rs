@@ -431,9 +431,6 @@ pub struct ControllerParts {
     pub concurrency: u16,
 }
 
-/// StreamJobs watched as untyped objects and parsed one by one: one that does not parse (a
-/// status from a newer operator, a hand-edited field) is skipped and reported, and the watch
-/// goes on for every other job.
 /// What the watch caches drop from every object before keeping it: the field managers, which
 /// the operator never reads (a JSON tree per manager). Pods and Services also drop their spec
 /// (nothing reads it from the cache; read the object from the API if that changes). Measured by
@@ -442,6 +439,9 @@ fn slim<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
+/// StreamJobs watched as untyped objects and parsed one by one: one that does not parse (a
+/// status from a newer operator, a hand-edited field) is skipped and reported, and the watch
+/// goes on for every other job.
 fn guarded_jobs(
     client: &Client,
     namespace: &Option<String>,

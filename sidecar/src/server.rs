@@ -121,18 +121,15 @@ async fn refuse(mut stream: UnixStream, max: usize, metrics: Arc<Metrics>) {
         "refusing a state connection: the connection limit is reached"
     );
     let mut output = BytesMut::new();
-    encode_frame(
-        &Response {
-            id: 0,
-            result: Some(R::Error(error(
-                ErrorCode::Unavailable,
-                format!(
-                    "the sidecar already serves {max} connections (--max-connections); close \
-                     one or raise the limit"
-                ),
-            ))),
-        },
+    closing_answer(
         &mut output,
+        error(
+            ErrorCode::Unavailable,
+            format!(
+                "the sidecar already serves {max} connections (--max-connections); close one \
+                 or raise the limit"
+            ),
+        ),
     );
     // A client that went away first is no concern.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -170,10 +167,7 @@ async fn connection(
                     "closed after {} s without a request (--idle-timeout-secs)",
                     t.as_secs()
                 );
-                encode_frame(
-                    &Response { id: 0, result: Some(R::Error(error(ErrorCode::Unavailable, message))) },
-                    &mut output,
-                );
+                closing_answer(&mut output, error(ErrorCode::Unavailable, message));
                 stream.write_all(&output).await?;
                 stream.shutdown().await?;
                 return Ok(());
@@ -267,6 +261,12 @@ fn reject(output: &mut BytesMut, e: stator_core::proto::Error, metrics: &Metrics
     metrics.frame_errors.inc();
     metrics.error(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Malformed));
     tracing::warn!(error = %e.message, "closing a state connection after a bad frame");
+    closing_answer(output, e);
+}
+
+/// The last answer on a connection about to be closed: an error with id 0, since it answers no
+/// one request.
+fn closing_answer(output: &mut BytesMut, e: stator_core::proto::Error) {
     encode_frame(
         &Response {
             id: 0,

@@ -16,10 +16,10 @@ use super::encoding::{
 use std::sync::Arc;
 
 use super::timers::{self, Domain, Registered};
+use super::{Catalog, Kind, StateEntry, Store, StoreError};
 
 /// Keys read per RocksDB MultiGet of one multi-get request.
 const MULTI_GET_CHUNK: usize = 64;
-use super::{Catalog, Kind, StateEntry, Store, StoreError};
 
 /// One write in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -124,8 +124,7 @@ impl Store {
     /// of a replica whose range was wider or elsewhere).
     pub fn clip_to_range(&self) -> Result<(), StoreError> {
         let range = self.placement.range;
-        let names = Db::list_cf(&Options::default(), &self.path)?;
-        for name in names.iter().filter(|n| is_state_family(n)) {
+        for name in self.family_names().iter().filter(|n| is_state_family(n)) {
             let cf = self.cf_handle(name)?;
             if range.start > 0 {
                 self.db
