@@ -45,6 +45,7 @@ def due(*timers):
     return sorted(out, key=lambda x: (x["time"], x["key_group"], x["key"].encode(), x["name"].encode()))
 
 
+MIB8 = {"repeat": "v", "times": 8 << 20}  # the largest list element
 FAR = 4102444800000  # 2100-01-01 in ms: a processing time that is never due in a test
 
 scenarios = [
@@ -186,6 +187,35 @@ scenarios = [
             {"write": {"repeat_op": {"value_put": {"state": "big", "key": own[1], "value": "x"}}, "times": 10001},
              "expect_error": err("TOO_LARGE")},
             {"get": {"state": "big", "key": own[1]}, "expect": None},
+        ],
+    },
+    {
+        "name": "lists: read in pages, bounded in size at append",
+        "steps": [
+            {"declare": {"states": [{"name": "lists", "kind": "list"}]}},
+            {"write": [{"list_append": {"state": "lists", "key": own[3], "values": list("abcde")}}], "expect": 1},
+            {"list_page": {"state": "lists", "key": own[3], "offset": 0, "limit": 2},
+             "expect": {"values": ["a", "b"], "has_more": True, "next_offset": 2}},
+            {"list_page": {"state": "lists", "key": own[3], "offset": 2, "limit": 2},
+             "expect": {"values": ["c", "d"], "has_more": True, "next_offset": 4}},
+            {"list_page": {"state": "lists", "key": own[3], "offset": 4, "limit": 2},
+             "expect": {"values": ["e"], "has_more": False, "next_offset": 5}},
+            {"list_page": {"state": "lists", "key": own[3], "offset": 9, "limit": 2},
+             "expect": {"values": [], "has_more": False, "next_offset": 9}},
+            # Three 8 MiB elements: more than one frame holds, yet readable (a page at a time).
+            *[{"write": [{"list_append": {"state": "lists", "key": own[4], "values": [MIB8]}}], "expect": 1}] * 3,
+            {"list_sizes": {"state": "lists", "key": own[4]}, "expect": [8 << 20] * 3},
+            # A list holds at most 64 MiB (its elements and 12 bytes each): seven 8 MiB elements...
+            *[{"write": [{"list_append": {"state": "lists", "key": own[4], "values": [MIB8]}}], "expect": 1}] * 4,
+            # ...and not an eighth; the refused batch changes nothing.
+            {"write": [{"list_append": {"state": "lists", "key": own[4], "values": ["x"]}},
+                       {"list_append": {"state": "lists", "key": own[4], "values": [MIB8]}}],
+             "expect_error": err("TOO_LARGE", op_index=1)},
+            {"list_sizes": {"state": "lists", "key": own[4]}, "expect": [8 << 20] * 7},
+            # A set replaces the list, and the appends after it in its batch count from there.
+            {"write": [{"list_set": {"state": "lists", "key": own[4], "values": ["s"]}},
+                       {"list_append": {"state": "lists", "key": own[4], "values": [MIB8]}}], "expect": 2},
+            {"list_sizes": {"state": "lists", "key": own[4]}, "expect": [1, 8 << 20]},
         ],
     },
     {

@@ -15,9 +15,16 @@ pub const DEFAULT_PAGE_ENTRIES: u32 = 1_000;
 /// The most key and value bytes in one map-iteration page (always at least one entry); the rest
 /// follows on the next page.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
-/// The most value bytes one multi-get may answer with: the answer must fit in one frame. A
-/// larger one is refused with `TOO_LARGE` (ask for fewer keys), never sent as an unreadable frame.
-pub const MAX_MULTI_GET_BYTES: usize = 15 * 1024 * 1024;
+/// The most value bytes one answer may carry (a multi-get, a whole list): it must fit in one
+/// frame. A larger one is refused with `TOO_LARGE` (ask for fewer keys, read the list in pages),
+/// never sent as an unreadable frame.
+pub const MAX_ANSWER_BYTES: usize = 15 * 1024 * 1024;
+/// The most stored bytes of one list: its elements plus [`LIST_ELEMENT_OVERHEAD`] each. An
+/// append or set that would pass it is refused with `TOO_LARGE`; a list this large is read in
+/// pages.
+pub const MAX_LIST_BYTES: usize = 64 * 1024 * 1024;
+/// Stored bytes per list element besides its own (expiry and length).
+pub const LIST_ELEMENT_OVERHEAD: usize = 12;
 /// The longest state name.
 pub const MAX_STATE_NAME_BYTES: usize = 200;
 
@@ -29,5 +36,7 @@ pub fn limits() -> crate::proto::Limits {
         max_batch_ops: MAX_BATCH_OPS,
         max_page_entries: MAX_PAGE_ENTRIES,
         default_page_entries: DEFAULT_PAGE_ENTRIES,
+        max_list_bytes: MAX_LIST_BYTES as u32,
+        max_page_bytes: MAX_PAGE_BYTES as u32,
     }
 }

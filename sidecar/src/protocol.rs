@@ -269,7 +269,19 @@ fn handle(store: &Store, op: Op) -> Result<R, proto::Error> {
                 .map(optional)
                 .collect(),
         }),
-        Op::ListGet(g) => R::List(list(store.list_get(&g.state, &g.key).map_err(se)?)),
+        Op::ListGet(g) if g.limit == 0 && g.offset == 0 => {
+            R::List(list(store.list_get(&g.state, &g.key).map_err(se)?))
+        }
+        Op::ListGet(g) => {
+            let page = store
+                .list_page(&g.state, &g.key, g.offset, g.limit)
+                .map_err(se)?;
+            R::List(proto::ListValue {
+                values: page.values.into_iter().map(Bytes::from).collect(),
+                has_more: page.has_more,
+                next_offset: page.next_offset,
+            })
+        }
         Op::MapGet(g) => R::Value(optional(
             store.map_get(&g.state, &g.key, &g.map_key).map_err(se)?,
         )),
@@ -496,6 +508,8 @@ fn optional(value: Option<Vec<u8>>) -> proto::OptionalValue {
 
 fn list(values: Vec<Vec<u8>>) -> proto::ListValue {
     proto::ListValue {
+        next_offset: values.len() as u32,
         values: values.into_iter().map(Bytes::from).collect(),
+        has_more: false,
     }
 }

@@ -191,6 +191,25 @@ async fn run_step(client: &mut Client, step: &Value) -> Result<Value, Error> {
             )
         }
         "list_get" => strings(&client.list_get(s(&a["state"]), bytes(&a["key"])).await?),
+        "list_sizes" => Value::Array(
+            client
+                .list_get(s(&a["state"]), bytes(&a["key"]))
+                .await?
+                .iter()
+                .map(|v| Value::from(v.len()))
+                .collect(),
+        ),
+        "list_page" => {
+            let n = |f: &str| a[f].as_u64().unwrap_or(0) as u32;
+            let page = client
+                .list_page(s(&a["state"]), bytes(&a["key"]), n("offset"), n("limit"))
+                .await?;
+            serde_json::json!({
+                "values": strings(&page.values),
+                "has_more": page.has_more,
+                "next_offset": page.next_offset,
+            })
+        }
         "map_get" => opt(&client
             .map_get(s(&a["state"]), bytes(&a["key"]), bytes(&a["map_key"]))
             .await?),

@@ -85,6 +85,15 @@ def run_step(client: Client, step: dict[str, Any]) -> Any:
         return [opt(v) for v in client.multi_get(**a)]
     if kind == "list_get":
         return [v.decode() for v in client.list_get(**a)]
+    if kind == "list_sizes":
+        return [len(v) for v in client.list_get(**a)]
+    if kind == "list_page":
+        lp = client.list_page(a.pop("state"), a.pop("key"), **a)
+        return {
+            "values": [v.decode() for v in lp.values],
+            "has_more": lp.has_more,
+            "next_offset": lp.next_offset,
+        }
     if kind == "map_get":
         return opt(client.map_get(**a))
     if kind == "map_contains":

@@ -4,6 +4,7 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use stator_core::frame::{decode_frame, encode_frame};
 use stator_core::keygroup::{HASH_NAME, owner};
+use stator_core::limits::{DEFAULT_PAGE_ENTRIES, MAX_PAGE_ENTRIES};
 use stator_core::proto::{self, Request, Response, request::Op, response::Result as R};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -16,6 +17,15 @@ pub struct MapPage {
     pub entries: Vec<(Bytes, Bytes)>,
     pub has_more: bool,
     pub next_after: Bytes,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub values: Vec<Bytes>,
+    pub has_more: bool,
+    /// Where the next page starts.
+    pub next_offset: u32,
 }
 
 /// A connection to the sidecar.
@@ -213,19 +223,61 @@ impl Client {
         }
     }
 
+    /// The whole list of `key`, read a page at a time (one request for a list of up to about
+    /// 4 MiB). Pages are not one snapshot: see [`Client::list_page`].
     pub async fn list_get(
         &mut self,
         state: &str,
         key: impl Into<Bytes>,
     ) -> Result<Vec<Bytes>, Error> {
-        match self
-            .call(Op::ListGet(proto::ListGetRequest {
-                state: state.into(),
-                key: key.into(),
-            }))
-            .await?
-        {
-            R::List(l) => Ok(l.values),
+        let key = key.into();
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut page = self
+                .list_page(state, key.clone(), offset, MAX_PAGE_ENTRIES)
+                .await?;
+            out.append(&mut page.values);
+            if !page.has_more {
+                return Ok(out);
+            }
+            if page.next_offset <= offset {
+                return Err(Error::Protocol(
+                    "the sidecar said has_more but its list page made no progress".into(),
+                ));
+            }
+            offset = page.next_offset;
+        }
+    }
+
+    /// At most `limit` elements of the list of `key` from index `offset` (`limit` 0: the
+    /// sidecar's default), and at most about 4 MiB of them. Appends between pages are seen at
+    /// the end; elements that expire between pages shift the later offsets.
+    pub async fn list_page(
+        &mut self,
+        state: &str,
+        key: impl Into<Bytes>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<ListPage, Error> {
+        // Offset and limit 0 ask for the whole list at once; a page always has a limit.
+        let limit = if limit == 0 {
+            DEFAULT_PAGE_ENTRIES
+        } else {
+            limit
+        };
+        let req = proto::ListGetRequest {
+            state: state.into(),
+            key: key.into(),
+            offset,
+            limit,
+        };
+        match self.call(Op::ListGet(req)).await? {
+            R::List(l) => Ok(ListPage {
+                values: l.values,
+                has_more: l.has_more,
+                next_offset: l.next_offset,
+            }),
             other => Err(unexpected("list_get", &other)),
         }
     }

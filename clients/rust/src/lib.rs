@@ -17,7 +17,7 @@ mod error;
 mod timers;
 
 pub use batch::Batch;
-pub use client::{Client, MapPage};
+pub use client::{Client, ListPage, MapPage};
 pub use error::{Error, ServerError};
 pub use stator_core::keygroup::{KeyGroupRange, key_group, owner, range_for_replica};
 pub use stator_core::proto;

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use rocksdb::{ReadOptions, WriteBatch};
 use stator_core::keygroup::owner_of_group;
 use stator_core::limits::{
-    DEFAULT_PAGE_ENTRIES, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_MULTI_GET_BYTES, MAX_PAGE_BYTES,
-    MAX_PAGE_ENTRIES, MAX_VALUE_BYTES,
+    DEFAULT_PAGE_ENTRIES, LIST_ELEMENT_OVERHEAD, MAX_ANSWER_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES,
+    MAX_LIST_BYTES, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES, MAX_VALUE_BYTES,
 };
 
 use super::encoding::{
@@ -84,6 +84,22 @@ pub enum WriteOp {
     WatermarkAdvance {
         watermark: u64,
     },
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    pub values: Vec<Vec<u8>>,
+    pub has_more: bool,
+    /// The offset to continue from.
+    pub next_offset: u32,
+}
+
+#[derive(Default)]
+struct ListRead {
+    page: ListPage,
+    /// With `has_more`: the live bytes of this page and every element after it.
+    bytes_seen: usize,
 }
 
 /// One page of a map iteration.
@@ -209,11 +225,11 @@ impl Store {
             for r in self.db.batched_multi_get_cf(&cf, chunk, false) {
                 let value = r?.and_then(|s| live_payload(&s, now));
                 bytes += value.as_ref().map_or(0, Vec::len);
-                if bytes > MAX_MULTI_GET_BYTES {
+                if bytes > MAX_ANSWER_BYTES {
                     return Err(StoreError::TooLarge {
                         what: "multi-get answer (ask for fewer keys)",
                         len: bytes,
-                        max: MAX_MULTI_GET_BYTES as u32,
+                        max: MAX_ANSWER_BYTES as u32,
                     });
                 }
                 out.push(value);
@@ -222,20 +238,95 @@ impl Store {
         Ok(out)
     }
 
+    /// The whole live list of `key`, if it fits in one answer ([`MAX_ANSWER_BYTES`]); a longer
+    /// one is refused with `TooLarge` and is read with [`Store::list_page`].
     pub fn list_get(&self, state: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let page = self.list_read(state, key, 0, usize::MAX, MAX_ANSWER_BYTES)?;
+        if page.page.has_more {
+            return Err(StoreError::TooLarge {
+                what: "list for one answer (read it in pages: list_get with a limit)",
+                len: page.bytes_seen,
+                max: MAX_ANSWER_BYTES as u32,
+            });
+        }
+        Ok(page.page.values)
+    }
+
+    /// At most `limit` live elements of the list of `key` from index `offset` (0: the default
+    /// page size), and at most [`MAX_PAGE_BYTES`] of them (always at least one).
+    pub fn list_page(
+        &self,
+        state: &str,
+        key: &[u8],
+        offset: u32,
+        limit: u32,
+    ) -> Result<ListPage, StoreError> {
+        let limit = match limit {
+            0 => DEFAULT_PAGE_ENTRIES,
+            n => n.min(MAX_PAGE_ENTRIES),
+        } as usize;
+        Ok(self
+            .list_read(state, key, offset as usize, limit, MAX_PAGE_BYTES)?
+            .page)
+    }
+
+    fn list_read(
+        &self,
+        state: &str,
+        key: &[u8],
+        offset: usize,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ListRead, StoreError> {
         let decl = self.state(state, Kind::List)?;
         let group = self.group(key)?;
+        let mut read = ListRead::default();
         let Some(stored) = self
             .db
             .get_pinned_cf(&self.cf(&decl.cf)?, plain_key(group, key))?
         else {
-            return Ok(Vec::new());
+            return Ok(read);
         };
         let now = now_ms();
+        let mut bytes = 0;
+        let mut live = list_elements(&stored)
+            .filter(|(expiry, _)| is_live(*expiry, now))
+            .map(|(_, value)| value)
+            .enumerate()
+            .skip(offset);
+        while let Some((index, value)) = live.next() {
+            let full = read.page.values.len() == limit
+                || (!read.page.values.is_empty() && bytes + value.len() > max_bytes);
+            if full {
+                read.page.has_more = true;
+                read.bytes_seen =
+                    bytes + value.len() + live.by_ref().map(|(_, v)| v.len()).sum::<usize>();
+                break;
+            }
+            bytes += value.len();
+            read.page.values.push(value.to_vec());
+            read.page.next_offset = (index + 1) as u32;
+        }
+        if read.page.values.is_empty() {
+            read.page.next_offset = offset as u32;
+        }
+        Ok(read)
+    }
+
+    /// The stored size of the live elements of a list (0 when there is none).
+    fn list_stored_bytes(
+        &self,
+        cf: &str,
+        stored_key: &[u8],
+        now: u64,
+    ) -> Result<usize, StoreError> {
+        let Some(stored) = self.db.get_pinned_cf(&self.cf(cf)?, stored_key)? else {
+            return Ok(0);
+        };
         Ok(list_elements(&stored)
             .filter(|(expiry, _)| is_live(*expiry, now))
-            .map(|(_, v)| v.to_vec())
-            .collect())
+            .map(|(_, v)| v.len() + LIST_ELEMENT_OVERHEAD)
+            .sum())
     }
 
     pub fn map_get(
@@ -346,10 +437,12 @@ impl Store {
         let now = now_ms();
         let mut results: Vec<Result<usize, BatchError>> = Vec::with_capacity(batches.len());
         let mut resolved: Vec<Resolved> = Vec::new();
+        let mut lists = ListSizes::default();
         match self.catalog.read() {
             Ok(catalog) => {
                 for ops in batches {
-                    results.push(self.resolve_batch(&catalog, ops, now, &mut resolved));
+                    let result = self.resolve_batch(&catalog, ops, now, &mut lists, &mut resolved);
+                    results.push(result);
                 }
             }
             Err(_) => {
@@ -392,6 +485,7 @@ impl Store {
         catalog: &Catalog,
         ops: &[WriteOp],
         now: u64,
+        lists: &mut ListSizes,
         out: &mut Vec<Resolved>,
     ) -> Result<usize, BatchError> {
         if ops.len() > MAX_BATCH_OPS as usize {
@@ -405,8 +499,10 @@ impl Store {
             });
         }
         let start = out.len();
+        // List sizes this batch changes; kept for the batches after it only if it is valid.
+        let mut batch_lists = ListSizes::default();
         for (i, op) in ops.iter().enumerate() {
-            match self.resolve(catalog, op, now) {
+            match self.resolve(catalog, op, now, (&*lists, &mut batch_lists)) {
                 Ok(r) => out.push(r),
                 Err(source) => {
                     out.truncate(start);
@@ -417,6 +513,7 @@ impl Store {
                 }
             }
         }
+        lists.extend(batch_lists);
         Ok(ops.len())
     }
 
@@ -448,7 +545,13 @@ impl Store {
     }
 
     /// Validates one op and encodes what it writes.
-    fn resolve(&self, catalog: &Catalog, op: &WriteOp, now: u64) -> Result<Resolved, StoreError> {
+    fn resolve(
+        &self,
+        catalog: &Catalog,
+        op: &WriteOp,
+        now: u64,
+        (earlier, lists): (&ListSizes, &mut ListSizes),
+    ) -> Result<Resolved, StoreError> {
         let state = |name: &str, kind| self.entry(catalog, name, kind);
         let expiry = |e: &StateEntry| expiry_for(now, e.decl.ttl_ms);
         Ok(match op {
@@ -492,7 +595,23 @@ impl Store {
                     });
                 }
                 let k = plain_key(group, key);
-                let action = if matches!(op, WriteOp::ListAppend { .. }) {
+                let append = matches!(op, WriteOp::ListAppend { .. });
+                let slot = (e.cf.clone(), k.clone());
+                let before = match (append, lists.get(&slot).or_else(|| earlier.get(&slot))) {
+                    (false, _) => 0,
+                    (true, Some(size)) => *size,
+                    (true, None) => self.list_stored_bytes(&e.cf, &k, now)?,
+                };
+                let after = before + encoded.len();
+                if after > MAX_LIST_BYTES {
+                    return Err(StoreError::TooLarge {
+                        what: "list after this append (clear or set it, or spread it over keys)",
+                        len: after,
+                        max: MAX_LIST_BYTES as u32,
+                    });
+                }
+                lists.insert(slot, after);
+                let action = if append {
                     Action::Merge(k, encoded)
                 } else if values.is_empty() {
                     Action::Delete(k)
@@ -503,7 +622,9 @@ impl Store {
             }
             WriteOp::ListClear { state: name, key } => {
                 let e = state(name, Kind::List)?;
-                Resolved::state(e, Action::Delete(plain_key(self.group(key)?, key)))
+                let k = plain_key(self.group(key)?, key);
+                lists.insert((e.cf.clone(), k.clone()), 0);
+                Resolved::state(e, Action::Delete(k))
             }
             WriteOp::MapPut {
                 state: name,
@@ -595,6 +716,10 @@ impl Store {
         })
     }
 }
+
+/// The stored sizes of lists written by the batches of one group commit, by family and stored
+/// key: an append is checked against the list as the batches before it leave it.
+type ListSizes = std::collections::HashMap<(String, Vec<u8>), usize>;
 
 /// A validated write, ready for the RocksDB batch.
 struct Resolved {

@@ -40,6 +40,7 @@ from .keygroups import (
 from .model import (
     Kind,
     Limits,
+    ListPage,
     MapPage,
     OperatorState,
     Redistribution,
@@ -78,6 +79,7 @@ __all__ = [
     "owner_of_group",
     "Kind",
     "Limits",
+    "ListPage",
     "MapPage",
     "OperatorState",
     "Redistribution",

@@ -130,6 +130,10 @@ class Limits:
     max_batch_ops: int
     max_page_entries: int
     default_page_entries: int
+    #: The most stored bytes of one list (elements plus 12 bytes each); 0 from an older sidecar.
+    max_list_bytes: int = 0
+    #: The most key and value bytes of one page; 0 from an older sidecar.
+    max_page_bytes: int = 0
 
     @classmethod
     def from_pb(cls, limits: pb.Limits) -> Limits:
@@ -140,6 +144,8 @@ class Limits:
             max_batch_ops=limits.max_batch_ops,
             max_page_entries=limits.max_page_entries,
             default_page_entries=limits.default_page_entries,
+            max_list_bytes=limits.max_list_bytes,
+            max_page_bytes=limits.max_page_bytes,
         )
 
 
@@ -170,6 +176,15 @@ class ServerInfo:
             key_group_hash=hello.key_group_hash,
             server_version=hello.server_version,
         )
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a list. Continue with ``offset=next_offset`` while ``has_more``."""
+
+    values: list[bytes] = field(default_factory=list)
+    has_more: bool = False
+    next_offset: int = 0
 
 
 @dataclass(frozen=True)

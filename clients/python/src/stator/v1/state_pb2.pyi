@@ -154,12 +154,16 @@ class MultiGetRequest(_message.Message):
     def __init__(self, state: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ListGetRequest(_message.Message):
-    __slots__ = ("state", "key")
+    __slots__ = ("state", "key", "offset", "limit")
     STATE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     state: str
     key: bytes
-    def __init__(self, state: _Optional[str] = ..., key: _Optional[bytes] = ...) -> None: ...
+    offset: int
+    limit: int
+    def __init__(self, state: _Optional[str] = ..., key: _Optional[bytes] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class MapGetRequest(_message.Message):
     __slots__ = ("state", "key", "map_key")
@@ -410,20 +414,24 @@ class Response(_message.Message):
     def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloResponse, _Mapping]] = ..., declare: _Optional[_Union[DeclareResponse, _Mapping]] = ..., value: _Optional[_Union[OptionalValue, _Mapping]] = ..., multi_get: _Optional[_Union[MultiGetResponse, _Mapping]] = ..., write: _Optional[_Union[WriteResponse, _Mapping]] = ..., list: _Optional[_Union[ListValue, _Mapping]] = ..., contains: _Optional[_Union[BoolValue, _Mapping]] = ..., map_iter: _Optional[_Union[MapIterResponse, _Mapping]] = ..., pong: _Optional[_Union[PongResponse, _Mapping]] = ..., timers_due: _Optional[_Union[TimersDueResponse, _Mapping]] = ..., timer_status: _Optional[_Union[TimerStatusResponse, _Mapping]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_frame_bytes", "max_key_bytes", "max_value_bytes", "max_batch_ops", "max_page_entries", "default_page_entries")
+    __slots__ = ("max_frame_bytes", "max_key_bytes", "max_value_bytes", "max_batch_ops", "max_page_entries", "default_page_entries", "max_list_bytes", "max_page_bytes")
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_KEY_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_OPS_FIELD_NUMBER: _ClassVar[int]
     MAX_PAGE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PAGE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_frame_bytes: int
     max_key_bytes: int
     max_value_bytes: int
     max_batch_ops: int
     max_page_entries: int
     default_page_entries: int
-    def __init__(self, max_frame_bytes: _Optional[int] = ..., max_key_bytes: _Optional[int] = ..., max_value_bytes: _Optional[int] = ..., max_batch_ops: _Optional[int] = ..., max_page_entries: _Optional[int] = ..., default_page_entries: _Optional[int] = ...) -> None: ...
+    max_list_bytes: int
+    max_page_bytes: int
+    def __init__(self, max_frame_bytes: _Optional[int] = ..., max_key_bytes: _Optional[int] = ..., max_value_bytes: _Optional[int] = ..., max_batch_ops: _Optional[int] = ..., max_page_entries: _Optional[int] = ..., default_page_entries: _Optional[int] = ..., max_list_bytes: _Optional[int] = ..., max_page_bytes: _Optional[int] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
     __slots__ = ("replica_index", "parallelism", "max_parallelism", "key_group_start", "key_group_end", "states", "operator_states", "limits", "key_group_hash", "server_version")
@@ -472,10 +480,14 @@ class WriteResponse(_message.Message):
     def __init__(self, applied: _Optional[int] = ...) -> None: ...
 
 class ListValue(_message.Message):
-    __slots__ = ("values",)
+    __slots__ = ("values", "has_more", "next_offset")
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, values: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    has_more: bool
+    next_offset: int
+    def __init__(self, values: _Optional[_Iterable[bytes]] = ..., has_more: _Optional[bool] = ..., next_offset: _Optional[int] = ...) -> None: ...
 
 class BoolValue(_message.Message):
     __slots__ = ("value",)
