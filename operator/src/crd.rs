@@ -245,12 +245,19 @@ pub struct WebIdentitySpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RocksDbSpec {
+    /// The block cache all states share, in MiB (default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub block_cache_mb: Option<i32>,
+    /// The most one state's memtable holds before a flush, in MiB (default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub write_buffer_mb: Option<i32>,
+    /// The memory all states' memtables share, in MiB (default 128); writes wait while flushes
+    /// bring it back under. With the block cache it sizes the sidecar's default memory request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub memtable_budget_mb: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
 }
@@ -417,6 +424,9 @@ pub struct SidecarSpec {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// The sidecar container's resources. Default: requests of 100m CPU and its memory budget
+    /// (block cache + memtable budget + 128 MiB for connections and transfers), and a memory
+    /// limit of twice that; no CPU limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }

@@ -11,9 +11,9 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
-    ProjectedVolumeSource, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
-    VolumeResourceRequirements,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -373,6 +373,9 @@ fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVa
         if let Some(mb) = r.write_buffer_mb {
             out.push(env("STATOR_WRITE_BUFFER_MB", mb.to_string()));
         }
+        if let Some(mb) = r.memtable_budget_mb {
+            out.push(env("STATOR_MEMTABLE_BUDGET_MB", mb.to_string()));
+        }
         if let Some(c) = r.compression {
             let c = match c {
                 Compression::None => "none",
@@ -511,7 +514,11 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
             failure_threshold: Some(6),
             ..Default::default()
         }),
-        resources: sidecar_spec.resources,
+        resources: Some(
+            sidecar_spec
+                .resources
+                .unwrap_or_else(|| default_sidecar_resources(s)),
+        ),
         // Its last log lines become the termination message the operator reports when it fails.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         security_context: Some(sidecar_security_context()),
@@ -712,6 +719,36 @@ pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sidecar's sizes when the spec gives none (the sidecar's own flag defaults).
+const DEFAULT_BLOCK_CACHE_MB: i64 = 64;
+const DEFAULT_MEMTABLE_BUDGET_MB: i64 = 128;
+/// Memory besides the block cache and memtables: connection buffers (a 16 MiB frame at most
+/// each), transfer buffers of checkpoints and restores, RocksDB's indexes and the binary.
+const SIDECAR_OVERHEAD_MB: i64 = 128;
+
+/// Requests the sidecar's memory budget (block cache + memtable budget + overhead) and 100m
+/// CPU; limits memory to twice the budget, so a burst of large frames is not an OOM kill. No
+/// CPU limit: throttling a state store stalls the app on every record.
+fn default_sidecar_resources(s: &crate::crd::StreamJobSpec) -> ResourceRequirements {
+    let rocks = s.state.rocksdb.as_ref();
+    let cache = rocks
+        .and_then(|r| r.block_cache_mb)
+        .map_or(DEFAULT_BLOCK_CACHE_MB, i64::from);
+    let memtables = rocks
+        .and_then(|r| r.memtable_budget_mb)
+        .map_or(DEFAULT_MEMTABLE_BUDGET_MB, i64::from);
+    let budget = cache + memtables + SIDECAR_OVERHEAD_MB;
+    let mi = |n: i64| Quantity(format!("{n}Mi"));
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), mi(budget)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), mi(2 * budget))])),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -916,6 +953,60 @@ mod tests {
         assert!(
             tmp.and_then(|v| v.empty_dir).is_some(),
             "the app writes to an emptyDir /tmp"
+        );
+    }
+
+    #[test]
+    fn the_sidecar_requests_its_memory_budget_unless_the_spec_sets_resources() {
+        let memory = |r: &ResourceRequirements, which: &str| {
+            let m = if which == "requests" {
+                &r.requests
+            } else {
+                &r.limits
+            };
+            m.as_ref()
+                .and_then(|m| m.get("memory"))
+                .map(|q| q.0.clone())
+        };
+        let sidecar_resources = |j: &StreamJob| {
+            let spec = pod(j, 0, &inputs("h")).spec.unwrap();
+            spec.init_containers.unwrap()[0].resources.clone().unwrap()
+        };
+        let mut j = job("wc").location("s3://bucket/jobs").build();
+        let r = sidecar_resources(&j);
+        // 64 MiB block cache + 128 MiB memtables + 128 MiB for the rest: the sidecar's defaults.
+        assert_eq!(memory(&r, "requests").as_deref(), Some("320Mi"));
+        assert_eq!(memory(&r, "limits").as_deref(), Some("640Mi"));
+        assert!(
+            r.limits.as_ref().unwrap().get("cpu").is_none(),
+            "no CPU limit: throttling stalls every record"
+        );
+        j.spec.state.rocksdb = Some(crate::crd::RocksDbSpec {
+            block_cache_mb: Some(512),
+            memtable_budget_mb: Some(256),
+            ..Default::default()
+        });
+        let r = sidecar_resources(&j);
+        assert_eq!(memory(&r, "requests").as_deref(), Some("896Mi"));
+        let given = ResourceRequirements {
+            requests: Some(BTreeMap::from([("memory".into(), Quantity("1Gi".into()))])),
+            ..Default::default()
+        };
+        j.spec.sidecar = Some(crate::crd::SidecarSpec {
+            resources: Some(given.clone()),
+            ..Default::default()
+        });
+        assert_eq!(
+            sidecar_resources(&j),
+            given,
+            "the spec's resources, as given"
+        );
+        let spec = pod(&j, 0, &inputs("h")).spec.unwrap();
+        let sidecar = &spec.init_containers.unwrap()[0];
+        assert_eq!(
+            env_of(sidecar, "STATOR_MEMTABLE_BUDGET_MB"),
+            Some("256"),
+            "the budget reaches the sidecar"
         );
     }
 

@@ -51,11 +51,25 @@ pub struct Args {
     #[arg(long, env = "STATOR_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// RocksDB block cache size in MiB, shared by all states.
-    #[arg(long, env = "STATOR_BLOCK_CACHE_MB", default_value_t = 64)]
-    pub block_cache_mb: usize,
-    /// RocksDB memtable size per state in MiB.
-    #[arg(long, env = "STATOR_WRITE_BUFFER_MB", default_value_t = 64)]
-    pub write_buffer_mb: usize,
+    #[arg(long, env = "STATOR_BLOCK_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub block_cache_mb: u64,
+    /// RocksDB memtable size per state in MiB: the most one state buffers before a flush.
+    #[arg(long, env = "STATOR_WRITE_BUFFER_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_buffer_mb: u64,
+    /// The memory all states' memtables share, in MiB (one RocksDB WriteBufferManager): past
+    /// it the largest memtables are flushed, and writes wait while flushes catch up, so memory
+    /// does not grow with the number of states.
+    #[arg(long, env = "STATOR_MEMTABLE_BUDGET_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memtable_budget_mb: u64,
+    /// Fault injection for tests: start RocksDB with no flush or compaction threads, so writes
+    /// stall once the memtable budget is spent. Never use it in production.
+    #[arg(
+        long,
+        env = "STATOR_FAULT_STOP_BACKGROUND_WORK",
+        default_value_t = false,
+        hide = true
+    )]
+    pub fault_stop_background_work: bool,
     /// Compression of RocksDB files: none, lz4 or zstd.
     #[arg(long, env = "STATOR_COMPRESSION", default_value = "lz4", value_parser = parse_compression)]
     pub compression: Compression,
@@ -144,10 +158,12 @@ impl Args {
 
     pub fn rocks_options(&self) -> RocksOptions {
         RocksOptions {
-            block_cache_bytes: self.block_cache_mb << 20,
+            block_cache_bytes: (self.block_cache_mb as usize) << 20,
             compression: self.compression,
-            write_buffer_bytes: self.write_buffer_mb << 20,
+            write_buffer_bytes: (self.write_buffer_mb as usize) << 20,
+            memtable_budget_bytes: (self.memtable_budget_mb as usize) << 20,
             wal: !self.disable_wal,
+            stop_background_work: self.fault_stop_background_work,
         }
     }
 }

@@ -185,6 +185,9 @@ async fn read_rocksdb_metrics(store: &Arc<Store>, metrics: &Arc<Metrics>) {
         for (property, label) in crate::metrics::ROCKSDB_PROPERTIES {
             metrics.set_rocksdb(label, store.property_sum(property));
         }
+        let (cache, memtables) = store.memory_usage();
+        metrics.set_rocksdb("block_cache_usage_bytes", cache as u64);
+        metrics.set_rocksdb("memtable_budget_usage_bytes", memtables as u64);
     })
     .await;
 }

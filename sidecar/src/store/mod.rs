@@ -19,12 +19,12 @@ use std::sync::{Arc, RwLock};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBWithThreadMode,
-    MultiThreaded, Options, WriteOptions, compaction_filter::Decision,
+    MultiThreaded, Options, WriteBufferManager, WriteOptions, compaction_filter::Decision,
 };
 use stator_core::keygroup::{KeyGroupRange, Layout};
 
 pub use error::StoreError;
-pub use ops::{BatchError, MapPage, WriteOp};
+pub use ops::{BatchError, ListPage, MapPage, WriteOp};
 pub use snapshot::{Cut, DumpEntry, dump_state};
 pub use timers::{Domain, Timer, TimerPage, TimerStatus, dump_timers};
 
@@ -107,9 +107,15 @@ pub struct RocksOptions {
     pub block_cache_bytes: usize,
     pub compression: Compression,
     pub write_buffer_bytes: usize,
+    /// The memory all families' memtables share (one WriteBufferManager); writes wait while
+    /// flushes bring it back under.
+    pub memtable_budget_bytes: usize,
     /// Write the RocksDB WAL. Without it, a crash loses writes since the last flush; restoring
     /// from the latest checkpoint is then the only recovery.
     pub wal: bool,
+    /// Fault injection for tests: no flush or compaction threads (writes stall once the
+    /// memtable budget is spent).
+    pub stop_background_work: bool,
 }
 
 impl Default for RocksOptions {
@@ -118,7 +124,9 @@ impl Default for RocksOptions {
             block_cache_bytes: 64 << 20,
             compression: Compression::Lz4,
             write_buffer_bytes: 64 << 20,
+            memtable_budget_bytes: 128 << 20,
             wal: true,
+            stop_background_work: false,
         }
     }
 }
@@ -181,11 +189,15 @@ pub struct Store {
     created_cf_options: std::sync::Mutex<Vec<Options>>,
     /// The names of every open family (RocksDB's own list is read from the MANIFEST on disk).
     families: RwLock<Vec<String>>,
+    /// Held by a declaration while it creates families, so declarations apply one at a time.
+    declaring: std::sync::Mutex<()>,
 }
 
-/// Shared per-family options: one block cache for all families.
+/// Shared per-family options: one block cache and one memtable budget for all families.
 struct CfOptions {
     base: Options,
+    cache: Cache,
+    write_buffers: WriteBufferManager,
 }
 
 impl CfOptions {
@@ -193,11 +205,15 @@ impl CfOptions {
         let mut table = BlockBasedOptions::default();
         let cache = Cache::new_lru_cache(rocks.block_cache_bytes);
         table.set_block_cache(&cache);
+        let write_buffers =
+            WriteBufferManager::new_write_buffer_manager(rocks.memtable_budget_bytes, true);
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
         let mut base = Options::default();
         base.set_block_based_table_factory(&table);
-        base.set_write_buffer_size(rocks.write_buffer_bytes);
+        base.set_write_buffer_manager(&write_buffers);
+        // One memtable may not be larger than the budget they all share.
+        base.set_write_buffer_size(rocks.write_buffer_bytes.min(rocks.memtable_budget_bytes));
         // A whole-key bloom filter in the memtable lets point reads of flushed keys skip the
         // memtable's skiplist search.
         base.set_memtable_prefix_bloom_ratio(0.02);
@@ -207,7 +223,11 @@ impl CfOptions {
             Compression::Lz4 => DBCompressionType::Lz4,
             Compression::Zstd => DBCompressionType::Zstd,
         });
-        Self { base }
+        Self {
+            base,
+            cache,
+            write_buffers,
+        }
     }
 
     fn for_family(&self, cf_name: &str) -> Options {
@@ -305,6 +325,13 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(n, cf_options.for_family(n)));
         let db = Db::open_cf_descriptors(&db_opts, path, descriptors)?;
+        if rocks.stop_background_work {
+            // After the open, which raises the process-wide pools to what the options need.
+            let mut env = rocksdb::Env::new()?;
+            env.set_background_threads(0);
+            env.set_high_priority_background_threads(0);
+            tracing::warn!("fault injection: RocksDB runs with no flush or compaction threads");
+        }
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(!rocks.wal);
         let store = Self {
@@ -320,6 +347,7 @@ impl Store {
             timers: Default::default(),
             created_cf_options: Default::default(),
             families: RwLock::new(names),
+            declaring: Default::default(),
         };
         store.load_catalog()?;
         store.declare(states, operator_states)?;
@@ -380,12 +408,77 @@ impl Store {
 
     /// Declares states. Redeclaring with the same kind is allowed (a new TTL applies to later
     /// writes); another kind is a conflict. All declarations are checked before any applies.
+    ///
+    /// Declarations are serialized among themselves; the catalog is locked for writing only to
+    /// insert the new entries, so reads and writes of other states carry on while RocksDB
+    /// creates a new state's column family.
     pub fn declare(
         &self,
         states: &[StateDecl],
         operator_states: &[OperatorStateDecl],
     ) -> Result<(), StoreError> {
+        let _serial = self.declaring.lock().map_err(|_| StoreError::Poisoned)?;
+        let (new_states, new_operator_states) = {
+            let catalog = self.catalog.read().map_err(|_| StoreError::Poisoned)?;
+            Self::check_declarations(&catalog, states, operator_states)?;
+            let new_states: Vec<&StateDecl> = states
+                .iter()
+                .filter(|d| catalog.states.get(&d.name).map(|e| &e.decl) != Some(*d))
+                .collect();
+            let new_operator_states: Vec<&OperatorStateDecl> = operator_states
+                .iter()
+                .filter(|d| catalog.operator_states.get(&d.name) != Some(*d))
+                .collect();
+            (new_states, new_operator_states)
+        };
+        if new_states.is_empty() && new_operator_states.is_empty() {
+            return Ok(());
+        }
+        let meta = self.meta_cf()?;
+        for decl in &new_states {
+            let name = cf_name(decl);
+            if self.db.cf_handle(&name).is_none() {
+                let opts = self.cf_options.for_family(&name);
+                self.db.create_cf(&name, &opts)?;
+                self.created_cf_options
+                    .lock()
+                    .map_err(|_| StoreError::Poisoned)?
+                    .push(opts);
+                self.families
+                    .write()
+                    .map_err(|_| StoreError::Poisoned)?
+                    .push(name.clone());
+            }
+            let encoded =
+                serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.db
+                .put_cf(&meta, format!("state/{}", decl.name), encoded)?;
+        }
+        for decl in &new_operator_states {
+            let encoded =
+                serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.db
+                .put_cf(&meta, format!("operator/{}", decl.name), encoded)?;
+        }
         let mut catalog = self.catalog.write().map_err(|_| StoreError::Poisoned)?;
+        for decl in new_states {
+            catalog
+                .states
+                .insert(decl.name.clone(), StateEntry::new(decl.clone()));
+        }
+        for decl in new_operator_states {
+            catalog
+                .operator_states
+                .insert(decl.name.clone(), decl.clone());
+        }
+        Ok(())
+    }
+
+    fn check_declarations(
+        catalog: &Catalog,
+        states: &[StateDecl],
+        operator_states: &[OperatorStateDecl],
+    ) -> Result<(), StoreError> {
         for decl in states {
             validate_name(&decl.name)?;
             if let Some(existing) = catalog.states.get(&decl.name).map(|e| &e.decl)
@@ -409,44 +502,6 @@ impl Store {
                     requested: format!("{:?}", decl.redistribution).to_lowercase(),
                 });
             }
-        }
-        let meta = self.meta_cf()?;
-        for decl in states {
-            if catalog.states.get(&decl.name).map(|e| &e.decl) == Some(decl) {
-                continue;
-            }
-            let name = cf_name(decl);
-            if self.db.cf_handle(&name).is_none() {
-                let opts = self.cf_options.for_family(&name);
-                self.db.create_cf(&name, &opts)?;
-                self.created_cf_options
-                    .lock()
-                    .map_err(|_| StoreError::Poisoned)?
-                    .push(opts);
-                self.families
-                    .write()
-                    .map_err(|_| StoreError::Poisoned)?
-                    .push(name.clone());
-            }
-            let encoded =
-                serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.db
-                .put_cf(&meta, format!("state/{}", decl.name), encoded)?;
-            catalog
-                .states
-                .insert(decl.name.clone(), StateEntry::new(decl.clone()));
-        }
-        for decl in operator_states {
-            if catalog.operator_states.get(&decl.name) == Some(decl) {
-                continue;
-            }
-            let encoded =
-                serde_json::to_vec(decl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.db
-                .put_cf(&meta, format!("operator/{}", decl.name), encoded)?;
-            catalog
-                .operator_states
-                .insert(decl.name.clone(), decl.clone());
         }
         Ok(())
     }
@@ -499,6 +554,14 @@ impl Store {
 
     fn family_names(&self) -> Vec<String> {
         self.families.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Bytes held by the shared block cache and by all memtables, for metrics.
+    pub fn memory_usage(&self) -> (usize, usize) {
+        (
+            self.cf_options.cache.get_usage(),
+            self.cf_options.write_buffers.get_usage(),
+        )
     }
 
     /// A RocksDB property summed over all families, for metrics.
