@@ -1,23 +1,28 @@
 //! The state protocol server on a Unix socket.
 //!
-//! Each connection reads what is available, answers every complete frame in it in order, then
-//! writes all answers at once: pipelined requests cost one read and one write per burst. A frame
+//! Each connection has a thread of its own. It reads what is available, answers every complete
+//! frame in it in order, then writes all answers at once: pipelined requests cost one read and
+//! one write per burst. A frame
 //! that cannot be decoded gets one error answer (id 0) and that connection is closed; every other
 //! connection carries on.
 
-use std::io;
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use prost::Message;
 use stator_core::frame::{FrameError, decode_frame, encode_frame};
 use stator_core::limits::MAX_FRAME_BYTES;
 use stator_core::proto::{
-    ErrorCode, Request, Response, WriteBatch, request::Op, response::Result as R,
+    ErrorCode, GetRequest, Request, Response, WriteBatch, request::Op, response::Result as R,
+    write_op,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +77,11 @@ pub struct Limits {
 
 /// Accepts connections until `shutdown` fires, then lets every connection finish the requests
 /// it has already read and returns when all are closed.
+///
+/// Each connection is served by a thread of its own with blocking reads and writes, and RocksDB
+/// is called on that thread: a request that waits on RocksDB (a write stall, a slow disk) holds
+/// up only its own connection, never the async workers that accept connections and serve
+/// health, readiness, metrics and the admin API. `--max-connections` bounds the threads.
 pub async fn serve(
     listener: UnixListener,
     store: Arc<Store>,
@@ -81,25 +91,46 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(OpenConnections::default());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (store, metrics, shutdown) = (store.clone(), metrics.clone(), shutdown.clone());
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        tracker.spawn(refuse(stream, limits.max_connections, metrics));
+                        tracker.spawn(refuse(stream, limits.max_connections, metrics.clone()));
                         continue;
                     };
-                    tracker.spawn(async move {
-                        metrics.connections.inc();
-                        let idle = limits.idle_timeout;
-                        if let Err(e) = connection(stream, &store, &metrics, idle, shutdown).await {
-                            tracing::debug!(error = %e, "state connection ended with an I/O error");
+                    let stream = match stream.into_std().and_then(|s| {
+                        s.set_nonblocking(false)?;
+                        Ok(s)
+                    }) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot serve a state connection");
+                            continue;
                         }
-                        metrics.connections.dec();
-                        drop(slot);
-                    });
+                    };
+                    let Some(id) = open.add(&stream) else {
+                        tracing::warn!("cannot serve a state connection: its socket cannot be shared");
+                        continue;
+                    };
+                    let (store, metrics, open) = (store.clone(), metrics.clone(), open.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("stator-conn".into())
+                        .spawn(move || {
+                            metrics.connections.inc();
+                            let idle = limits.idle_timeout;
+                            if let Err(e) = connection(stream, &store, &metrics, idle) {
+                                tracing::debug!(error = %e, "state connection ended with an I/O error");
+                            }
+                            metrics.connections.dec();
+                            open.remove(id);
+                            drop(slot);
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!(error = %e, "cannot start a thread for a state connection");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a state connection failed");
@@ -108,8 +139,44 @@ pub async fn serve(
             }
         }
     }
+    // Every connection sees the end of its input after what it has already received, answers
+    // that, and closes.
+    open.end_input();
     tracker.close();
     tracker.wait().await;
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+}
+
+/// The open connections, so that shutdown can end their input.
+#[derive(Default)]
+struct OpenConnections {
+    streams: std::sync::Mutex<(u64, HashMap<u64, StdUnixStream>)>,
+}
+
+impl OpenConnections {
+    fn add(&self, stream: &StdUnixStream) -> Option<u64> {
+        let clone = stream.try_clone().ok()?;
+        let mut guard = self.streams.lock().ok()?;
+        let (next, streams) = &mut *guard;
+        *next += 1;
+        streams.insert(*next, clone);
+        Some(*next)
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut guard) = self.streams.lock() {
+            guard.1.remove(&id);
+        }
+    }
+
+    fn end_input(&self) {
+        if let Ok(guard) = self.streams.lock() {
+            for stream in guard.1.values() {
+                let _ = stream.shutdown(std::net::Shutdown::Read);
+            }
+        }
+    }
 }
 
 /// Answers a connection over the limit with one UNAVAILABLE error and closes it.
@@ -139,27 +206,31 @@ async fn refuse(mut stream: UnixStream, max: usize, metrics: Arc<Metrics>) {
     .await;
 }
 
-async fn connection(
-    mut stream: UnixStream,
+/// Bytes read from the socket per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+fn connection(
+    mut stream: StdUnixStream,
     store: &Store,
     metrics: &Metrics,
     idle_timeout: Option<Duration>,
-    shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let mut input = BytesMut::with_capacity(64 * 1024);
-    let mut output = BytesMut::with_capacity(64 * 1024);
+    stream.set_read_timeout(idle_timeout)?;
+    // A client that stops reading its answers is treated as idle too.
+    stream.set_write_timeout(idle_timeout)?;
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        let idle = async {
-            match idle_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        let read = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => 0,
-            read = stream.read_buf(&mut input) => read?,
-            _ = idle => {
+        let read = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 let t = idle_timeout.unwrap_or_default();
                 metrics.idle_closed.inc();
                 tracing::info!(seconds = t.as_secs(), "closing an idle state connection");
@@ -168,13 +239,14 @@ async fn connection(
                     t.as_secs()
                 );
                 closing_answer(&mut output, error(ErrorCode::Unavailable, message));
-                stream.write_all(&output).await?;
-                stream.shutdown().await?;
+                stream.write_all(&output)?;
+                stream.shutdown(std::net::Shutdown::Both)?;
                 return Ok(());
             }
+            Err(e) => return Err(e),
         };
         if read == 0 {
-            if !input.is_empty() && !shutdown.is_cancelled() {
+            if !input.is_empty() {
                 metrics.frame_errors.inc();
                 tracing::warn!(
                     bytes = input.len(),
@@ -183,77 +255,167 @@ async fn connection(
             }
             return Ok(());
         }
-        let mut close = false;
-        let mut writes = Vec::new();
-        loop {
-            match decode_frame(&mut input, MAX_FRAME_BYTES) {
-                Ok(Some(frame)) => match decode(frame) {
-                    Ok(Decoded::Request(Request {
-                        id,
-                        op: Some(Op::Write(batch)),
-                    })) => writes.push((id, batch)),
-                    Ok(Decoded::Request(request)) => {
-                        answer_writes(store, metrics, &mut writes, &mut output);
-                        encode_frame(&handle_request(store, metrics, request), &mut output);
-                    }
-                    Ok(Decoded::Refused(answer)) => {
-                        answer_writes(store, metrics, &mut writes, &mut output);
-                        metrics.error(ErrorCode::TooLarge);
-                        encode_frame(&answer, &mut output);
-                    }
-                    Err(e) => {
-                        answer_writes(store, metrics, &mut writes, &mut output);
-                        reject(&mut output, e, metrics);
-                        close = true;
-                        break;
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    answer_writes(store, metrics, &mut writes, &mut output);
-                    let code = match e {
-                        FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-                        FrameError::BadLength => ErrorCode::Malformed,
-                    };
-                    reject(&mut output, error(code, e.to_string()), metrics);
-                    close = true;
-                    break;
-                }
-            }
-            // Bound what one burst of pipelined requests can make us buffer.
-            if output.len() >= MAX_BUFFERED_OUTPUT {
-                answer_writes(store, metrics, &mut writes, &mut output);
-                stream.write_all(&output).await?;
-                output.clear();
-            }
-        }
-        answer_writes(store, metrics, &mut writes, &mut output);
-        if !output.is_empty() {
-            stream.write_all(&output).await?;
-            output.clear();
-        }
+        input.extend_from_slice(&chunk[..read]);
+        let close = answer_burst(store, metrics, &mut input, &mut output, |answers| {
+            stream.write_all(answers)
+        })?;
         if close {
-            stream.shutdown().await?;
+            stream.shutdown(std::net::Shutdown::Both)?;
             return Ok(());
         }
     }
 }
 
-/// Group-commits the write requests collected so far and appends their answers, keeping every
-/// answer in request order.
-fn answer_writes(
+/// Answers every complete frame in `input`, in order, into `output`, and leaves an incomplete
+/// frame in `input`. `flush` is given the answers each time [`MAX_BUFFERED_OUTPUT`] is reached
+/// and at the end, and `output` is emptied after it. Returns true when the connection must be
+/// closed after its answers (a bad frame).
+///
+/// Consecutive writes and value gets form a segment: its writes are group-committed with one
+/// RocksDB write, then its gets are read, and the answers go out in request order. A get may be
+/// read after writes that came later in the segment only when none of them writes its key, so
+/// every answer is what in-order execution gives; a write of a key a pending get reads closes
+/// the segment first. Any other request closes it too.
+pub fn answer_burst(
     store: &Store,
     metrics: &Metrics,
-    writes: &mut Vec<(u64, WriteBatch)>,
+    input: &mut BytesMut,
     output: &mut BytesMut,
-) {
-    if writes.is_empty() {
-        return;
+    mut flush: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<bool> {
+    let mut close = false;
+    let mut segment = Segment::default();
+    loop {
+        match decode_frame(input, MAX_FRAME_BYTES) {
+            Ok(Some(frame)) => match decode(frame) {
+                Ok(Decoded::Request(Request {
+                    id,
+                    op: Some(Op::Write(batch)),
+                })) => {
+                    if segment.read_by_pending_gets(&batch) {
+                        segment.answer(store, metrics, output);
+                    }
+                    segment.push_write(id, batch);
+                }
+                Ok(Decoded::Request(Request {
+                    id,
+                    op: Some(Op::Get(get)),
+                })) => segment.push_get(id, get),
+                Ok(Decoded::Request(request)) => {
+                    segment.answer(store, metrics, output);
+                    encode_frame(&handle_request(store, metrics, request), output);
+                }
+                Ok(Decoded::Refused(answer)) => {
+                    segment.answer(store, metrics, output);
+                    metrics.error(ErrorCode::TooLarge);
+                    encode_frame(&answer, output);
+                }
+                Err(e) => {
+                    segment.answer(store, metrics, output);
+                    reject(output, e, metrics);
+                    close = true;
+                    break;
+                }
+            },
+            Ok(None) => break,
+            Err(e) => {
+                segment.answer(store, metrics, output);
+                let code = match e {
+                    FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+                    FrameError::BadLength => ErrorCode::Malformed,
+                };
+                reject(output, error(code, e.to_string()), metrics);
+                close = true;
+                break;
+            }
+        }
+        // Bound what one burst of pipelined requests can make us buffer.
+        if output.len() + segment.pending_bytes >= MAX_BUFFERED_OUTPUT {
+            segment.answer(store, metrics, output);
+            flush(&output[..])?;
+            output.clear();
+        }
     }
-    let mut answers = Vec::with_capacity(writes.len());
-    handle_writes(store, metrics, std::mem::take(writes), &mut answers);
-    for answer in &answers {
-        encode_frame(answer, output);
+    segment.answer(store, metrics, output);
+    if !output.is_empty() {
+        flush(&output[..])?;
+        output.clear();
+    }
+    Ok(close)
+}
+
+/// Writes and value gets collected to be answered together (see [`answer_burst`]).
+#[derive(Default)]
+struct Segment {
+    writes: Vec<(u64, WriteBatch)>,
+    gets: Vec<(u64, GetRequest)>,
+    /// Request order: true for a write, false for a get.
+    order: Vec<bool>,
+    /// The (state, key) pairs the pending gets read.
+    read: HashSet<(String, Bytes)>,
+    /// Request bytes held: what the segment may add to the output once answered is bounded
+    /// with the output itself.
+    pending_bytes: usize,
+}
+
+impl Segment {
+    fn push_write(&mut self, id: u64, batch: WriteBatch) {
+        self.pending_bytes += batch.encoded_len();
+        self.writes.push((id, batch));
+        self.order.push(true);
+    }
+
+    fn push_get(&mut self, id: u64, get: GetRequest) {
+        self.pending_bytes += get.encoded_len();
+        self.read.insert((get.state.clone(), get.key.clone()));
+        self.gets.push((id, get));
+        self.order.push(false);
+    }
+
+    /// Whether `batch` writes a value a pending get reads.
+    fn read_by_pending_gets(&self, batch: &WriteBatch) -> bool {
+        if self.read.is_empty() {
+            return false;
+        }
+        batch.ops.iter().any(|op| {
+            let (state, key) = match &op.op {
+                Some(write_op::Op::ValuePut(p)) => (&p.state, &p.key),
+                Some(write_op::Op::ValueClear(c)) => (&c.state, &c.key),
+                _ => return false,
+            };
+            self.read.contains(&(state.clone(), key.clone()))
+        })
+    }
+
+    fn answer(&mut self, store: &Store, metrics: &Metrics, output: &mut BytesMut) {
+        if self.order.is_empty() {
+            return;
+        }
+        let mut write_answers = Vec::with_capacity(self.writes.len());
+        if !self.writes.is_empty() {
+            let writes = std::mem::take(&mut self.writes);
+            handle_writes(store, metrics, writes, &mut write_answers);
+        }
+        let mut writes = write_answers.into_iter();
+        let mut gets = std::mem::take(&mut self.gets).into_iter();
+        for is_write in std::mem::take(&mut self.order) {
+            let answer = if is_write {
+                writes.next()
+            } else {
+                gets.next().map(|(id, get)| {
+                    let request = Request {
+                        id,
+                        op: Some(Op::Get(get)),
+                    };
+                    handle_request(store, metrics, request)
+                })
+            };
+            if let Some(answer) = answer {
+                encode_frame(&answer, output);
+            }
+        }
+        self.read.clear();
+        self.pending_bytes = 0;
     }
 }
 

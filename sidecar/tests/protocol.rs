@@ -192,6 +192,77 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn pipelined_gets_see_exactly_the_writes_sent_before_them() {
+    // Gets and writes of a burst are answered together (one group commit, then the reads), so
+    // this checks that a get never sees a write sent after it, nor misses one sent before it.
+    let sidecar = common::Sidecar::start(&["--state", "v:value"]);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    let put = |k: &str, v: &str| {
+        Op::Write(proto::WriteBatch {
+            ops: Batch::new()
+                .value_put("v", k.to_owned(), v.to_owned())
+                .ops
+                .clone(),
+        })
+    };
+    let clear = |k: &str| {
+        Op::Write(proto::WriteBatch {
+            ops: Batch::new().value_clear("v", k.to_owned()).ops.clone(),
+        })
+    };
+    let get = |k: &str| {
+        Op::Get(proto::GetRequest {
+            state: "v".into(),
+            key: k.to_owned().into(),
+        })
+    };
+    let mut ops = vec![];
+    let mut expected: Vec<Option<&str>> = vec![];
+    for _ in 0..50 {
+        // The same key read and written in turn, another key written around the reads, a key
+        // cleared between reads, and a get before any write of its key.
+        ops.extend([
+            get("fresh"),
+            put("a", "1"),
+            get("a"),
+            put("b", "x"),
+            put("a", "2"),
+            get("a"),
+            get("b"),
+            clear("a"),
+            get("a"),
+            put("fresh", "f"),
+            clear("fresh"),
+        ]);
+        expected.extend([
+            Some("-"),
+            None,
+            Some("1"),
+            None,
+            None,
+            Some("2"),
+            Some("x"),
+            None,
+            Some("-"),
+            None,
+            None,
+        ]);
+    }
+    let answers = client.pipeline(ops).await.unwrap();
+    assert_eq!(answers.len(), expected.len());
+    for (i, (answer, want)) in answers.iter().zip(&expected).enumerate() {
+        match (want, &answer.result) {
+            (None, Some(R::Write(w))) => assert_eq!(w.applied, 1, "answer {i}"),
+            (Some("-"), Some(R::Value(v))) => assert_eq!(v.value, None, "answer {i}"),
+            (Some(want), Some(R::Value(v))) => {
+                assert_eq!(v.value.as_deref(), Some(want.as_bytes()), "answer {i}")
+            }
+            (want, other) => panic!("answer {i}: wanted {want:?}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn many_concurrent_connections_are_served() {
     let sidecar = common::Sidecar::start(&["--state", "v:value"]);
     let mut tasks = vec![];
@@ -431,4 +502,146 @@ async fn large_map_pages_stop_at_their_byte_bound_and_large_multi_gets_are_refus
             Some(big)
         );
     }
+}
+
+#[tokio::test]
+async fn a_list_larger_than_a_frame_is_read_in_pages_and_refused_whole() {
+    let sidecar = common::Sidecar::start(&["--state", "l:list"]);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    let limits = client.hello().limits.unwrap();
+    assert_eq!(limits.max_list_bytes, 64 << 20);
+    let big = limits.max_value_bytes as usize;
+    // Three appends of the largest element: 24 MiB, more than one frame can carry.
+    for i in 0..3u8 {
+        let mut batch = Batch::new();
+        batch.list_append("l", "k", [vec![i; big]]);
+        client.write(batch).await.unwrap();
+    }
+    let list = client.list_get("l", "k").await.unwrap();
+    assert_eq!(list.len(), 3);
+    for (i, element) in list.iter().enumerate() {
+        assert!(element.len() == big && element.iter().all(|&b| b == i as u8));
+    }
+    // One page holds about 4 MiB, always at least one element.
+    let page = client.list_page("l", "k", 0, 0).await.unwrap();
+    assert_eq!(
+        (page.values.len(), page.has_more, page.next_offset),
+        (1, true, 1)
+    );
+    // Asked for whole (offset and limit 0, as an older client does), the list is refused with a
+    // readable error instead of an answer no client could read.
+    let mut raw = UnixStream::connect(&sidecar.socket).unwrap();
+    let mut out = BytesMut::new();
+    encode_frame(
+        &Request {
+            id: 7,
+            op: Some(Op::ListGet(proto::ListGetRequest {
+                state: "l".into(),
+                key: "k".into(),
+                ..Default::default()
+            })),
+        },
+        &mut out,
+    );
+    raw.write_all(&out).unwrap();
+    raw.shutdown(std::net::Shutdown::Write).unwrap();
+    let answers = read_until_closed(&mut raw);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].id, 7);
+    assert_eq!(error_code(&answers[0]), ErrorCode::TooLarge);
+    let Some(R::Error(e)) = &answers[0].result else {
+        unreachable!()
+    };
+    assert!(e.message.contains("read it in pages"), "{}", e.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_reads_are_answered_while_writes_stall() {
+    // No flush threads and a 1 MiB memtable budget: once it is spent, every write waits for a
+    // flush that never comes, as it would behind a disk that stopped.
+    let sidecar = common::Sidecar::start(&[
+        "--state",
+        "v:value",
+        "--memtable-budget-mb",
+        "1",
+        "--write-buffer-mb",
+        "1",
+        "--fault-stop-background-work",
+    ]);
+    let mut reader = Client::connect(&sidecar.socket).await.unwrap();
+    let mut batch = Batch::new();
+    batch.value_put("v", "seen", "before the stall");
+    reader.write(batch).await.unwrap();
+    // More stalled connections than the sidecar has async workers (one per core).
+    let writers = 4;
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (socket, acked) = (sidecar.socket.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(&socket).await.unwrap();
+            for i in 0u32.. {
+                let mut batch = Batch::new();
+                batch.value_put("v", format!("w{w}-{i}"), vec![b'x'; 256 << 10]);
+                client.write(batch).await.unwrap();
+                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    // The writes stop being answered: wait until none is acknowledged for two seconds.
+    let mut last = usize::MAX;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = acked.load(std::sync::atomic::Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        last < 64,
+        "{last} writes of 256 KiB acknowledged: the writes never stalled"
+    );
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "every writer is still waiting"
+    );
+    // Everything that does not write is answered at once.
+    let admin = sidecar.admin;
+    let started = std::time::Instant::now();
+    let (health, metrics) = tokio::task::spawn_blocking(move || {
+        (
+            common::http_get(admin, "/healthz", None).unwrap(),
+            common::http_get(admin, "/metrics", None).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(health, (200, "ok\n".to_owned()));
+    assert_eq!(metrics.0, 200);
+    assert!(
+        metrics.1.contains("stator_sidecar_connections 5"),
+        "{}",
+        metrics.1
+    );
+    let value = tokio::time::timeout(Duration::from_secs(2), reader.get("v", "seen"))
+        .await
+        .expect("a read is answered during the write stall")
+        .unwrap();
+    assert_eq!(value.as_deref(), Some(&b"before the stall"[..]));
+    let mut fresh = tokio::time::timeout(Duration::from_secs(2), Client::connect(&sidecar.socket))
+        .await
+        .expect("a new connection is accepted during the write stall")
+        .unwrap();
+    fresh.ping().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    for t in tasks {
+        t.abort();
+    }
+    let mut sidecar = sidecar;
+    sidecar.kill9();
 }
