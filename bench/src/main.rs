@@ -32,6 +32,9 @@ struct Args {
     /// Pipeline depths to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     depths: Vec<usize>,
+    /// Workloads to measure, in this order: get, put, mix (the 50/50 mix).
+    #[arg(long, value_delimiter = ',', default_value = "get,put,mix")]
+    workloads: Vec<Workload>,
     /// Connection counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     connections: Vec<usize>,
@@ -45,6 +48,16 @@ struct Args {
     /// example one under a profiler, instead of starting one.
     #[arg(long)]
     sidecar_socket: Option<PathBuf>,
+    /// Keys of the rows whose working set exceeds the sidecar's block cache (0: no such rows):
+    /// values of random bytes that do not compress.
+    #[arg(long, default_value_t = 300_000)]
+    cold_keys: u64,
+    /// Value size of those rows, in bytes.
+    #[arg(long, default_value_t = 1000)]
+    cold_value_size: usize,
+    /// The sidecar's block cache in MiB (its --block-cache-mb), for the table's heading.
+    #[arg(long, default_value_t = 64)]
+    block_cache_mb: u64,
     /// Extra flags for the sidecar, e.g. "--disable-wal".
     #[arg(long, allow_hyphen_values = true)]
     sidecar_flag: Vec<String>,
@@ -83,13 +96,43 @@ impl Rng {
     }
 }
 
-pub fn key(i: u64) -> Vec<u8> {
-    format!("key:{i:010}").into_bytes()
+/// The keys a set of rows reads and writes, and their values.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    prefix: &'static str,
+    keys: u64,
+    value_size: usize,
+    /// Values of random bytes, different for every key: nothing compresses, so the stored state
+    /// is as large as the values. Otherwise every value is the same repeated byte.
+    random: bool,
 }
 
-async fn load(peer: &Peer, keys: u64, value: &[u8]) -> anyhow::Result<()> {
+impl Keyspace {
+    pub fn key(&self, i: u64) -> Vec<u8> {
+        format!("{}{i:010}", self.prefix).into_bytes()
+    }
+
+    /// The value loaded under key `i`.
+    pub fn value(&self, i: u64) -> Vec<u8> {
+        if !self.random {
+            return vec![b'v'; self.value_size];
+        }
+        let mut rng = Rng(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut v = Vec::with_capacity(self.value_size + 8);
+        while v.len() < self.value_size {
+            v.extend_from_slice(&rng.next().to_le_bytes());
+        }
+        v.truncate(self.value_size);
+        v
+    }
+}
+
+async fn load(peer: &Peer, space: &Keyspace) -> anyhow::Result<()> {
+    let keys = space.keys;
     let mut stream = UnixStream::connect(&peer.socket).await?;
-    let chunk = 1000;
+    // About 1 MiB per request (a frame holds 16 MiB).
+    let chunk = (1 << 20) / (space.value_size as u64 + 16).max(1);
+    let chunk = chunk.clamp(1, 1000);
     let mut out = Vec::new();
     let mut input = bytes::BytesMut::new();
     let mut start = 0;
@@ -97,7 +140,7 @@ async fn load(peer: &Peer, keys: u64, value: &[u8]) -> anyhow::Result<()> {
     while start < keys {
         let end = (start + chunk).min(keys);
         out.clear();
-        let n = peer.protocol.encode_load(start..end, value, &mut out);
+        let n = peer.protocol.encode_load(space, start..end, &mut out);
         stream.write_all(&out).await?;
         let mut got = 0;
         while got < n {
@@ -112,7 +155,7 @@ async fn load(peer: &Peer, keys: u64, value: &[u8]) -> anyhow::Result<()> {
             }
         }
         start = end;
-        if start % 200_000 == 0 {
+        if start % 200_000 < chunk {
             eprintln!(
                 "  {}: loaded {start}/{keys} keys ({:.1} s)",
                 peer.name,
@@ -130,8 +173,7 @@ struct Load {
     protocol: Protocol,
     workload: Workload,
     depth: usize,
-    keys: u64,
-    value: Vec<u8>,
+    space: Keyspace,
 }
 
 async fn drive(load: Load, seed: u64, until: Instant) -> anyhow::Result<RowResult> {
@@ -140,9 +182,9 @@ async fn drive(load: Load, seed: u64, until: Instant) -> anyhow::Result<RowResul
         protocol,
         workload,
         depth,
-        keys,
-        value,
+        space,
     } = load;
+    let value = space.value(seed);
     let mut stream = UnixStream::connect(&socket).await?;
     let mut rng = Rng(seed | 1);
     let mut out = Vec::with_capacity(64 * 1024);
@@ -156,7 +198,7 @@ async fn drive(load: Load, seed: u64, until: Instant) -> anyhow::Result<RowResul
         if now < until {
             out.clear();
             while sent.len() < depth {
-                let k = key(rng.next() % keys);
+                let k = space.key(rng.next() % space.keys);
                 let put = match workload {
                     Workload::Get => false,
                     Workload::Put => true,
@@ -196,9 +238,10 @@ async fn measure(
     workload: Workload,
     depth: usize,
     conns: usize,
-    args: &Args,
+    space: &Keyspace,
+    seconds: f64,
 ) -> anyhow::Result<RowResult> {
-    let until = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for c in 0..conns {
         let load = Load {
@@ -206,8 +249,7 @@ async fn measure(
             protocol: peer.protocol,
             workload,
             depth,
-            keys: args.keys,
-            value: vec![b'v'; args.value_size],
+            space: space.clone(),
         };
         tasks.push(tokio::spawn(drive(
             load,
@@ -242,54 +284,104 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("stator-sidecar"),
     };
-    let value = vec![b'v'; args.value_size];
+    let mut sidecar_flags = args.sidecar_flag.clone();
+    sidecar_flags.extend(["--block-cache-mb".into(), args.block_cache_mb.to_string()]);
     let peers = [
         match &args.sidecar_socket {
             Some(socket) => Peer::external_sidecar(socket.clone()),
-            None => Peer::start_sidecar(&sidecar_bin, dir.path(), &args.sidecar_flag).await?,
+            None => Peer::start_sidecar(&sidecar_bin, dir.path(), &sidecar_flags).await?,
         },
         Peer::start_redis(&args.redis_server, dir.path()).await?,
     ];
+    let hot = Keyspace {
+        prefix: "key:",
+        keys: args.keys,
+        value_size: args.value_size,
+        random: false,
+    };
+    let cold = Keyspace {
+        prefix: "cold:",
+        keys: args.cold_keys,
+        value_size: args.cold_value_size,
+        random: true,
+    };
     for peer in &peers {
         eprintln!(
             "loading {} keys of {} bytes into {}",
-            args.keys, args.value_size, peer.name
+            hot.keys, hot.value_size, peer.name
         );
-        load(peer, args.keys, &value).await?;
+        load(peer, &hot).await?;
     }
     println!(
-        "stator-bench: {} keys, {}-byte values, {:.1} s per cell, uniform random keys; sidecar/redis ratios: ops/s >1 and latency <1 favour the sidecar",
+        "stator-bench: {} keys, {}-byte values, {:.1} s per cell, uniform random keys; sidecar/redis ratios: ops/s >1 and latency <1 favour the sidecar; RSS after the row",
         args.keys, args.value_size, args.seconds
     );
     println!(
-        "| workload | depth | conns | sidecar ops/s | redis ops/s | ops/s ratio | sidecar p50 us | redis p50 us | p50 ratio | sidecar p99 us | redis p99 us | p99 ratio | errors |"
+        "| workload | depth | conns | sidecar ops/s | redis ops/s | ops/s ratio | sidecar p50 us | redis p50 us | p50 ratio | sidecar p99 us | redis p99 us | p99 ratio | sidecar RSS MiB | redis RSS MiB | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for workload in [Workload::Get, Workload::Put, Workload::Mix] {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &workload in &args.workloads {
         for &depth in &args.depths {
             for &conns in &args.connections {
-                let mut s = measure(&peers[0], workload, depth, conns, &args).await?;
-                let mut r = measure(&peers[1], workload, depth, conns, &args).await?;
-                let (s50, r50, s99, r99) = (
-                    s.percentile_us(0.5),
-                    r.percentile_us(0.5),
-                    s.percentile_us(0.99),
-                    r.percentile_us(0.99),
-                );
-                println!(
-                    "| {workload} | {depth} | {conns} | {:.0} | {:.0} | {:.2} | {s50:.1} | {r50:.1} | {:.2} | {s99:.1} | {r99:.1} | {:.2} | {} |",
-                    s.ops_per_sec(),
-                    r.ops_per_sec(),
-                    s.ops_per_sec() / r.ops_per_sec(),
-                    s50 / r50,
-                    s99 / r99,
-                    s.errors + r.errors,
-                );
+                row(&peers, workload, depth, conns, &hot, args.seconds, "").await?;
+            }
+        }
+    }
+    if cold.keys > 0 {
+        let mib = (cold.keys * cold.value_size as u64) >> 20;
+        for peer in &peers {
+            eprintln!(
+                "loading {} random {}-byte values ({mib} MiB) into {}",
+                cold.keys, cold.value_size, peer.name
+            );
+            load(peer, &cold).await?;
+        }
+        let label = format!(
+            " (cold: {} keys, {mib} MiB of random values, {}x the {} MiB block cache)",
+            cold.keys,
+            mib / args.block_cache_mb.max(1),
+            args.block_cache_mb
+        );
+        for workload in [Workload::Get, Workload::Mix] {
+            for (depth, conns) in [(1, 1), (16, 4)] {
+                row(&peers, workload, depth, conns, &cold, args.seconds, &label).await?;
             }
         }
     }
     for peer in peers {
         peer.stop();
     }
+    Ok(())
+}
+
+/// Measures one row on both peers and prints it.
+async fn row(
+    peers: &[Peer; 2],
+    workload: Workload,
+    depth: usize,
+    conns: usize,
+    space: &Keyspace,
+    seconds: f64,
+    label: &str,
+) -> anyhow::Result<()> {
+    let mut s = measure(&peers[0], workload, depth, conns, space, seconds).await?;
+    let mut r = measure(&peers[1], workload, depth, conns, space, seconds).await?;
+    let (s50, r50, s99, r99) = (
+        s.percentile_us(0.5),
+        r.percentile_us(0.5),
+        s.percentile_us(0.99),
+        r.percentile_us(0.99),
+    );
+    println!(
+        "| {workload}{label} | {depth} | {conns} | {:.0} | {:.0} | {:.2} | {s50:.1} | {r50:.1} | {:.2} | {s99:.1} | {r99:.1} | {:.2} | {:.0} | {:.0} | {} |",
+        s.ops_per_sec(),
+        r.ops_per_sec(),
+        s.ops_per_sec() / r.ops_per_sec(),
+        s50 / r50,
+        s99 / r99,
+        peers[0].rss_mib(),
+        peers[1].rss_mib(),
+        s.errors + r.errors,
+    );
     Ok(())
 }

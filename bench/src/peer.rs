@@ -11,7 +11,7 @@ use prost::Message;
 use stator_core::frame::{decode_frame, encode_frame};
 use stator_core::proto::{self, Request, Response, request::Op, response::Result as R, write_op};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Workload {
     Get,
     Put,
@@ -75,12 +75,12 @@ impl Protocol {
         }
     }
 
-    /// Appends puts for keys `range`, as few requests as the protocol allows; returns how many
-    /// answers to expect.
+    /// Appends puts for keys `range` of `space`, as few requests as the protocol allows;
+    /// returns how many answers to expect.
     pub fn encode_load(
         self,
+        space: &crate::Keyspace,
         range: std::ops::Range<u64>,
-        value: &[u8],
         out: &mut Vec<u8>,
     ) -> usize {
         match self {
@@ -89,8 +89,8 @@ impl Protocol {
                     .map(|i| proto::WriteOp {
                         op: Some(write_op::Op::ValuePut(proto::ValuePut {
                             state: STATE.into(),
-                            key: crate::key(i).into(),
-                            value: value.to_vec().into(),
+                            key: space.key(i).into(),
+                            value: space.value(i).into(),
                         })),
                     })
                     .collect();
@@ -109,8 +109,8 @@ impl Protocol {
                 let n = range.end - range.start;
                 out.extend_from_slice(format!("*{}\r\n$4\r\nMSET\r\n", 1 + 2 * n).as_bytes());
                 for i in range {
-                    resp_bulk(&crate::key(i), out);
-                    resp_bulk(value, out);
+                    resp_bulk(&space.key(i), out);
+                    resp_bulk(&space.value(i), out);
                 }
                 1
             }
@@ -254,6 +254,21 @@ impl Peer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(self)
+    }
+
+    /// The peer's resident memory in MiB (NaN for a sidecar this program did not start).
+    pub fn rss_mib(&self) -> f64 {
+        let Some(child) = &self.child else {
+            return f64::NAN;
+        };
+        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+                let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib / 1024.0)
+            })
+            .unwrap_or(f64::NAN)
     }
 
     pub fn stop(mut self) {
