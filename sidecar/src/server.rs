@@ -115,7 +115,7 @@ pub async fn serve(
                         tracing::warn!("cannot serve a state connection: its socket cannot be shared");
                         continue;
                     };
-                    let (store, metrics, open) = (store.clone(), metrics.clone(), open.clone());
+                    let (store, metrics, conns) = (store.clone(), metrics.clone(), open.clone());
                     let spawned = std::thread::Builder::new()
                         .name("stator-conn".into())
                         .spawn(move || {
@@ -125,10 +125,11 @@ pub async fn serve(
                                 tracing::debug!(error = %e, "state connection ended with an I/O error");
                             }
                             metrics.connections.dec();
-                            open.remove(id);
+                            conns.remove(id);
                             drop(slot);
                         });
                     if let Err(e) = spawned {
+                        open.remove(id);
                         tracing::warn!(error = %e, "cannot start a thread for a state connection");
                     }
                 }
@@ -293,7 +294,7 @@ pub fn answer_burst(
                     op: Some(Op::Write(batch)),
                 })) => {
                     if segment.read_by_pending_gets(&batch) {
-                        segment.answer(store, metrics, output);
+                        segment.answer(store, metrics, output, &mut flush)?;
                     }
                     segment.push_write(id, batch);
                 }
@@ -302,16 +303,16 @@ pub fn answer_burst(
                     op: Some(Op::Get(get)),
                 })) => segment.push_get(id, get),
                 Ok(Decoded::Request(request)) => {
-                    segment.answer(store, metrics, output);
+                    segment.answer(store, metrics, output, &mut flush)?;
                     encode_frame(&handle_request(store, metrics, request), output);
                 }
                 Ok(Decoded::Refused(answer)) => {
-                    segment.answer(store, metrics, output);
+                    segment.answer(store, metrics, output, &mut flush)?;
                     metrics.error(ErrorCode::TooLarge);
                     encode_frame(&answer, output);
                 }
                 Err(e) => {
-                    segment.answer(store, metrics, output);
+                    segment.answer(store, metrics, output, &mut flush)?;
                     reject(output, e, metrics);
                     close = true;
                     break;
@@ -319,7 +320,7 @@ pub fn answer_burst(
             },
             Ok(None) => break,
             Err(e) => {
-                segment.answer(store, metrics, output);
+                segment.answer(store, metrics, output, &mut flush)?;
                 let code = match e {
                     FrameError::TooLarge { .. } => ErrorCode::TooLarge,
                     FrameError::BadLength => ErrorCode::Malformed,
@@ -331,12 +332,14 @@ pub fn answer_burst(
         }
         // Bound what one burst of pipelined requests can make us buffer.
         if output.len() + segment.pending_bytes >= MAX_BUFFERED_OUTPUT {
-            segment.answer(store, metrics, output);
-            flush(&output[..])?;
-            output.clear();
+            segment.answer(store, metrics, output, &mut flush)?;
+            if !output.is_empty() {
+                flush(&output[..])?;
+                output.clear();
+            }
         }
     }
-    segment.answer(store, metrics, output);
+    segment.answer(store, metrics, output, &mut flush)?;
     if !output.is_empty() {
         flush(&output[..])?;
         output.clear();
@@ -387,9 +390,18 @@ impl Segment {
         })
     }
 
-    fn answer(&mut self, store: &Store, metrics: &Metrics, output: &mut BytesMut) {
+    /// Commits the writes, reads the gets one at a time, and appends the answers in request
+    /// order, handing `output` to `flush` whenever it reaches [`MAX_BUFFERED_OUTPUT`]: a segment
+    /// of gets of large values never holds more than one answer beyond that.
+    fn answer<F: FnMut(&[u8]) -> io::Result<()>>(
+        &mut self,
+        store: &Store,
+        metrics: &Metrics,
+        output: &mut BytesMut,
+        flush: &mut F,
+    ) -> io::Result<()> {
         if self.order.is_empty() {
-            return;
+            return Ok(());
         }
         let mut write_answers = Vec::with_capacity(self.writes.len());
         if !self.writes.is_empty() {
@@ -413,9 +425,14 @@ impl Segment {
             if let Some(answer) = answer {
                 encode_frame(&answer, output);
             }
+            if output.len() >= MAX_BUFFERED_OUTPUT {
+                flush(&output[..])?;
+                output.clear();
+            }
         }
         self.read.clear();
         self.pending_bytes = 0;
+        Ok(())
     }
 }
 

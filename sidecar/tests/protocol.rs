@@ -645,3 +645,51 @@ async fn health_metrics_and_reads_are_answered_while_writes_stall() {
     let mut sidecar = sidecar;
     sidecar.kill9();
 }
+
+#[tokio::test]
+async fn a_burst_of_gets_of_large_values_is_answered_without_buffering_them_all() {
+    let sidecar = common::Sidecar::start(&["--state", "v:value"]);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    let big = client.hello().limits.unwrap().max_value_bytes as usize;
+    let mut batch = Batch::new();
+    batch.value_put("v", "big", vec![b'x'; big]);
+    client.write(batch).await.unwrap();
+    // 48 gets of the 8 MiB value in one write: 384 MiB of answers to one small burst.
+    let n = 48;
+    let mut out = BytesMut::new();
+    for id in 1..=n {
+        let get = Op::Get(proto::GetRequest {
+            state: "v".into(),
+            key: "big".into(),
+        });
+        encode_frame(&Request { id, op: Some(get) }, &mut out);
+    }
+    let before = peak_rss(&sidecar);
+    let mut raw = UnixStream::connect(&sidecar.socket).unwrap();
+    raw.write_all(&out).unwrap();
+    let mut input = BytesMut::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut answered = 0;
+    while answered < n {
+        let read = raw.read(&mut chunk).unwrap();
+        assert!(
+            read > 0,
+            "the sidecar closed the connection after {answered} answers"
+        );
+        input.extend_from_slice(&chunk[..read]);
+        while let Some(frame) = decode_frame(&mut input, u32::MAX).unwrap() {
+            let answer = Response::decode(frame).unwrap();
+            answered += 1;
+            assert_eq!(answer.id, answered);
+            assert!(
+                matches!(&answer.result, Some(R::Value(v)) if v.value.as_ref().map(|b| b.len()) == Some(big))
+            );
+        }
+    }
+    let grown = peak_rss(&sidecar).saturating_sub(before);
+    assert!(
+        grown < 100 << 20,
+        "the sidecar's peak RSS grew by {} MiB answering the burst",
+        grown >> 20
+    );
+}
