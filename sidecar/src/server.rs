@@ -2,9 +2,8 @@
 //!
 //! Each connection has a thread of its own. It reads what is available, answers every complete
 //! frame in it in order, then writes all answers at once: pipelined requests cost one read and
-//! one write per burst. A frame
-//! that cannot be decoded gets one error answer (id 0) and that connection is closed; every other
-//! connection carries on.
+//! one write per burst. A frame that cannot be decoded gets one error answer (id 0) and that
+//! connection is closed; every other connection carries on.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -15,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use prost::Message;
 use stator_core::frame::{FrameError, decode_frame, encode_frame};
 use stator_core::limits::MAX_FRAME_BYTES;
 use stator_core::proto::{
@@ -288,30 +286,36 @@ pub fn answer_burst(
     let mut segment = Segment::default();
     loop {
         match decode_frame(input, MAX_FRAME_BYTES) {
-            Ok(Some(frame)) => match decode(frame) {
-                Ok(Decoded::Request(Request {
-                    id,
-                    op: Some(Op::Write(batch)),
-                })) => {
+            Ok(Some(frame)) => match (frame.len(), decode(frame)) {
+                (
+                    len,
+                    Ok(Decoded::Request(Request {
+                        id,
+                        op: Some(Op::Write(batch)),
+                    })),
+                ) => {
                     if segment.read_by_pending_gets(&batch) {
                         segment.answer(store, metrics, output, &mut flush)?;
                     }
-                    segment.push_write(id, batch);
+                    segment.push_write(id, batch, len);
                 }
-                Ok(Decoded::Request(Request {
-                    id,
-                    op: Some(Op::Get(get)),
-                })) => segment.push_get(id, get),
-                Ok(Decoded::Request(request)) => {
+                (
+                    len,
+                    Ok(Decoded::Request(Request {
+                        id,
+                        op: Some(Op::Get(get)),
+                    })),
+                ) => segment.push_get(id, get, len),
+                (_, Ok(Decoded::Request(request))) => {
                     segment.answer(store, metrics, output, &mut flush)?;
                     encode_frame(&handle_request(store, metrics, request), output);
                 }
-                Ok(Decoded::Refused(answer)) => {
+                (_, Ok(Decoded::Refused(answer))) => {
                     segment.answer(store, metrics, output, &mut flush)?;
                     metrics.error(ErrorCode::TooLarge);
                     encode_frame(&answer, output);
                 }
-                Err(e) => {
+                (_, Err(e)) => {
                     segment.answer(store, metrics, output, &mut flush)?;
                     reject(output, e, metrics);
                     close = true;
@@ -354,40 +358,36 @@ struct Segment {
     gets: Vec<(u64, GetRequest)>,
     /// Request order: true for a write, false for a get.
     order: Vec<bool>,
-    /// The (state, key) pairs the pending gets read.
-    read: HashSet<(String, Bytes)>,
-    /// Request bytes held: what the segment may add to the output once answered is bounded
-    /// with the output itself.
+    /// The keys the pending gets read (of any state: a write of the same key in another state
+    /// closes the segment too, which is never wrong, only a smaller group commit).
+    read: HashSet<Bytes>,
+    /// Request bytes held (their frames' lengths): what the segment may add to the output once
+    /// answered is bounded with the output itself.
     pending_bytes: usize,
 }
 
 impl Segment {
-    fn push_write(&mut self, id: u64, batch: WriteBatch) {
-        self.pending_bytes += batch.encoded_len();
+    fn push_write(&mut self, id: u64, batch: WriteBatch, frame_len: usize) {
+        self.pending_bytes += frame_len;
         self.writes.push((id, batch));
         self.order.push(true);
     }
 
-    fn push_get(&mut self, id: u64, get: GetRequest) {
-        self.pending_bytes += get.encoded_len();
-        self.read.insert((get.state.clone(), get.key.clone()));
+    fn push_get(&mut self, id: u64, get: GetRequest, frame_len: usize) {
+        self.pending_bytes += frame_len;
+        self.read.insert(get.key.clone());
         self.gets.push((id, get));
         self.order.push(false);
     }
 
-    /// Whether `batch` writes a value a pending get reads.
+    /// Whether `batch` writes a value under a key a pending get reads.
     fn read_by_pending_gets(&self, batch: &WriteBatch) -> bool {
-        if self.read.is_empty() {
-            return false;
-        }
-        batch.ops.iter().any(|op| {
-            let (state, key) = match &op.op {
-                Some(write_op::Op::ValuePut(p)) => (&p.state, &p.key),
-                Some(write_op::Op::ValueClear(c)) => (&c.state, &c.key),
-                _ => return false,
-            };
-            self.read.contains(&(state.clone(), key.clone()))
-        })
+        !self.read.is_empty()
+            && batch.ops.iter().any(|op| match &op.op {
+                Some(write_op::Op::ValuePut(p)) => self.read.contains(&p.key),
+                Some(write_op::Op::ValueClear(c)) => self.read.contains(&c.key),
+                _ => false,
+            })
     }
 
     /// Commits the writes, reads the gets one at a time, and appends the answers in request

@@ -95,13 +95,6 @@ pub struct ListPage {
     pub next_offset: u32,
 }
 
-#[derive(Default)]
-struct ListRead {
-    page: ListPage,
-    /// With `has_more`: the live bytes of this page and every element after it.
-    bytes_seen: usize,
-}
-
 /// One page of a map iteration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MapPage {
@@ -241,15 +234,19 @@ impl Store {
     /// The whole live list of `key`, if it fits in one answer ([`MAX_ANSWER_BYTES`]); a longer
     /// one is refused with `TooLarge` and is read with [`Store::list_page`].
     pub fn list_get(&self, state: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let page = self.list_read(state, key, 0, usize::MAX, MAX_ANSWER_BYTES)?;
-        if page.page.has_more {
+        let Some(stored) = self.pinned_list(state, key)? else {
+            return Ok(Vec::new());
+        };
+        let now = now_ms();
+        let bytes: usize = live_elements(&stored, now).map(<[u8]>::len).sum();
+        if bytes > MAX_ANSWER_BYTES {
             return Err(StoreError::TooLarge {
                 what: "list for one answer (read it in pages: list_get with a limit)",
-                len: page.bytes_seen,
+                len: bytes,
                 max: MAX_ANSWER_BYTES as u32,
             });
         }
-        Ok(page.page.values)
+        Ok(live_elements(&stored, now).map(<[u8]>::to_vec).collect())
     }
 
     /// At most `limit` live elements of the list of `key` from index `offset` (0: the default
@@ -265,52 +262,40 @@ impl Store {
             0 => DEFAULT_PAGE_ENTRIES,
             n => n.min(MAX_PAGE_ENTRIES),
         } as usize;
-        Ok(self
-            .list_read(state, key, offset as usize, limit, MAX_PAGE_BYTES)?
-            .page)
-    }
-
-    fn list_read(
-        &self,
-        state: &str,
-        key: &[u8],
-        offset: usize,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<ListRead, StoreError> {
-        let decl = self.state(state, Kind::List)?;
-        let group = self.group(key)?;
-        let mut read = ListRead::default();
-        let Some(stored) = self
-            .db
-            .get_pinned_cf(&self.cf(&decl.cf)?, plain_key(group, key))?
-        else {
-            return Ok(read);
+        let Some(stored) = self.pinned_list(state, key)? else {
+            return Ok(ListPage::default());
         };
-        let now = now_ms();
+        let mut page = ListPage {
+            next_offset: offset,
+            ..Default::default()
+        };
         let mut bytes = 0;
-        let mut live = list_elements(&stored)
-            .filter(|(expiry, _)| is_live(*expiry, now))
-            .map(|(_, value)| value)
-            .enumerate()
-            .skip(offset);
-        while let Some((index, value)) = live.next() {
-            let full = read.page.values.len() == limit
-                || (!read.page.values.is_empty() && bytes + value.len() > max_bytes);
-            if full {
-                read.page.has_more = true;
-                read.bytes_seen =
-                    bytes + value.len() + live.by_ref().map(|(_, v)| v.len()).sum::<usize>();
+        let live = live_elements(&stored, now_ms()).enumerate();
+        for (index, value) in live.skip(offset as usize) {
+            if page.values.len() == limit
+                || (!page.values.is_empty() && bytes + value.len() > MAX_PAGE_BYTES)
+            {
+                page.has_more = true;
                 break;
             }
             bytes += value.len();
-            read.page.values.push(value.to_vec());
-            read.page.next_offset = (index + 1) as u32;
+            page.values.push(value.to_vec());
+            page.next_offset = (index + 1) as u32;
         }
-        if read.page.values.is_empty() {
-            read.page.next_offset = offset as u32;
-        }
-        Ok(read)
+        Ok(page)
+    }
+
+    /// The stored list of `key` in the list state `state`, if it has one.
+    fn pinned_list(
+        &self,
+        state: &str,
+        key: &[u8],
+    ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StoreError> {
+        let decl = self.state(state, Kind::List)?;
+        let group = self.group(key)?;
+        Ok(self
+            .db
+            .get_pinned_cf(&self.cf(&decl.cf)?, plain_key(group, key))?)
     }
 
     /// The stored size of the live elements of a list (0 when there is none).
@@ -323,9 +308,8 @@ impl Store {
         let Some(stored) = self.db.get_pinned_cf(&self.cf(cf)?, stored_key)? else {
             return Ok(0);
         };
-        Ok(list_elements(&stored)
-            .filter(|(expiry, _)| is_live(*expiry, now))
-            .map(|(_, v)| v.len() + LIST_ELEMENT_OVERHEAD)
+        Ok(live_elements(&stored, now)
+            .map(|v| v.len() + LIST_ELEMENT_OVERHEAD)
             .sum())
     }
 
@@ -757,6 +741,13 @@ enum Action {
     Merge(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
     DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+/// The elements of a stored list that have not expired at `now`.
+fn live_elements(stored: &[u8], now: u64) -> impl Iterator<Item = &[u8]> {
+    list_elements(stored)
+        .filter(move |(expiry, _)| is_live(*expiry, now))
+        .map(|(_, value)| value)
 }
 
 fn live_payload(stored: &[u8], now: u64) -> Option<Vec<u8>> {
