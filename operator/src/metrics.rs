@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::Phase;
+use crate::crd::{Phase, Step};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -36,6 +36,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    reason: String,
+    step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: &'static str,
 }
@@ -51,6 +57,7 @@ pub struct Metrics {
     operations: Family<OperationLabel, Counter>,
     operation_seconds: Family<ReasonLabel, Histogram>,
     pause_seconds: Family<ReasonLabel, Histogram>,
+    step_seconds: Family<StepLabel, Histogram>,
     savepoints: Family<OperationLabel, Counter>,
     malformed: Counter,
     api_requests: Family<VerbLabel, Counter>,
@@ -108,6 +115,14 @@ impl Metrics {
             "Time writes were paused: from fencing the old version for its savepoint to every new replica ready",
             pause_seconds.clone(),
         );
+        let step_seconds = Family::<StepLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 18))
+        });
+        registry.register(
+            "operation_step_seconds",
+            "Time each step of an operation took (savepointing, stopping, starting, waiting_ready, unfencing): the pause of an upgrade by phase",
+            step_seconds.clone(),
+        );
         let savepoints = Family::default();
         registry.register(
             "savepoints",
@@ -139,6 +154,7 @@ impl Metrics {
             operations,
             operation_seconds,
             pause_seconds,
+            step_seconds,
             savepoints,
         }
     }
@@ -203,6 +219,22 @@ impl Metrics {
                     .observe(p);
             }
         }
+    }
+
+    pub fn step(&self, reason: &str, step: Step, seconds: f64) {
+        let step = match step {
+            Step::Savepointing => "savepointing",
+            Step::Stopping => "stopping",
+            Step::Starting => "starting",
+            Step::WaitingReady => "waiting_ready",
+            Step::Unfencing => "unfencing",
+        };
+        self.step_seconds
+            .get_or_create(&StepLabel {
+                reason: reason.to_owned(),
+                step,
+            })
+            .observe(seconds);
     }
 
     pub fn savepoint(&self, reason: &str, ok: bool) {

@@ -47,6 +47,9 @@ impl SavepointStatus {
     }
 }
 
+/// How long a savepoint request waits at the sidecar for the savepoint to end.
+pub const SAVEPOINT_WAIT_MS: u64 = 2000;
+
 pub struct SidecarApi {
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     token: String,
@@ -112,8 +115,14 @@ impl SidecarApi {
         stop: bool,
         operation_id: &str,
     ) -> Result<SavepointStatus, ApiError> {
-        let body =
-            serde_json::json!({ "location": location, "stop": stop, "operationId": operation_id });
+        // The sidecar holds the answer until the savepoint completes or fails, for at most this
+        // long (well inside the request timeout): the operator learns of it at once.
+        let body = serde_json::json!({
+            "location": location,
+            "stop": stop,
+            "operationId": operation_id,
+            "waitMs": SAVEPOINT_WAIT_MS,
+        });
         let bytes = self
             .call(addr, "POST", "/v1/savepoints", Some(body))
             .await?;
@@ -121,6 +130,15 @@ impl SidecarApi {
             addr: addr.to_owned(),
             message: e.to_string(),
         })
+    }
+
+    /// Whether the sidecar answers its readiness check (`/readyz`) with success within a second.
+    pub async fn is_ready(&self, addr: &str) -> bool {
+        let ask = self.call(addr, "GET", "/readyz", None);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), ask).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Lets a fenced replica accept writes again (an abandoned stop-with-savepoint).

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -152,7 +153,14 @@ struct SavepointRequest {
     /// The operation the savepoint is for; see [`Coordinator::trigger_savepoint`].
     #[serde(default)]
     operation_id: Option<String>,
+    /// Answer once the savepoint has completed or failed, or after this many milliseconds (at
+    /// most 5000), whichever comes first; 0 answers at once.
+    #[serde(default)]
+    wait_ms: u64,
 }
+
+/// The longest a savepoint request may wait for its savepoint to end.
+const MAX_SAVEPOINT_WAIT: Duration = Duration::from_secs(5);
 
 async fn trigger_savepoint(
     State(state): State<Arc<AdminState>>,
@@ -169,7 +177,11 @@ async fn trigger_savepoint(
         )
         .await
     {
-        Ok(info) => (StatusCode::ACCEPTED, axum::Json(info)).into_response(),
+        Ok(info) => {
+            let wait = Duration::from_millis(request.wait_ms).min(MAX_SAVEPOINT_WAIT);
+            let info = coordinator.wait_savepoint(info, wait).await;
+            (StatusCode::ACCEPTED, axum::Json(info)).into_response()
+        }
         Err(e) => trigger_error(e),
     }
 }

@@ -89,8 +89,10 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
     let mut overlay = Overlay::default();
     let missing = missing_references(ctx, &current).await?;
     for _ in 0..MAX_CHAIN {
+        let mut pods = overlay.apply(pod_views(ctx, &current));
+        observe_serving(ctx, &current, &mut pods).await;
         let observed = Observed {
-            pods: overlay.apply(pod_views(ctx, &current)),
+            pods,
             claims: claim_indices(ctx, &current),
             spec_problems: problems.clone(),
             missing: missing.clone(),
@@ -172,6 +174,50 @@ async fn persist(
         Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Conflict),
         Err(e) => Err(kube_err("writing the StreamJob's status")(e)),
     }
+}
+
+/// Marks as ready the running pods that are not Ready but serve: every app container is ready
+/// and the sidecar answers its readiness check now (asked directly, instead of waiting for the
+/// kubelet's next probe). A sidecar that cannot be asked is simply not known to serve.
+async fn observe_serving(ctx: &Context, job: &StreamJob, views: &mut BTreeMap<i32, PodView>) {
+    let candidates: Vec<(i32, String)> = ctx
+        .pods(job)
+        .iter()
+        .filter_map(|pod| {
+            let i = replica(pod)?;
+            let v = views.get(&i)?;
+            if v.ready || v.deleting || v.phase != PodPhase::Running || !apps_ready(pod) {
+                return None;
+            }
+            Some((i, admin_addr(pod)?))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    let Ok(token) = token(job, ctx).await else {
+        return;
+    };
+    let api = SidecarApi::new(token);
+    let answers =
+        futures::future::join_all(candidates.iter().map(|(_, addr)| api.is_ready(addr))).await;
+    for ((i, _), ready) in candidates.iter().zip(answers) {
+        if let Some(v) = views.get_mut(i) {
+            v.ready = ready;
+            if ready {
+                v.problem = None;
+            }
+        }
+    }
+}
+
+/// Whether every app container (not the sidecar, an init container) reports ready. The watch
+/// cache keeps no pod spec, so the statuses are what counts: the kubelet lists every container.
+fn apps_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
 }
 
 fn replica(pod: &Pod) -> Option<i32> {
@@ -486,6 +532,11 @@ async fn perform(
                 pause,
             } => ctx.metrics.operation(reason, *ok, *seconds, *pause),
             Effect::SavepointEnded { reason, ok } => ctx.metrics.savepoint(reason, *ok),
+            Effect::StepEnded {
+                reason,
+                step,
+                seconds,
+            } => ctx.metrics.step(reason, *step, *seconds),
         }
     }
     if !sidecar_calls.is_empty() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{Deployment, StreamJobStatus};
+use crate::crd::{Deployment, Step, StreamJobStatus};
 
 /// What the operator observed about one job's world before planning.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,6 +31,9 @@ pub struct PodView {
     /// The spec hash the pod was built from.
     pub spec_hash: Option<String>,
     pub phase: PodPhase,
+    /// Its Ready condition is True, or every app container is ready and its sidecar answered
+    /// ready when the operator asked (the Ready condition follows at the kubelet's next readiness
+    /// probe; nothing waits for that probe).
     pub ready: bool,
     /// It has a deletion timestamp: it is stopping.
     pub deleting: bool,
@@ -146,6 +149,12 @@ pub enum Effect {
     SavepointEnded {
         reason: String,
         ok: bool,
+    },
+    /// A step of an operation ended after `seconds`: for the operator's metrics.
+    StepEnded {
+        reason: String,
+        step: Step,
+        seconds: f64,
     },
 }
 

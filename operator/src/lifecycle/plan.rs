@@ -34,7 +34,11 @@ pub const STOP_MARGIN: i64 = 30;
 /// be uploading).
 pub const DISPOSAL_DELAY: i64 = 60;
 /// How often a savepoint in progress is polled.
-pub const POLL: Duration = Duration::from_secs(1);
+/// The shortest poll of a sidecar answer that comes without a watch event (a savepoint, a
+/// sidecar becoming ready): a step that has lasted `t` is polled every `t / 20`, between this and
+/// [`POLL_MAX`].
+pub const POLL_MIN: Duration = Duration::from_millis(50);
+pub const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// Plans the next step for `job`.
 pub fn plan(
@@ -259,7 +263,26 @@ impl Planner<'_> {
         self.wake(Wake::Now);
     }
 
+    /// When to look again at an answer no watch event announces, in a step that began at
+    /// `since`: soon at first, less often as the step goes on.
+    pub fn poll(&self, since: &str) -> Duration {
+        Duration::from_secs_f64(self.seconds_since(since) / 20.0).clamp(POLL_MIN, POLL_MAX)
+    }
+
+    /// Records how long the operation's current step took (for the operator's metrics).
+    pub fn step_ended(&mut self) {
+        if let Some(op) = &self.st.operation {
+            let seconds = self.seconds_since(&op.step_started_at);
+            self.effects.push(Effect::StepEnded {
+                reason: op.reason.clone(),
+                step: op.step,
+                seconds,
+            });
+        }
+    }
+
     pub fn next_step(&mut self, step: Step) {
+        self.step_ended();
         let now = self.now_str();
         let timeout = {
             let target = self.st.operation.as_ref().and_then(|o| o.target.clone());

@@ -63,6 +63,8 @@ pub struct Sim {
     locations: BTreeMap<String, String>,
     /// Violations found (the property test fails on any).
     pub violations: Vec<String>,
+    /// The steps that ended, with their durations.
+    pub steps_ended: Vec<(Step, f64)>,
 }
 
 pub fn t0() -> Timestamp {
@@ -94,6 +96,7 @@ impl Sim {
             ops: BTreeMap::new(),
             locations: BTreeMap::new(),
             violations: Vec::new(),
+            steps_ended: Vec::new(),
         }
     }
 
@@ -513,6 +516,10 @@ impl Sim {
             }
             Effect::Event { reason, note, .. } => {
                 self.events.push((reason, note.clone()));
+                None
+            }
+            Effect::StepEnded { step, seconds, .. } => {
+                self.steps_ended.push((*step, *seconds));
                 None
             }
             Effect::OperationEnded { .. } | Effect::SavepointEnded { .. } => None,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::layout::{self, Carry, Source};
 use super::model::{Effect, Outcome, PodPhase, SavepointAnswer, Wake};
-use super::plan::{POLL, Planner, STOP_MARGIN};
+use super::plan::{Planner, STOP_MARGIN};
 use crate::crd::{Deployment, Operation, OperationKind, Phase, Step};
 
 impl Planner<'_> {
@@ -27,6 +27,7 @@ impl Planner<'_> {
     }
 
     fn end(&mut self, op: &Operation, ok: bool) {
+        self.step_ended();
         let seconds = self.seconds_since(&op.started_at);
         let pause =
             (ok && op.savepoint_complete && op.kind != OperationKind::Savepoint).then_some(seconds);
@@ -115,7 +116,10 @@ impl Planner<'_> {
             let timeout = self.seconds_since(&op.step_started_at).round();
             return self.abandon(op, format!("not complete after {timeout} s"));
         }
-        self.wake(Wake::After(POLL));
+        // Each poll waits at the sidecar for the savepoint to complete (up to 2 s), so the poll
+        // interval adds little to the pause.
+        let poll = self.poll(&op.step_started_at);
+        self.wake(Wake::After(poll));
     }
 
     /// A savepoint failed or timed out: nothing was lost (writes were at most fenced).
@@ -228,7 +232,8 @@ impl Planner<'_> {
             );
             return self.end(&op, false);
         }
-        self.wake(Wake::After(POLL));
+        let poll = self.poll(&op.step_started_at);
+        self.wake(Wake::After(poll));
     }
 
     // --- Stopping -------------------------------------------------------------------------------
@@ -438,7 +443,20 @@ impl Planner<'_> {
             return self.end(&op, false);
         }
         if !self.past(op.deadline.as_deref()) {
-            return self.wake_by(op.deadline.as_deref());
+            self.wake_by(op.deadline.as_deref());
+            // A running pod whose sidecar is still restoring becomes ready without a watch event
+            // until the next readiness probe: ask its sidecar again soon.
+            let starting = (0..p).any(|i| {
+                self.obs
+                    .pods
+                    .get(&i)
+                    .is_some_and(|pod| pod.phase == PodPhase::Running && !pod.ready)
+            });
+            if starting {
+                let poll = self.poll(&op.step_started_at);
+                self.wake(Wake::After(poll));
+            }
+            return;
         }
         let timeout = self.seconds_since(&op.step_started_at).round();
         let stable = self.st.stable.clone().filter(|s| s.hash != target.hash);

@@ -142,6 +142,50 @@ fn a_savepoint_upgrade_goes_savepoint_stop_start_ready_with_one_savepoint() {
 }
 
 #[test]
+fn answers_without_a_watch_event_are_polled_within_half_a_second_and_each_step_is_timed() {
+    use super::plan::{POLL_MAX, POLL_MIN};
+    let mut sim = running(wc());
+    sim.sidecar = SidecarSavepoints::Pending;
+    sim.broken.insert("app:2".into());
+    sim.job.spec.app.image = "app:2".into();
+    let wake = sim.reconcile();
+    assert_eq!(sim.step(), Some(Step::Savepointing));
+    assert_eq!(
+        wake,
+        Wake::After(POLL_MIN),
+        "a savepoint just started is asked about again at once"
+    );
+    sim.tick(20);
+    let wake = sim.reconcile();
+    assert_eq!(
+        wake,
+        Wake::After(POLL_MAX),
+        "a long savepoint is still asked about twice a second"
+    );
+    sim.sidecar = SidecarSavepoints::Complete;
+    until(&mut sim, 10, "the new pods to run", |s| {
+        s.step() == Some(Step::WaitingReady)
+            && s.pods.values().all(|p| p.phase == super::PodPhase::Running)
+    });
+    let wake = sim.reconcile();
+    assert!(
+        matches!(wake, Wake::After(d) if d <= POLL_MAX),
+        "a running replica that is not ready yet is asked again soon, not at the readiness deadline: {wake:?}"
+    );
+    let steps: Vec<Step> = sim.steps_ended.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        steps,
+        [Step::Savepointing, Step::Stopping, Step::Starting],
+        "each step that ended is timed"
+    );
+    assert!(
+        sim.steps_ended[0].1 >= 20.0,
+        "the savepoint's step lasted its 20 s: {:?}",
+        sim.steps_ended
+    );
+}
+
+#[test]
 fn an_operator_killed_after_any_step_is_written_resumes_without_a_second_savepoint() {
     for crash in 0..6 {
         let mut sim = running(wc());

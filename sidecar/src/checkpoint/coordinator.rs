@@ -139,6 +139,8 @@ pub struct Coordinator {
     snapshot_lock: tokio::sync::Mutex<()>,
     trigger_lock: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+    /// Bumped whenever a savepoint ends (completes or fails).
+    savepoint_ended: tokio::sync::watch::Sender<u64>,
 }
 
 fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -195,6 +197,7 @@ impl Coordinator {
             snapshot_lock: Default::default(),
             trigger_lock: Default::default(),
             state: Mutex::new(state),
+            savepoint_ended: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -509,6 +512,22 @@ impl Coordinator {
             .cloned()
     }
 
+    /// `info`'s savepoint once it has ended, or as it is after `wait`.
+    pub async fn wait_savepoint(&self, info: SavepointInfo, wait: Duration) -> SavepointInfo {
+        let mut ended = self.savepoint_ended.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let now = self.savepoint(&info.id).unwrap_or_else(|| info.clone());
+            if now.state != SavepointState::Pending {
+                return now;
+            }
+            match tokio::time::timeout_at(deadline, ended.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return now,
+            }
+        }
+    }
+
     /// Starts a savepoint into `location` for `operation`, idempotent per operation: a second
     /// trigger of the same operation returns the first one's status, also from another process
     /// once the savepoint is complete (its manifest records the operation). A location that holds
@@ -674,6 +693,8 @@ impl Coordinator {
                 }
             }
         }
+        drop(state);
+        self.savepoint_ended.send_modify(|n| *n += 1);
     }
 
     async fn savepoint_inner(
