@@ -12,6 +12,11 @@
 //! - a savepoint directory `<dir>/replica-{i}-of-{P}/manifest.json` with its own copies of every
 //!   file under `<dir>/replica-{i}-of-{P}/files/`. A savepoint is complete when all P replica
 //!   manifests exist.
+//! - a savepoint taken in two phases first references the files its replica's last checkpoint
+//!   already uploaded (`source` on those entries: the URL of the checkpoint's object) and names
+//!   a hold (`hold`) that keeps them from garbage collection; the server-side copies into
+//!   `files/` follow, then the manifest is written again without `source` and `hold` and the
+//!   hold is deleted. A reader takes `object` and, while it is missing, `source`.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +68,11 @@ pub struct Manifest {
     #[serde(default)]
     pub operator_state: std::collections::BTreeMap<String, Vec<String>>,
     pub files: Vec<FileEntry>,
+    /// A savepoint that still references its checkpoint's objects (see `FileEntry::source`):
+    /// the URL of the hold object that keeps them from garbage collection until the copies are
+    /// made. Absent once the savepoint is self-contained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +104,10 @@ pub struct FileEntry {
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
+    /// Savepoints not yet self-contained: the URL of an object in the same store (a checkpoint's
+    /// shared file) that holds these bytes until `object` is copied from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +173,11 @@ impl Manifest {
             if let Some(reason) = f.object.split('/').find_map(unsafe_component) {
                 return Err(unsafe_path("object", &f.object, reason));
             }
+            if let Some(source) = &f.source
+                && let Some(reason) = unsafe_url(source, "shared")
+            {
+                return Err(unsafe_path("source", source, reason));
+            }
             // Readers name cached downloads by it.
             if f.sha256.len() != 64
                 || !f
@@ -178,6 +197,16 @@ impl Manifest {
                 });
             }
         }
+        if let Some(hold) = &self.hold
+            && let Some(reason) = unsafe_url(hold, HOLDS_DIR)
+        {
+            return Err(ManifestError::UnsafePath {
+                index: self.files.len(),
+                field: "hold",
+                value: hold.clone(),
+                reason,
+            });
+        }
         Ok(())
     }
 
@@ -189,6 +218,57 @@ impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+
+    /// Whether every file is in the snapshot's own directory (no `source` left).
+    pub fn is_self_contained(&self) -> bool {
+        self.hold.is_none() && self.files.iter().all(|f| f.source.is_none())
+    }
+}
+
+/// Under a replica's checkpoint directory: one hold per savepoint that still references that
+/// directory's shared objects. Garbage collection keeps every object a hold names.
+pub const HOLDS_DIR: &str = "holds";
+
+/// Keeps a checkpoint directory's shared objects that a savepoint references until the
+/// savepoint has copied them into its own directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    /// The savepoint replica directory's URL.
+    pub savepoint: String,
+    /// Keys relative to the checkpoint directory (`shared/...`).
+    pub objects: Vec<String>,
+}
+
+impl Hold {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+/// Why `url` is not a URL of a stored object a manifest may point to, if it is not: `s3://` or
+/// `file:///`, plain components after the bucket or root, and an object directly in a directory
+/// named `dir` (`shared` for sources, `holds` for holds), so that a manifest cannot make a
+/// reader copy or delete anything else.
+fn unsafe_url(url: &str, dir: &str) -> Option<&'static str> {
+    let path = if let Some(rest) = url.strip_prefix("s3://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("file:///") {
+        rest
+    } else {
+        return Some("it is not an s3:// or file:/// URL");
+    };
+    if let Some(reason) = path.split('/').find_map(unsafe_component) {
+        return Some(reason);
+    }
+    let mut parts = path.rsplit('/');
+    let (_, parent) = (parts.next(), parts.next());
+    (parent != Some(dir))
+        .then_some("it is not an object of a checkpoint directory's shared files or holds")
 }
 
 /// Why `part` is not a safe path component, if it is not.
@@ -300,8 +380,10 @@ mod tests {
                     object: (*object).into(),
                     size: 1,
                     sha256: "ab".repeat(32),
+                    source: None,
                 })
                 .collect(),
+            hold: None,
         }
     }
 

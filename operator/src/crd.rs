@@ -589,6 +589,10 @@ pub struct Operation {
     /// Whether the savepoint completed (recorded before the old pods are stopped).
     #[serde(default)]
     pub savepoint_complete: bool,
+    /// When the first replica fenced its writes for the savepoint: the write pause starts here
+    /// (a savepoint's first phase runs while the old version still writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_at: Option<String>,
     pub started_at: String,
     pub step_started_at: String,
     /// Identifies the operation to the sidecars: a savepoint request is idempotent per id.
@@ -672,6 +676,14 @@ pub struct SavepointRef {
     /// Parallelism it was taken at.
     #[serde(default)]
     pub parallelism: i32,
+    /// Whether every file is in the savepoint's own location. A savepoint taken in two phases
+    /// first references its replicas' checkpoint files; the operator makes the server-side copies
+    /// once no operation runs. Absent: taken before this was recorded (self-contained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_contained: Option<bool>,
+    /// When a failed copy is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_retry_at: Option<String>,
 }
 
 impl StreamJob {

@@ -58,6 +58,7 @@ pub struct Metrics {
     operation_seconds: Family<ReasonLabel, Histogram>,
     pause_seconds: Family<ReasonLabel, Histogram>,
     step_seconds: Family<StepLabel, Histogram>,
+    savepoint_uploaded: Family<ReasonLabel, Counter>,
     savepoints: Family<OperationLabel, Counter>,
     malformed: Counter,
     api_requests: Family<VerbLabel, Counter>,
@@ -123,6 +124,12 @@ impl Metrics {
             "Time each step of an operation took (savepointing, stopping, starting, waiting_ready, unfencing): the pause of an upgrade by phase",
             step_seconds.clone(),
         );
+        let savepoint_uploaded = Family::default();
+        registry.register(
+            "savepoint_uploaded_bytes",
+            "Bytes the replicas uploaded for savepoints, by reason (a stop-with-savepoint: while writes were fenced; the rest was in their checkpoints)",
+            savepoint_uploaded.clone(),
+        );
         let savepoints = Family::default();
         registry.register(
             "savepoints",
@@ -155,6 +162,7 @@ impl Metrics {
             operation_seconds,
             pause_seconds,
             step_seconds,
+            savepoint_uploaded,
             savepoints,
         }
     }
@@ -237,7 +245,12 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn savepoint(&self, reason: &str, ok: bool) {
+    pub fn savepoint(&self, reason: &str, ok: bool, uploaded_bytes: u64) {
+        self.savepoint_uploaded
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc_by(uploaded_bytes);
         let result = if ok { "success" } else { "failure" };
         self.savepoints
             .get_or_create(&OperationLabel {

@@ -35,6 +35,12 @@ pub struct SavepointStatus {
     pub state: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// When the sidecar fenced writes for it (RFC 3339), for a stop-with-savepoint.
+    #[serde(default)]
+    pub fenced_at: Option<String>,
+    /// What the replica uploaded for the savepoint (the rest it references in its checkpoints).
+    #[serde(default)]
+    pub uploaded_bytes: Option<u64>,
 }
 
 impl SavepointStatus {

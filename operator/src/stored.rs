@@ -107,9 +107,16 @@ async fn open(url: &str, options: &S3Options) -> Result<Location, StoredError> {
         })
 }
 
-/// Deletes everything under `url`; returns how many objects were deleted.
+/// Deletes everything under `url` (a savepoint), after the holds it still has on checkpoint
+/// files; returns how many objects were deleted.
 pub async fn delete_all(url: &str, options: &S3Options) -> Result<usize, StoredError> {
     let location = open(url, options).await?;
+    stator_storage::release_holds(&location, options)
+        .await
+        .map_err(|source| StoredError::Storage {
+            what: format!("releasing the holds of {url}"),
+            source,
+        })?;
     location
         .delete_all(8)
         .await
@@ -175,4 +182,20 @@ pub async fn latest_checkpoints(
         parallelism,
         latest,
     })
+}
+
+/// Makes the savepoint at `url` self-contained: copies, server-side, the checkpoint files its
+/// replicas still reference. Returns the files and bytes copied now.
+pub async fn complete_savepoint(
+    url: &str,
+    options: &S3Options,
+) -> Result<(usize, u64), StoredError> {
+    let location = open(url, options).await?;
+    let done = stator_storage::complete_savepoint_all(&location, options, 8, &std::env::temp_dir())
+        .await
+        .map_err(|source| StoredError::Storage {
+            what: format!("copying the files of savepoint {url}"),
+            source,
+        })?;
+    Ok((done.copied, done.bytes))
 }

@@ -70,6 +70,15 @@ pub struct Args {
         hide = true
     )]
     pub fault_stop_background_work: bool,
+    /// Fault injection for tests: never make a savepoint self-contained (as if every copy were
+    /// still in progress or the sidecar had died before it). Never use it in production.
+    #[arg(
+        long,
+        env = "STATOR_FAULT_SKIP_SAVEPOINT_COPIES",
+        default_value_t = false,
+        hide = true
+    )]
+    pub fault_skip_savepoint_copies: bool,
     /// Compression of RocksDB files: none, lz4 or zstd.
     #[arg(long, env = "STATOR_COMPRESSION", default_value = "lz4", value_parser = parse_compression)]
     pub compression: Compression,

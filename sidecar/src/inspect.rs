@@ -98,7 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                     "replica-{}-of-{}",
                     s.manifest.replica_index, s.manifest.parallelism
                 );
-                match download_verified(s, &temp.join(k.to_string()), args.concurrency).await {
+                match download_verified(s, &temp.join(k.to_string()), args.concurrency, &s3).await {
                     Ok(bytes) => println!(
                         "ok       {kind} {name} checkpoint {} files {} bytes {bytes}",
                         s.manifest.checkpoint_id,
@@ -123,7 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             let temp = tempdir()?;
             for (k, s) in sources.iter().enumerate() {
                 let dir = temp.join(k.to_string());
-                download_verified(s, &dir, args.concurrency).await?;
+                download_verified(s, &dir, args.concurrency, &s3).await?;
                 let (watermark, timers) =
                     tokio::task::spawn_blocking(move || dump_timers(&dir)).await??;
                 let replica = s.manifest.replica_index;
@@ -170,7 +170,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                     continue;
                 };
                 let dir = temp.join(k.to_string());
-                download_verified(s, &dir, args.concurrency).await?;
+                download_verified(s, &dir, args.concurrency, &s3).await?;
                 let entries =
                     tokio::task::spawn_blocking(move || dump_state(&dir, &decl)).await??;
                 for e in entries {

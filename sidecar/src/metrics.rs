@@ -115,6 +115,7 @@ pub struct Metrics {
     restores: Family<SourceLabel, Counter>,
     pub restore_fallbacks: Counter,
     pub restored_bytes: Counter,
+    pub restore_downloaded_bytes: Counter,
     pub latest_checkpoint_id: Gauge,
 }
 
@@ -240,6 +241,12 @@ impl Metrics {
             "Bytes of snapshot files restored (downloaded or reused locally)",
             restored_bytes.clone(),
         );
+        let restore_downloaded_bytes = Counter::default();
+        registry.register(
+            "restore_downloaded_bytes",
+            "Bytes of snapshot files downloaded at restore (the rest of restored_bytes was reused from the volume)",
+            restore_downloaded_bytes.clone(),
+        );
         let latest_checkpoint_id = Gauge::default();
         registry.register(
             "latest_checkpoint_id",
@@ -255,6 +262,7 @@ impl Metrics {
             restores,
             restore_fallbacks,
             restored_bytes,
+            restore_downloaded_bytes,
             latest_checkpoint_id,
             registry,
             ops,

@@ -101,6 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             concurrency: args.transfer_concurrency,
             data_dir: args.data_dir.clone(),
             job_id: args.job_id.clone(),
+            skip_copies: args.fault_skip_savepoint_copies,
         },
         restored.own_checkpoint,
     )

@@ -144,6 +144,14 @@ async fn read_manifest(location: &Location, dir: &str, id: u64) -> Manifest {
     Manifest::parse(&bytes).unwrap()
 }
 
+/// Replica 0 of 1's checkpoint directory under the state location `url`.
+async fn own_at(s3: &S3Server, url: &str) -> Location {
+    Location::parse(url, &s3.options())
+        .await
+        .unwrap()
+        .child("checkpoints/replica-0-of-1")
+}
+
 #[tokio::test]
 async fn incremental_checkpoint_uploads_only_the_files_the_last_one_lacks() {
     let s3 = S3Server::moto("stator");
@@ -707,8 +715,32 @@ async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
     let done = savepoint(&sidecar, &savepoint_url, true);
     assert!(done["bytes"].as_u64().unwrap() > 0);
     assert_eq!(done["stop"], true);
+    assert!(done["fencedAt"].is_string(), "{done}");
     let acknowledged = writer.await.unwrap();
     assert!(acknowledged.len() > 10, "the writer ran before the fence");
+    // Two phases: a checkpoint while the writer went on uploaded the bulk; the fenced phase
+    // uploaded only what changed since, and the savepoint references the checkpoint's files
+    // (kept by a hold) until the copies are made, which a stopped sidecar leaves to the operator.
+    assert!(
+        done["uploadedBytes"].as_u64().unwrap() < done["bytes"].as_u64().unwrap(),
+        "the fenced phase uploaded less than the savepoint holds: {done}"
+    );
+    assert_eq!(done["selfContained"], false, "{done}");
+    let sp = Location::parse(&savepoint_url, &s3.options())
+        .await
+        .unwrap()
+        .child("replica-0-of-1");
+    let m = Manifest::parse(&sp.get("manifest.json").await.unwrap()).unwrap();
+    let hold = m.hold.clone().expect("a hold on the checkpoint's files");
+    let referenced: Vec<_> = m.files.iter().filter(|f| f.source.is_some()).collect();
+    assert!(!referenced.is_empty());
+    for f in &referenced {
+        assert!(
+            !sp.exists(&f.object).await.unwrap(),
+            "{} is not copied yet",
+            f.object
+        );
+    }
     // Idempotent: a second trigger for the same location is the same savepoint.
     let (code, again) = sidecar.post(
         "/v1/savepoints",
@@ -755,6 +787,40 @@ async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
         1.0
     );
 
+    // Made self-contained (as the operator does after the upgrade): the copies are in the
+    // savepoint's own directory, the manifest names no source and the hold is gone.
+    let scratch = tempfile::tempdir().unwrap();
+    let copied = stator_storage::complete_savepoint_all(
+        &Location::parse(&savepoint_url, &s3.options())
+            .await
+            .unwrap(),
+        &s3.options(),
+        4,
+        scratch.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(copied.copied, referenced.len());
+    let m = Manifest::parse(&sp.get("manifest.json").await.unwrap()).unwrap();
+    assert!(m.is_self_contained(), "{m:?}");
+    for f in &m.files {
+        assert!(sp.exists(&f.object).await.unwrap(), "{}", f.object);
+    }
+    let (holds, name) = hold.rsplit_once('/').unwrap();
+    let holds = Location::parse(holds, &s3.options()).await.unwrap();
+    assert!(!holds.exists(name).await.unwrap(), "the hold is released");
+    let again = stator_storage::complete_savepoint_all(
+        &Location::parse(&savepoint_url, &s3.options())
+            .await
+            .unwrap(),
+        &s3.options(),
+        4,
+        scratch.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.copied, 0, "completing twice copies nothing");
+
     // Restarted with the same --restore-from after checkpointing: its own newer checkpoint wins.
     let mut batch = Batch::new();
     batch.value_put("v", "after-restore", "kept");
@@ -774,4 +840,140 @@ async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
             + sidecar.metric("stator_sidecar_restores_total{source=\"local\"}"),
         1.0
     );
+}
+
+#[tokio::test]
+async fn retention_keeps_the_checkpoint_files_a_savepoint_references_until_its_copies_are_made() {
+    let s3 = S3Server::s3s_fs("stator");
+    let url = "s3://stator/jobs/held";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), url);
+    args.extend(s3.sidecar_args(None));
+    args.extend(["--retained-checkpoints".into(), "1".into()]);
+    let mut sidecar = Sidecar::new_in(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    sidecar
+        .env
+        .push(("STATOR_FAULT_SKIP_SAVEPOINT_COPIES".into(), "true".into()));
+    sidecar.spawn();
+    sidecar.wait_ready();
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_values(&mut client, 0..1000, 0, 200).await;
+    checkpoint(&sidecar);
+    // Nothing changed since the checkpoint: the savepoint references every file of it.
+    let savepoint_url = format!("{url}/savepoints/held");
+    let done = savepoint(&sidecar, &savepoint_url, false);
+    assert_eq!(done["selfContained"], false, "{done}");
+    let own = Location::parse(url, &s3.options())
+        .await
+        .unwrap()
+        .child("checkpoints/replica-0-of-1");
+    let sp = Location::parse(&savepoint_url, &s3.options())
+        .await
+        .unwrap()
+        .child("replica-0-of-1");
+    let m = Manifest::parse(&sp.get("manifest.json").await.unwrap()).unwrap();
+    let held: Vec<String> = m
+        .files
+        .iter()
+        .filter_map(|f| f.source.as_ref())
+        .map(|s| {
+            s.rsplit_once("/checkpoints/replica-0-of-1/")
+                .unwrap()
+                .1
+                .to_owned()
+        })
+        .collect();
+    assert!(!held.is_empty(), "{m:?}");
+
+    // New writes, two more checkpoints: with one checkpoint retained, the first one's files
+    // are garbage for retention, but the savepoint's copies are not made yet.
+    write_values(&mut client, 0..1000, 1, 200).await;
+    let second = checkpoint(&sidecar);
+    let m2 = read_manifest(&own_at(&s3, url).await, "", second).await;
+    write_values(&mut client, 0..1000, 2, 200).await;
+    checkpoint(&sidecar);
+    let latest = Manifest::parse(
+        &own.get(&format!(
+            "chk-{:020}/manifest.json",
+            json(&sidecar.get("/v1/checkpoints").1)["latest"]["id"]
+                .as_u64()
+                .unwrap()
+        ))
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let live: HashSet<&str> = latest.files.iter().map(|f| f.object.as_str()).collect();
+    let only_held: Vec<&String> = held.iter().filter(|o| !live.contains(o.as_str())).collect();
+    assert!(
+        !only_held.is_empty(),
+        "some referenced file is in no retained checkpoint (the WAL changed)"
+    );
+    // Retention has run: the second checkpoint's own WAL, which nothing needs, is collected.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for f in m2
+        .files
+        .iter()
+        .filter(|f| !live.contains(f.object.as_str()) && !held.contains(&f.object))
+    {
+        while own.exists(&f.object).await.unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "{} was never collected",
+                f.object
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for o in &only_held {
+        assert!(
+            own.exists(o).await.unwrap(),
+            "{o} was collected while a savepoint needs it"
+        );
+    }
+    drop(client);
+
+    // The savepoint restores as it is (from its checkpoint's files).
+    let fresh = tempfile::tempdir().unwrap();
+    let mut restore_args = base_args(fresh.path(), "s3://stator/jobs/held-restore");
+    restore_args.extend(s3.sidecar_args(None));
+    restore_args.extend(["--restore-from".into(), savepoint_url.clone()]);
+    let restored = start(fresh.path(), &restore_args);
+    let mut c = Client::connect(&restored.socket).await.unwrap();
+    assert_values(&mut c, 0..1000, Some(0), 200).await;
+    drop(c);
+    drop(restored);
+
+    // Once the copies are made, the hold is released and the next retention collects them.
+    let scratch = tempfile::tempdir().unwrap();
+    stator_storage::complete_savepoint(&sp, &s3.options(), 4, scratch.path())
+        .await
+        .unwrap();
+    assert!(own.list("holds/").await.unwrap().is_empty());
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_values(&mut client, 0..10, 3, 200).await;
+    checkpoint(&sidecar);
+    // Retention runs just after the checkpoint is confirmed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for o in &only_held {
+        while own.exists(o).await.unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "{o} is collected once no hold names it"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop(client);
+    sidecar.kill9();
+    let fresh = tempfile::tempdir().unwrap();
+    let mut restore_args = base_args(fresh.path(), "s3://stator/jobs/held-restore-2");
+    restore_args.extend(s3.sidecar_args(None));
+    restore_args.extend(["--restore-from".into(), savepoint_url.clone()]);
+    let restored = start(fresh.path(), &restore_args);
+    let mut c = Client::connect(&restored.socket).await.unwrap();
+    assert_values(&mut c, 0..1000, Some(0), 200).await;
 }

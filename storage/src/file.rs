@@ -250,6 +250,35 @@ impl ObjectStore for FileStore {
         .await
     }
 
+    async fn copy(&self, from: &str, to: &str) -> Result<u64, StorageError> {
+        let (from, to) = (self.path(from), self.path(to));
+        blocking(move || {
+            let size = std::fs::metadata(&from)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => StorageError::NotFound {
+                        url: format!("file://{}", from.display()),
+                    },
+                    _ => StorageError::io("cannot read", &from)(e),
+                })?
+                .len();
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(StorageError::io("cannot create", parent))?;
+            }
+            // Objects are immutable: a second name for the same inode is a copy.
+            let temp = Self::temp_beside(&to);
+            if std::fs::hard_link(&from, &temp).is_err() {
+                std::fs::copy(&from, &temp).map_err(StorageError::io("cannot copy", &from))?;
+                std::fs::File::open(&temp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(StorageError::io("cannot sync", &temp))?;
+            }
+            std::fs::rename(&temp, &to).map_err(StorageError::io("cannot rename into", &to))?;
+            Ok(size)
+        })
+        .await
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let path = self.path(key);
         blocking(move || Ok(path.is_file())).await

@@ -18,7 +18,10 @@ pub use error::StorageError;
 pub use file::FileStore;
 pub use location::{Location, S3Options, StaticCredentials};
 pub use s3::S3Store;
-pub use savepoint::{SavepointCompleteness, read_savepoint_manifest, savepoint_completeness};
+pub use savepoint::{
+    Completion, Directories, SavepointCompleteness, complete_savepoint, complete_savepoint_all,
+    read_savepoint_manifest, release_holds, savepoint_completeness,
+};
 pub use transfer::parallel;
 
 use std::path::Path;
@@ -69,6 +72,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         Ok(())
     }
     async fn exists(&self, key: &str) -> Result<bool, StorageError>;
+    /// Copies `from` to `to` within this store, the bytes never leaving it (S3 CopyObject, in
+    /// parts past the copy threshold; a hard link or copy on a file system). Returns the size.
+    async fn copy(&self, from: &str, to: &str) -> Result<u64, StorageError>;
 }
 
 /// The SHA-256 of a local file, hex-encoded, and its size.

@@ -26,6 +26,9 @@ pub struct S3Options {
     pub part_size: u64,
     /// Attempts per request, with exponential backoff between them.
     pub max_attempts: u32,
+    /// Objects at least this large are copied in parts (UploadPartCopy): S3 refuses a single
+    /// CopyObject of more than 5 GiB.
+    pub copy_part_threshold: u64,
 }
 
 impl Default for S3Options {
@@ -39,6 +42,7 @@ impl Default for S3Options {
             multipart_threshold: 64 << 20,
             part_size: 16 << 20,
             max_attempts: 4,
+            copy_part_threshold: 5 << 30,
         }
     }
 }
@@ -217,6 +221,33 @@ impl Location {
             format!("{}{dir}/", self.dir_prefix())
         };
         self.store.list_dirs(&prefix).await
+    }
+
+    /// Copies `src_name` of `src` to `name` here, without moving the bytes through this process
+    /// when both are in one store (S3 CopyObject, a link or copy on a file system); otherwise the
+    /// bytes pass through a temporary file in `scratch`. Returns the bytes copied.
+    pub async fn copy_from(
+        &self,
+        name: &str,
+        src: &Location,
+        src_name: &str,
+        scratch: &Path,
+    ) -> Result<u64, StorageError> {
+        if self.store.url("") == src.store.url("") {
+            return self.store.copy(&src.key(src_name), &self.key(name)).await;
+        }
+        let temp = scratch.join(format!(
+            ".copy-{}-{}",
+            std::process::id(),
+            crate::sha256_bytes(self.key(name).as_bytes())
+        ));
+        let result = async {
+            let (_, sha) = src.get_to_file(src_name, &temp).await?;
+            self.put_file(name, &temp, Some(&sha)).await
+        }
+        .await;
+        let _ = std::fs::remove_file(&temp);
+        result
     }
 
     /// Deletes every object below this location (for example a savepoint the operator dropped

@@ -31,6 +31,7 @@ pub struct S3Store {
     multipart_threshold: u64,
     part_size: u64,
     max_attempts: u32,
+    copy_part_threshold: u64,
 }
 
 /// Backoff before attempt `attempt + 1` of a download whose body broke off: as the SDK's.
@@ -87,6 +88,7 @@ impl S3Store {
             multipart_threshold: options.multipart_threshold,
             part_size: options.part_size.max(5 << 20),
             max_attempts: options.max_attempts.max(1),
+            copy_part_threshold: options.copy_part_threshold.max(5 << 20),
         })
     }
 
@@ -228,7 +230,92 @@ impl S3Store {
     }
 }
 
+/// `bucket/key` as the `x-amz-copy-source` header wants it: percent-encoded but for `/`.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut out = String::with_capacity(bucket.len() + key.len() + 1);
+    for b in format!("{bucket}/{key}").bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl S3Store {
+    /// Copies an object in parts of at least the part size (at most 10,000 parts).
+    async fn copy_in_parts(&self, from: &str, to: &str, size: u64) -> Result<(), StorageError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(to)
+            .send()
+            .await
+            .map_err(|e| self.remote("start multipart copy to", to, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let part = self.part_size.max(size.div_ceil(10_000));
+        let result = async {
+            let mut parts = Vec::new();
+            let (mut offset, mut number) = (0u64, 1i32);
+            while offset < size {
+                let len = part.min(size - offset);
+                let copied = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.bucket)
+                    .key(to)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .copy_source(copy_source(&self.bucket, from))
+                    .copy_source_range(format!("bytes={offset}-{}", offset + len - 1))
+                    .send()
+                    .await
+                    .map_err(|e| self.remote("copy a part to", to, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(
+                            copied
+                                .copy_part_result()
+                                .and_then(|r| r.e_tag())
+                                .map(str::to_owned),
+                        )
+                        .build(),
+                );
+                offset += len;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(to)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.remote("complete multipart copy to", to, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(to)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
     /// The size of `key`, or `None` when it does not exist.
     async fn size_of(&self, key: &str) -> Result<Option<u64>, StorageError> {
         match self
@@ -330,6 +417,28 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.remote("put", key, e))?;
         Ok(())
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<u64, StorageError> {
+        let size = self
+            .size_of(from)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                url: self.url(from),
+            })?;
+        if size >= self.copy_part_threshold {
+            self.copy_in_parts(from, to, size).await?;
+        } else {
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(to)
+                .copy_source(copy_source(&self.bucket, from))
+                .send()
+                .await
+                .map_err(|e| self.remote("copy to", to, e))?;
+        }
+        Ok(size)
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {

@@ -77,6 +77,10 @@ enum Command {
     Fill {
         #[arg(long)]
         mb: u64,
+        /// Then keep overwriting this many of the filled keys per second (a job whose state
+        /// changes while it runs), until writes are refused or the app is stopped.
+        #[arg(long, default_value_t = 0)]
+        churn: u64,
     },
     /// Print this replica's counts and offsets as JSON.
     Report,
@@ -325,7 +329,9 @@ impl Replica {
     }
 
     /// Writes `mb` MiB of 1 KiB values under keys this replica owns.
-    async fn fill(&mut self, mb: u64) -> anyhow::Result<()> {
+    /// Writes `mb` MiB of incompressible values (unless a restored state holds them already)
+    /// and returns the keys.
+    async fn fill(&mut self, mb: u64) -> anyhow::Result<Vec<String>> {
         self.client
             .declare(
                 vec![stator_client::state("blob", proto::StateKind::Value, 0)],
@@ -334,33 +340,55 @@ impl Replica {
             .await?;
         let target = mb * 1024;
         let replica = self.client.hello().replica_index;
-        // Incompressible values, so the state's size on disk and in storage is what was asked.
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(replica);
-        let mut random_kib = || {
-            let mut v = Vec::with_capacity(1024);
-            for _ in 0..128 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                v.extend_from_slice(&seed.to_le_bytes());
+        let mut keys = Vec::with_capacity(target as usize);
+        let mut i = 0u64;
+        while (keys.len() as u64) < target {
+            let key = format!("blob/{replica}/{i}");
+            i += 1;
+            if self.owns(&key).is_some() {
+                keys.push(key);
             }
-            Bytes::from(v)
+        }
+        let restored = match keys.last() {
+            Some(last) => self.client.get("blob", last.clone()).await?.is_some(),
+            None => true,
         };
-        let (mut written, mut i) = (0u64, 0u64);
-        while written < target {
+        if restored {
+            eprintln!("wordcount: filled {mb} MiB (restored)");
+            return Ok(keys);
+        }
+        let mut value = random_values(replica);
+        for chunk in keys.chunks(500) {
             let mut batch = Batch::new();
-            while batch.len() < 500 && written < target {
-                let key = format!("blob/{replica}/{i}");
-                i += 1;
-                if self.owns(&key).is_some() {
-                    batch.value_put("blob", key, random_kib());
-                    written += 1;
-                }
+            for key in chunk {
+                batch.value_put("blob", key.clone(), value());
             }
             self.client.write(batch).await?;
         }
         eprintln!("wordcount: filled {mb} MiB");
-        Ok(())
+        Ok(keys)
+    }
+
+    /// Overwrites `per_second` of `keys` each second, in ten batches, in order and round again.
+    async fn churn(&mut self, keys: &[String], per_second: u64) -> anyhow::Result<()> {
+        let mut value = random_values(self.client.hello().replica_index ^ 0x5a5a);
+        let per_tick = per_second.div_ceil(10).max(1) as usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut next = 0usize;
+        let mut written = 0u64;
+        loop {
+            tick.tick().await;
+            let mut batch = Batch::new();
+            for _ in 0..per_tick {
+                batch.value_put("blob", keys[next % keys.len()].clone(), value());
+                next += 1;
+            }
+            if let Err(e) = self.client.write(batch).await {
+                eprintln!("wordcount: churn stopped after {written} overwrites: {e}");
+                return Ok(());
+            }
+            written += per_tick as u64;
+        }
     }
 
     async fn report(&mut self) -> anyhow::Result<serde_json::Value> {
@@ -439,6 +467,21 @@ fn expected(records: u64, batch: u64, idle_ms: u64) -> serde_json::Value {
     serde_json::json!({ "records": records, "counts": counts, "idle": idle })
 }
 
+/// Incompressible 1 KiB values, so the state's size on disk and in storage is what was asked.
+fn random_values(seed: u32) -> impl FnMut() -> Bytes {
+    let mut x = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(seed);
+    move || {
+        let mut v = Vec::with_capacity(1024);
+        for _ in 0..128 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        Bytes::from(v)
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -453,9 +496,15 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("{}", expected(records, batch, idle_ms))
         }
-        Command::Fill { mb } => {
+        Command::Fill { mb, churn } => {
             let mut replica = Replica::connect(&args.socket).await?;
-            replica.fill(mb).await?;
+            let keys = replica.fill(mb).await?;
+            if churn > 0 {
+                tokio::select! {
+                    r = replica.churn(&keys, churn) => r?,
+                    _ = terminated() => return Ok(()),
+                }
+            }
             terminated().await;
         }
         Command::Report => {

@@ -520,6 +520,18 @@ async fn perform(
                     result,
                 });
             }
+            Effect::CompleteSavepoint { location } => {
+                let result = match stored::options(&ctx.client, job).await {
+                    Ok(options) => stored::complete_savepoint(location, &options)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                outcomes.push(Outcome::Completed {
+                    location: location.clone(),
+                    result,
+                });
+            }
             Effect::Event {
                 warning,
                 reason,
@@ -531,7 +543,11 @@ async fn perform(
                 seconds,
                 pause,
             } => ctx.metrics.operation(reason, *ok, *seconds, *pause),
-            Effect::SavepointEnded { reason, ok } => ctx.metrics.savepoint(reason, *ok),
+            Effect::SavepointEnded {
+                reason,
+                ok,
+                uploaded_bytes,
+            } => ctx.metrics.savepoint(reason, *ok, *uploaded_bytes),
             Effect::StepEnded {
                 reason,
                 step,
@@ -562,10 +578,15 @@ async fn call_sidecars(
     let answers = futures::future::join_all(calls.iter().map(|effect| async move {
         match effect {
             Effect::TriggerSavepoint { replica, location, stop, operation } => {
+                let (mut fenced_at, mut uploaded_bytes) = (None, None);
                 let answer = match addrs.get(replica) {
                     None => SavepointAnswer::Unreachable(format!("replica {replica}'s pod has no address")),
                     Some(addr) => match api.trigger_savepoint(addr, location, *stop, operation).await {
-                        Ok(s) if s.is_complete() => SavepointAnswer::Complete,
+                        Ok(s) if s.is_complete() => {
+                            fenced_at = s.fenced_at.as_deref().and_then(|t| t.parse().ok());
+                            uploaded_bytes = s.uploaded_bytes;
+                            SavepointAnswer::Complete
+                        }
                         Ok(s) if s.is_failed() => SavepointAnswer::Failed(s.reason.unwrap_or_else(|| "failed".into())),
                         Ok(_) => SavepointAnswer::Pending,
                         Err(ApiError::Status { status: 409, body, .. }) => SavepointAnswer::Failed(format!("refused: {body}")),
@@ -578,6 +599,8 @@ async fn call_sidecars(
                         replica: *replica,
                         operation: operation.clone(),
                         answer,
+                        fenced_at,
+                        uploaded_bytes,
                     },
                 ))
             }

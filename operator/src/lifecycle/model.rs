@@ -72,6 +72,11 @@ pub enum Outcome {
         replica: i32,
         operation: String,
         answer: SavepointAnswer,
+        /// When the replica fenced its writes for the savepoint (a stop-with-savepoint fences
+        /// after its first phase), if it has.
+        fenced_at: Option<Timestamp>,
+        /// What the replica uploaded for it, once complete (the rest was in its checkpoints).
+        uploaded_bytes: Option<u64>,
     },
     Unfenced {
         replica: i32,
@@ -85,6 +90,11 @@ pub enum Outcome {
     Disposed {
         location: String,
         result: Result<usize, String>,
+    },
+    /// A savepoint was made self-contained: files and bytes copied now.
+    Completed {
+        location: String,
+        result: Result<(usize, u64), String>,
     },
 }
 
@@ -134,6 +144,10 @@ pub enum Effect {
     Dispose {
         location: String,
     },
+    /// Copy the files a savepoint still references into its own location (server-side).
+    CompleteSavepoint {
+        location: String,
+    },
     Event {
         warning: bool,
         reason: &'static str,
@@ -149,6 +163,8 @@ pub enum Effect {
     SavepointEnded {
         reason: String,
         ok: bool,
+        /// Bytes the replicas uploaded for it (a stop-with-savepoint: while fenced).
+        uploaded_bytes: u64,
     },
     /// A step of an operation ended after `seconds`: for the operator's metrics.
     StepEnded {

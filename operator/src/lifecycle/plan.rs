@@ -106,6 +106,7 @@ impl Planner<'_> {
         }
         self.take_rejections();
         self.disposals();
+        self.copies();
         match self.st.operation.clone() {
             Some(op) => self.drive(op),
             None => self.idle(),
@@ -253,6 +254,7 @@ impl Planner<'_> {
             target,
             savepoint,
             savepoint_complete: false,
+            fenced_at: None,
             started_at: now.clone(),
             step_started_at: now,
             id: layout::operation_id(&self.st, n),
@@ -495,6 +497,85 @@ impl Planner<'_> {
         }
     }
 
+    /// Makes the savepoints of the history self-contained (server-side copies of the checkpoint
+    /// files they reference), one reconcile at a time, only while no operation runs: a copy never
+    /// competes with an upgrade's restore.
+    fn copies(&mut self) {
+        for o in &self.obs.outcomes {
+            let Outcome::Completed { location, result } = o else {
+                continue;
+            };
+            let retry = self.after(60);
+            let Some(s) = self
+                .st
+                .savepoints
+                .iter_mut()
+                .find(|s| &s.location == location)
+            else {
+                continue;
+            };
+            let note = match result {
+                Ok((0, _)) => None,
+                Ok((n, bytes)) => Some((
+                    false,
+                    "SavepointSelfContained",
+                    format!(
+                        "savepoint {location} is self-contained: copied {n} files ({bytes} bytes) from its checkpoints, server-side"
+                    ),
+                )),
+                Err(e) => Some((
+                    true,
+                    "SavepointCopyFailed",
+                    format!(
+                        "savepoint {location} still references its checkpoints' files (kept for it): {e}; trying again in a minute"
+                    ),
+                )),
+            };
+            match result {
+                Ok(_) => {
+                    s.self_contained = Some(true);
+                    s.copy_retry_at = None;
+                }
+                Err(_) => s.copy_retry_at = Some(retry),
+            }
+            if let Some(ref mut last) = self.st.last_savepoint
+                && &last.location == location
+            {
+                last.self_contained = Some(result.is_ok());
+            }
+            if let Some((warning, reason, note)) = note {
+                self.event(warning, reason, note);
+            }
+        }
+        if self.st.operation.is_some() {
+            return;
+        }
+        let answered: Vec<&str> = self
+            .obs
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Completed { location, .. } => Some(location.as_str()),
+                _ => None,
+            })
+            .collect();
+        let pending =
+            self.st.savepoints.iter().find(|s| {
+                s.self_contained == Some(false) && !answered.contains(&s.location.as_str())
+            });
+        let Some(s) = pending.cloned() else {
+            return;
+        };
+        if self.past(s.copy_retry_at.as_deref()) || s.copy_retry_at.is_none() {
+            self.effects.push(Effect::CompleteSavepoint {
+                location: s.location,
+            });
+            self.wake(Wake::Now);
+        } else {
+            self.wake_by(s.copy_retry_at.as_deref());
+        }
+    }
+
     /// Adds a completed savepoint to the history and applies retention.
     pub fn record_savepoint(&mut self, location: &str, reason: &str, parallelism: i32) {
         let r = SavepointRef {
@@ -502,6 +583,8 @@ impl Planner<'_> {
             time: self.now_str(),
             reason: reason.to_owned(),
             parallelism,
+            self_contained: Some(false),
+            copy_retry_at: None,
         };
         self.st.last_savepoint = Some(r.clone());
         if !self.st.savepoints.iter().any(|s| s.location == location) {

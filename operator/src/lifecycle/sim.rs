@@ -495,6 +495,8 @@ impl Sim {
                     replica: *replica,
                     operation: operation.clone(),
                     answer,
+                    fenced_at: stop.then_some(now),
+                    uploaded_bytes: None,
                 })
             }
             Effect::Unfence { replica } => {
@@ -507,6 +509,10 @@ impl Sim {
                     ok,
                 })
             }
+            Effect::CompleteSavepoint { location } => Some(Outcome::Completed {
+                location: location.clone(),
+                result: Ok((0, 0)),
+            }),
             Effect::Dispose { location } => {
                 let n = self.savepoints.remove(location).map_or(0, |s| s.len());
                 Some(Outcome::Disposed {

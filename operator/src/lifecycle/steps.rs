@@ -29,8 +29,11 @@ impl Planner<'_> {
     fn end(&mut self, op: &Operation, ok: bool) {
         self.step_ended();
         let seconds = self.seconds_since(&op.started_at);
+        // Writes paused from the fence (after the savepoint's first phase) to every new replica
+        // ready.
+        let paused = self.seconds_since(op.fenced_at.as_deref().unwrap_or(&op.started_at));
         let pause =
-            (ok && op.savepoint_complete && op.kind != OperationKind::Savepoint).then_some(seconds);
+            (ok && op.savepoint_complete && op.kind != OperationKind::Savepoint).then_some(paused);
         self.effects.push(Effect::OperationEnded {
             reason: op.reason.clone(),
             ok,
@@ -61,10 +64,38 @@ impl Planner<'_> {
                     replica,
                     operation,
                     answer,
+                    ..
                 } if *operation == op.id => Some((*replica, answer.clone())),
                 _ => None,
             })
             .collect();
+        // The first replica to fence starts the write pause.
+        let fenced_at = self
+            .obs
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Savepoint {
+                    operation,
+                    fenced_at,
+                    ..
+                } if *operation == op.id => *fenced_at,
+                _ => None,
+            })
+            .min();
+        let uploaded: u64 = self
+            .obs
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Savepoint {
+                    operation,
+                    uploaded_bytes,
+                    ..
+                } if *operation == op.id => *uploaded_bytes,
+                _ => None,
+            })
+            .sum();
         if answers.is_empty() {
             for i in 0..p {
                 let running = self
@@ -98,6 +129,7 @@ impl Planner<'_> {
             self.effects.push(Effect::SavepointEnded {
                 reason: op.reason.clone(),
                 ok: true,
+                uploaded_bytes: uploaded,
             });
             self.event(
                 false,
@@ -109,6 +141,9 @@ impl Planner<'_> {
             }
             if let Some(o) = self.op_mut() {
                 o.savepoint_complete = true;
+                if o.fenced_at.is_none() {
+                    o.fenced_at = fenced_at.map(super::plan::time);
+                }
             }
             return self.next_step(Step::Stopping);
         }
@@ -127,6 +162,7 @@ impl Planner<'_> {
         self.effects.push(Effect::SavepointEnded {
             reason: op.reason.clone(),
             ok: false,
+            uploaded_bytes: 0,
         });
         if let Some(sp) = &op.savepoint {
             // What it uploaded is deleted once its sidecars have surely stopped writing.

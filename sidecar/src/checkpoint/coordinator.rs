@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 use stator_core::manifest::{
-    self, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest, SnapshotKind, checkpoint_dir,
-    parse_checkpoint_dir, parse_replica_dir, replica_dir,
+    self, FORMAT_VERSION, FileEntry, HOLDS_DIR, Hold, MANIFEST_FILE, Manifest, SnapshotKind,
+    checkpoint_dir, parse_checkpoint_dir, parse_replica_dir, replica_dir,
 };
 use stator_storage::{Location, S3Options, StorageError};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,8 @@ pub struct SnapshotConfig {
     pub data_dir: PathBuf,
     /// The job's incarnation (StreamJob UID), recorded in every manifest when known.
     pub job_id: Option<String>,
+    /// Fault injection: leave savepoints referencing their checkpoint's files.
+    pub skip_copies: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +114,18 @@ pub struct SavepointInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub stop: bool,
+    /// The savepoint's size.
     pub bytes: u64,
+    /// What it uploaded itself (the rest it references in the last checkpoint and copies
+    /// server-side); with `stop`, what was uploaded while writes were fenced.
+    pub uploaded_bytes: u64,
+    /// Whether every file is in the savepoint's own directory. A complete savepoint that is not
+    /// self-contained yet restores from its checkpoint's files, which a hold keeps; the copies
+    /// follow (made by this sidecar, or by the operator after a stop).
+    pub self_contained: bool,
+    /// When writes were fenced for it (a stop-with-savepoint fences after its first phase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fenced_at: Option<String>,
     pub started_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
@@ -252,6 +265,15 @@ impl Coordinator {
         self: &Arc<Self>,
         on_id: Option<tokio::sync::oneshot::Sender<u64>>,
     ) -> Result<CheckpointInfo, SnapshotError> {
+        self.checkpoint_flushed(on_id, false).await
+    }
+
+    /// [`Coordinator::checkpoint`]; `flush` flushes the memtables before the cut.
+    async fn checkpoint_flushed(
+        self: &Arc<Self>,
+        on_id: Option<tokio::sync::oneshot::Sender<u64>>,
+        flush: bool,
+    ) -> Result<CheckpointInfo, SnapshotError> {
         let Some(own) = self.own.clone() else {
             return Err(SnapshotError::Storage(StorageError::InvalidLocation {
                 location: String::new(),
@@ -269,7 +291,7 @@ impl Coordinator {
             .data_dir
             .join("checkpoints")
             .join(checkpoint_dir(id));
-        let result = self.checkpoint_inner(id, &own, &local).await;
+        let result = self.checkpoint_inner(id, &own, &local, flush).await;
         self.metrics
             .checkpoint_duration
             .observe(started.elapsed().as_secs_f64());
@@ -305,8 +327,9 @@ impl Coordinator {
         id: u64,
         own: &Location,
         local: &Path,
+        flush: bool,
     ) -> Result<CheckpointInfo, SnapshotError> {
-        let (cut, files) = self.cut_and_hash(local).await?;
+        let (cut, files) = self.cut_and_hash(local, flush).await?;
         let already: HashSet<String> = self
             .lock_state()
             .last
@@ -320,6 +343,7 @@ impl Coordinator {
                 object: format!("shared/{sha}-{name}"),
                 size: *size,
                 sha256: sha.clone(),
+                source: None,
             })
             .collect();
         let to_upload: Vec<FileEntry> = entries
@@ -353,6 +377,7 @@ impl Coordinator {
     async fn cut_and_hash(
         &self,
         local: &Path,
+        flush: bool,
     ) -> Result<(Cut, Vec<(String, u64, String)>), SnapshotError> {
         if local.exists() {
             std::fs::remove_dir_all(local).map_err(local_err(local))?;
@@ -362,7 +387,7 @@ impl Coordinator {
         }
         let store = self.store.clone();
         let dir = local.to_owned();
-        let cut = tokio::task::spawn_blocking(move || store.cut(&dir)).await??;
+        let cut = tokio::task::spawn_blocking(move || store.cut_flushed(&dir, flush)).await??;
         self.metrics.write_pause.observe(cut.pause.as_secs_f64());
         let cache: HashMap<(String, u64), String> = self.lock_state().sha_cache.clone();
         let dir = local.to_owned();
@@ -442,6 +467,7 @@ impl Coordinator {
                 })
                 .collect(),
             files,
+            hold: None,
         }
     }
 
@@ -476,6 +502,17 @@ impl Coordinator {
         }
         if let Some(last) = &self.lock_state().last {
             referenced.extend(last.files.iter().map(|f| f.object.clone()));
+        }
+        // Files that savepoints reference until their server-side copies are made.
+        for o in own.list(&format!("{HOLDS_DIR}/")).await? {
+            let bytes = own.get(&o.key).await?;
+            let hold = Hold::parse(&bytes).map_err(|e| StorageError::Remote {
+                op: "parse",
+                url: own.url_of(&o.key),
+                message: e.to_string(),
+                transient: false,
+            })?;
+            referenced.extend(hold.objects);
         }
         let garbage: Vec<String> = own
             .list("shared/")
@@ -594,6 +631,9 @@ impl Coordinator {
             reason: None,
             stop,
             bytes: 0,
+            uploaded_bytes: 0,
+            self_contained: false,
+            fenced_at: None,
             started_at: manifest::rfc3339(now),
             completed_at: None,
         };
@@ -608,11 +648,13 @@ impl Coordinator {
                 }
                 info.state = SavepointState::Complete;
                 info.bytes = m.total_bytes();
+                info.self_contained = m.is_self_contained();
                 info.started_at = manifest::rfc3339(m.created_at_ms);
                 info.completed_at = Some(info.started_at.clone());
                 if stop {
                     let store = self.store.clone();
                     let _ = tokio::task::spawn_blocking(move || store.fence()).await;
+                    info.fenced_at = Some(manifest::rfc3339(crate::store::encoding::now_ms()));
                 }
                 self.lock_state().savepoints.push(info.clone());
                 return Ok(info);
@@ -657,11 +699,36 @@ impl Coordinator {
         target: Location,
         stop: bool,
     ) {
+        if stop && self.own.is_some() {
+            // Phase one, while writes go on: an incremental checkpoint uploads what changed since
+            // the last one, so that the fenced phase uploads only what changed since this one.
+            let started = Instant::now();
+            // Flushed, so that the fenced cut's WAL holds only the writes since.
+            match self.checkpoint_flushed(None, true).await {
+                Ok(c) => tracing::info!(
+                    savepoint = %id,
+                    checkpoint = c.id,
+                    uploaded_bytes = c.uploaded_bytes,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "savepoint phase one: checkpoint taken before the fence"
+                ),
+                Err(e) => tracing::warn!(
+                    savepoint = %id,
+                    error = %e,
+                    "savepoint phase one failed; the fenced phase uploads whatever the last checkpoint lacks"
+                ),
+            }
+        }
         if stop {
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || store.fence()).await;
+            let at = manifest::rfc3339(crate::store::encoding::now_ms());
+            if let Some(info) = self.lock_state().savepoints.iter_mut().find(|s| s.id == id) {
+                info.fenced_at = Some(at);
+            }
             tracing::info!(savepoint = %id, "writes fenced for stop-with-savepoint");
         }
+        let started = Instant::now();
         let local = self.config.data_dir.join("savepoints").join(&id);
         let result = {
             let _one = self.snapshot_lock.lock().await;
@@ -669,53 +736,132 @@ impl Coordinator {
         };
         let _ = std::fs::remove_dir_all(&local);
         let now = manifest::rfc3339(crate::store::encoding::now_ms());
-        let mut state = self.lock_state();
-        let Some(info) = state.savepoints.iter_mut().find(|s| s.id == id) else {
-            return;
-        };
-        match result {
-            Ok(bytes) => {
-                self.metrics.savepoint("completed");
-                info.state = SavepointState::Complete;
-                info.bytes = bytes;
-                info.completed_at = Some(now);
-                tracing::info!(savepoint = %id, location = %target.url(), bytes, stop, "savepoint complete");
-            }
-            Err(e) => {
-                self.metrics.savepoint("failed");
-                info.state = SavepointState::Failed;
-                info.reason = Some(e.to_string());
-                info.completed_at = Some(now);
-                tracing::warn!(savepoint = %id, location = %target.url(), error = %e, "savepoint failed");
-                if stop {
-                    // Nothing was lost: the replica keeps serving and the caller may retry.
-                    self.store.unfence();
+        let mut copy = false;
+        {
+            let mut state = self.lock_state();
+            let Some(info) = state.savepoints.iter_mut().find(|s| s.id == id) else {
+                return;
+            };
+            match result {
+                Ok(done) => {
+                    self.metrics.savepoint("completed");
+                    info.state = SavepointState::Complete;
+                    info.bytes = done.bytes;
+                    info.uploaded_bytes = done.uploaded;
+                    info.self_contained = !done.held;
+                    info.completed_at = Some(now);
+                    // After a stop the pod goes away at once; the operator makes the copies.
+                    copy = done.held && !stop && !self.config.skip_copies;
+                    tracing::info!(
+                        savepoint = %id,
+                        location = %target.url(),
+                        bytes = done.bytes,
+                        uploaded_bytes = done.uploaded,
+                        self_contained = !done.held,
+                        seconds = started.elapsed().as_secs_f64(),
+                        stop,
+                        "savepoint complete"
+                    );
+                }
+                Err(e) => {
+                    self.metrics.savepoint("failed");
+                    info.state = SavepointState::Failed;
+                    info.reason = Some(e.to_string());
+                    info.completed_at = Some(now);
+                    tracing::warn!(savepoint = %id, location = %target.url(), error = %e, "savepoint failed");
+                    if stop {
+                        // Nothing was lost: the replica keeps serving and the caller may retry.
+                        self.store.unfence();
+                    }
                 }
             }
         }
-        drop(state);
         self.savepoint_ended.send_modify(|n| *n += 1);
+        if copy {
+            self.make_self_contained(&id, &target).await;
+        }
     }
 
+    /// Copies a savepoint's referenced files into its own directory, server-side.
+    async fn make_self_contained(&self, id: &str, target: &Location) {
+        let started = Instant::now();
+        let scratch = self.config.data_dir.join("savepoints");
+        let _ = std::fs::create_dir_all(&scratch);
+        match stator_storage::complete_savepoint(
+            target,
+            &self.config.s3,
+            self.config.concurrency,
+            &scratch,
+        )
+        .await
+        {
+            Ok(c) => {
+                if let Some(info) = self.lock_state().savepoints.iter_mut().find(|s| s.id == id) {
+                    info.self_contained = true;
+                }
+                tracing::info!(savepoint = %id, files = c.copied, bytes = c.bytes, seconds = started.elapsed().as_secs_f64(), "savepoint self-contained (server-side copies)");
+            }
+            Err(e) => {
+                tracing::warn!(savepoint = %id, error = %e, "savepoint copies failed; it stays restorable from its checkpoint's files, which its hold keeps, and the copies are retried by whoever completes it next")
+            }
+        }
+    }
+
+    /// Cuts and commits a savepoint: files the last checkpoint already uploaded are referenced
+    /// (kept by a hold), the rest uploaded into the savepoint's own directory.
     async fn savepoint_inner(
         &self,
         id: &str,
         operation: Option<String>,
         target: &Location,
         local: &Path,
-    ) -> Result<u64, SnapshotError> {
-        let (cut, files) = self.cut_and_hash(local).await?;
-        let entries: Vec<FileEntry> = files
-            .into_iter()
-            .map(|(name, size, sha256)| FileEntry {
+    ) -> Result<SavepointDone, SnapshotError> {
+        let (cut, files) = self.cut_and_hash(local, false).await?;
+        let in_checkpoint: HashSet<String> = self
+            .lock_state()
+            .last
+            .as_ref()
+            .map(|m| m.files.iter().map(|f| f.object.clone()).collect())
+            .unwrap_or_default();
+        let mut entries = Vec::with_capacity(files.len());
+        let mut held = Vec::new();
+        for (name, size, sha256) in files {
+            let shared = format!("shared/{sha256}-{name}");
+            let source = match &self.own {
+                Some(own) if in_checkpoint.contains(&shared) => {
+                    let url = own.url_of(&shared);
+                    held.push(shared);
+                    Some(url)
+                }
+                _ => None,
+            };
+            entries.push(FileEntry {
                 object: format!("files/{name}"),
                 name,
                 size,
                 sha256,
-            })
+                source,
+            });
+        }
+        let upload: Vec<FileEntry> = entries
+            .iter()
+            .filter(|e| e.source.is_none())
+            .cloned()
             .collect();
-        let bytes = self.upload(target, local, entries.clone()).await?;
-        self.metrics.uploaded("savepoint", bytes);
+        let uploaded = self.upload(target, local, upload).await?;
+        self.metrics.uploaded("savepoint", uploaded);
+        let hold = match (&self.own, held.is_empty()) {
+            (Some(own), false) => {
+                let name = format!("{HOLDS_DIR}/{id}.json");
+                let hold = Hold {
+                    savepoint: target.url(),
+                    objects: held,
+                };
+                own.put(&name, Bytes::from(hold.to_json())).await?;
+                Some((own.clone(), name))
+            }
+            _ => None,
+        };
         let checkpoint_id = self.next_id.load(Ordering::SeqCst).saturating_sub(1);
         let mut m = self.manifest(
             SnapshotKind::Savepoint,
@@ -725,11 +871,29 @@ impl Coordinator {
             entries,
         );
         m.operation_id = operation;
-        target
+        m.hold = hold.as_ref().map(|(own, name)| own.url_of(name));
+        if let Err(e) = target
             .put_if_absent(MANIFEST_FILE, Bytes::from(m.to_json()))
-            .await?;
-        Ok(bytes)
+            .await
+        {
+            if let Some((own, name)) = &hold {
+                let _ = own.delete(name).await;
+            }
+            return Err(e.into());
+        }
+        Ok(SavepointDone {
+            bytes: m.total_bytes(),
+            uploaded,
+            held: hold.is_some(),
+        })
     }
+}
+
+struct SavepointDone {
+    bytes: u64,
+    uploaded: u64,
+    /// It references checkpoint files (a hold keeps them) until the copies are made.
+    held: bool,
 }
 
 /// Removes the local staging directories of savepoints (`<data-dir>/savepoints/`): one exists only

@@ -134,6 +134,9 @@ pub async fn restore(req: RestoreRequest<'_>, metrics: &Metrics) -> Result<Resto
     metrics
         .restored_bytes
         .inc_by(RESTORED_BYTES.swap(0, Ordering::Relaxed));
+    metrics
+        .restore_downloaded_bytes
+        .inc_by(DOWNLOADED_BYTES.swap(0, Ordering::Relaxed));
     restored
 }
 
@@ -493,6 +496,7 @@ async fn build(
                 .map(move |f| (s.dir.clone(), f.clone(), dir.join(&f.name)))
         })
         .collect();
+    let fallbacks = sources_of(jobs.iter().map(|(dir, f, _)| (dir, f)), req.s3).await?;
     for k in 0..overlapping.len() {
         let dir = restore_dir.join(format!("src-{k}"));
         std::fs::create_dir_all(&dir).map_err(local(&dir))?;
@@ -522,9 +526,11 @@ async fn build(
     let files = jobs.len();
     let fetched = stator_storage::parallel(
         jobs.into_iter()
-            .map(|(dir, f, path)| Fetch {
+            .zip(fallbacks)
+            .map(|((dir, f, path), source)| Fetch {
                 dir,
                 file: f,
+                source,
                 path,
                 candidates: candidates.clone(),
                 verified: Some(verified.clone()),
@@ -600,6 +606,31 @@ async fn build(
     Ok((store, reused == files && files > 0))
 }
 
+/// For a savepoint not yet self-contained: where each file's bytes are until it is copied (its
+/// `source`, which must be in the savepoint's own store).
+async fn sources_of<'a>(
+    files: impl Iterator<Item = (&'a Location, &'a FileEntry)>,
+    s3: &S3Options,
+) -> Result<Vec<Option<(Location, String)>>, RestoreError> {
+    let mut dirs = stator_storage::Directories::default();
+    let mut out = Vec::new();
+    for (dir, f) in files {
+        let Some(url) = &f.source else {
+            out.push(None);
+            continue;
+        };
+        let (src, name) = dirs.object(url, s3).await?;
+        if src.store().url("") != dir.store().url("") {
+            return Err(RestoreError::Corrupt {
+                url: dir.url_of(&f.object),
+                reason: format!("its source {url} is not in the savepoint's own store"),
+            });
+        }
+        out.push(Some((src, name)));
+    }
+    Ok(out)
+}
+
 /// Under the restore directory: downloads already verified, named by SHA-256.
 const VERIFIED_DIR: &str = "verified";
 
@@ -646,6 +677,8 @@ static PARTIAL_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes restored by this process, for the metric (read once the restore is done).
 static RESTORED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Of those, the bytes downloaded (the rest were reused from the volume).
+static DOWNLOADED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default)]
 struct Progress {
@@ -677,6 +710,8 @@ fn local_candidates(data_dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
 struct Fetch {
     dir: Location,
     file: FileEntry,
+    /// Where the bytes are while `file.object` has not been copied yet (a two-phase savepoint).
+    source: Option<(Location, String)>,
     path: PathBuf,
     /// Local files by name that may hold it (local recovery).
     candidates: BTreeMap<String, Vec<PathBuf>>,
@@ -691,6 +726,7 @@ async fn fetch_one(job: Fetch) -> Result<bool, RestoreError> {
     let Fetch {
         dir,
         file: f,
+        source,
         path,
         candidates,
         verified,
@@ -723,17 +759,21 @@ async fn fetch_one(job: Fetch) -> Result<bool, RestoreError> {
         )),
         None => path.clone(),
     };
-    let (size, sha) = dir
-        .get_to_file(&f.object, &download)
-        .await
-        .map_err(|e| match e {
-            StorageError::NotFound { url } => RestoreError::Corrupt {
-                url,
-                reason: "the object is missing".into(),
-            },
-            StorageError::Io { path, source, .. } => RestoreError::Local { path, source },
-            other => other.into(),
-        })?;
+    let fetched = match dir.get_to_file(&f.object, &download).await {
+        Err(e) if e.is_not_found() => match &source {
+            Some((src, name)) => src.get_to_file(name, &download).await,
+            None => Err(e),
+        },
+        other => other,
+    };
+    let (size, sha) = fetched.map_err(|e| match e {
+        StorageError::NotFound { url } => RestoreError::Corrupt {
+            url,
+            reason: "the object is missing".into(),
+        },
+        StorageError::Io { path, source, .. } => RestoreError::Local { path, source },
+        other => other.into(),
+    })?;
     if size != f.size || sha != f.sha256 {
         let _ = std::fs::remove_file(&download);
         return Err(RestoreError::Corrupt {
@@ -749,6 +789,7 @@ async fn fetch_one(job: Fetch) -> Result<bool, RestoreError> {
         place(&cached, &path, &f).map_err(local(&path))?;
     }
     progress.bytes.fetch_add(size, Ordering::Relaxed);
+    DOWNLOADED_BYTES.fetch_add(size, Ordering::Relaxed);
     Ok(false)
 }
 
@@ -804,16 +845,20 @@ pub async fn download_verified(
     source: &Source,
     dir: &Path,
     concurrency: usize,
+    s3: &S3Options,
 ) -> Result<u64, RestoreError> {
     std::fs::create_dir_all(dir).map_err(local(dir))?;
     let progress = Arc::new(Progress::default());
+    let fallbacks = sources_of(source.manifest.files.iter().map(|f| (&source.dir, f)), s3).await?;
     let jobs = source
         .manifest
         .files
         .iter()
-        .map(|f| Fetch {
+        .zip(fallbacks)
+        .map(|(f, fallback)| Fetch {
             dir: source.dir.clone(),
             file: f.clone(),
+            source: fallback,
             path: dir.join(&f.name),
             candidates: BTreeMap::new(),
             verified: None,

@@ -48,10 +48,16 @@ impl Store {
     /// With the WAL off the checkpoint must flush, and a batch may span families, so writes are
     /// held (the gate) for the flush.
     pub fn cut(&self, dir: &Path) -> Result<Cut, StoreError> {
+        self.cut_flushed(dir, false)
+    }
+
+    /// [`Store::cut`], flushing the memtables first whatever the WAL's size when `flush`: the
+    /// first phase of a savepoint, so that the fenced cut after it holds only a short WAL.
+    pub fn cut_flushed(&self, dir: &Path, flush: bool) -> Result<Cut, StoreError> {
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
         let start = Instant::now();
         let pause = if self.wal {
-            if self.wal_bytes() >= WAL_BYTES_BEFORE_FLUSH {
+            if flush || self.wal_bytes() >= WAL_BYTES_BEFORE_FLUSH {
                 self.flush()?;
             }
             checkpoint.create_checkpoint_with_log_size(dir, u64::MAX)?;

@@ -36,6 +36,7 @@ async fn coordinator(dir: &Path) -> Arc<Coordinator> {
             concurrency: 2,
             data_dir: dir.join("data"),
             job_id: None,
+            skip_copies: false,
         },
         None,
     )
