@@ -35,6 +35,8 @@ pub struct Context {
     pub tokens: Mutex<HashMap<String, String>>,
     /// Consecutive failed reconciles by job, for the error policy's backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// When each job's replicas were last asked for their latest checkpoints.
+    pub checkpoints_asked: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn owned_by<K: Resource>(job: &StreamJob, o: &K) -> bool {

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 #[kube(printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#)]
 #[kube(printcolumn = r#"{"name":"Parallelism","type":"integer","jsonPath":".spec.parallelism"}"#)]
 #[kube(printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#)]
+#[kube(printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.operation.step"}"#)]
 #[kube(
     printcolumn = r#"{"name":"Last Savepoint","type":"date","jsonPath":".status.lastSavepoint.time"}"#
 )]
@@ -455,8 +456,13 @@ pub struct StreamJobStatus {
     /// Where the running version restored from, if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,
+    /// The newest checkpoint any replica completed (of `replicaCheckpoints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointRef>,
+    /// Each replica's latest completed checkpoint, as its sidecar reported it: refreshed at
+    /// every step of an operation, and at rest every few minutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_checkpoints: Vec<ReplicaCheckpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint: Option<SavepointRef>,
     /// What runs now (or is being brought up).
@@ -662,6 +668,14 @@ pub struct Condition {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointRef {
+    pub id: i64,
+    pub time: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaCheckpoint {
+    pub replica: i32,
     pub id: i64,
     pub time: String,
 }

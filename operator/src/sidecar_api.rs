@@ -138,6 +138,26 @@ impl SidecarApi {
         })
     }
 
+    /// The sidecar's latest completed checkpoint: its id and when it was cut (RFC 3339).
+    pub async fn latest_checkpoint(&self, addr: &str) -> Result<Option<(u64, String)>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Latest {
+            id: u64,
+            created_at: String,
+        }
+        #[derive(Deserialize)]
+        struct Checkpoints {
+            latest: Option<Latest>,
+        }
+        let bytes = self.call(addr, "GET", "/v1/checkpoints", None).await?;
+        let c: Checkpoints = serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(c.latest.map(|l| (l.id, l.created_at)))
+    }
+
     /// Whether the sidecar answers its readiness check (`/readyz`) with success within a second.
     pub async fn is_ready(&self, addr: &str) -> bool {
         let ask = self.call(addr, "GET", "/readyz", None);

@@ -1,6 +1,7 @@
 """Savepoint-driven operations end to end, with state in S3: upgrades and rescales keep exactly the
 job's state, a broken image is rolled back, suspend and resume keep state, a failed replica recovers
 from its checkpoint, and an operator killed at any step of an upgrade resumes it correctly."""
+import json
 import re
 import signal
 import time
@@ -34,6 +35,18 @@ def test_upgrade_and_rescales_keep_exactly_the_state(cluster, namespace, s3, ope
     assert len(upgrade) == 1 and st["restoredFrom"] == upgrade[0]["location"]
     assert all(resumed_at(wc.app_log(p["metadata"]["name"])) > 0 for p in wc.pods()), "the new version resumed"
     assert wc.events("UpgradeComplete")
+    # The savepoint was taken in two phases and referenced the old version's checkpoint files;
+    # once the upgrade is done the operator copies them into it, server-side, and drops the holds.
+    st = wait_until(lambda: (s := wc.status()) and all(x.get("selfContained") for x in s["savepoints"]) and s,
+                    timeout=60, what="the upgrade savepoint to be made self-contained")
+    assert wc.events("SavepointSelfContained")
+    assert not [k for k in s3.keys() if "/holds/" in k], "no hold is left"
+    sp = upgrade[0]["location"].split(f"s3://{s3.bucket}/", 1)[1]
+    manifests = [k for k in s3.keys(sp + "/") if k.endswith("/manifest.json")]
+    assert len(manifests) == 2
+    for k in manifests:
+        m = json.loads(s3.client().get_object(Bucket=s3.bucket, Key=k)["Body"].read())
+        assert "hold" not in m and not [f for f in m["files"] if "source" in f], m
 
     cluster.kubectl("scale", f"sj/{wc.name}", "--replicas=3", namespace=namespace)
     st = wc.wait_running(replicas=3, previous_hash=st["deployedSpecHash"])

@@ -76,7 +76,7 @@ def test_example_runs_ready_replica_pods_with_the_sidecar_and_writes_state(clust
 
     # `kubectl get sj` shows the printer columns.
     out = cluster.kubectl("get", "sj", namespace=namespace).stdout.splitlines()
-    assert out[0].split() == ["NAME", "PHASE", "PARALLELISM", "READY", "LAST", "SAVEPOINT", "AGE"]
+    assert out[0].split() == ["NAME", "PHASE", "PARALLELISM", "READY", "STEP", "LAST", "SAVEPOINT", "AGE"]
     assert out[1].split()[:4] == ["wordcount-local", "Running", "2", "2"]
 
     # Nothing changes, nothing is written: the job's resourceVersion stays put.

@@ -88,6 +88,7 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
     let mut checkpoints: Option<Checkpoints> = None;
     let mut overlay = Overlay::default();
     let missing = missing_references(ctx, &current).await?;
+    let mut replica_checkpoints = ask_checkpoints(ctx, &current).await;
     for _ in 0..MAX_CHAIN {
         let mut pods = overlay.apply(pod_views(ctx, &current));
         observe_serving(ctx, &current, &mut pods).await;
@@ -98,6 +99,7 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
             missing: missing.clone(),
             outcomes: std::mem::take(&mut outcomes),
             checkpoints: checkpoints.clone(),
+            replica_checkpoints: replica_checkpoints.take(),
         };
         let plan = super::plan(
             &current,
@@ -174,6 +176,65 @@ async fn persist(
         Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Conflict),
         Err(e) => Err(kube_err("writing the StreamJob's status")(e)),
     }
+}
+
+/// How often the replicas' latest checkpoints are asked for: during an operation, and at rest.
+const CHECKPOINTS_DURING_OPERATIONS: Duration = Duration::from_secs(2);
+const CHECKPOINTS_AT_REST: Duration = Duration::from_secs(300);
+
+/// Each running replica's latest checkpoint, asked of its sidecar, when it is time to ask again.
+async fn ask_checkpoints(
+    ctx: &Context,
+    job: &StreamJob,
+) -> Option<BTreeMap<i32, Option<super::model::CheckpointInfo>>> {
+    let busy = job.status.as_ref().is_some_and(|s| s.operation.is_some());
+    let every = if busy {
+        CHECKPOINTS_DURING_OPERATIONS
+    } else {
+        CHECKPOINTS_AT_REST
+    };
+    let key = Context::key(job);
+    if ctx
+        .checkpoints_asked
+        .lock()
+        .ok()?
+        .get(&key)
+        .is_some_and(|t| t.elapsed() < every)
+    {
+        return None;
+    }
+    let addrs: Vec<(i32, String)> = ctx
+        .pods(job)
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| Some((replica(p)?, admin_addr(p)?)))
+        .collect();
+    if addrs.is_empty() {
+        return None;
+    }
+    if let Ok(mut asked) = ctx.checkpoints_asked.lock() {
+        asked.insert(key, std::time::Instant::now());
+    }
+    let api = SidecarApi::new(token(job, ctx).await.ok()?);
+    let answers =
+        futures::future::join_all(addrs.iter().map(|(_, a)| api.latest_checkpoint(a))).await;
+    let mut out = BTreeMap::new();
+    for ((i, _), answer) in addrs.iter().zip(answers) {
+        match answer {
+            Ok(Some((id, at))) => {
+                if let Ok(created_at) = at.parse() {
+                    out.insert(*i, Some(super::model::CheckpointInfo { id, created_at }));
+                }
+            }
+            Ok(None) => {
+                out.insert(*i, None);
+            }
+            // Unreachable now: what was shown stays.
+            Err(_) => {}
+        }
+    }
+    Some(out)
 }
 
 /// Marks as ready the running pods that are not Ready but serve: every app container is ready

@@ -24,6 +24,10 @@ pub struct Observed {
     /// The latest committed checkpoint of each replica of one lineage, when the planner asked
     /// for it ([`Need::Checkpoints`]).
     pub checkpoints: Option<Checkpoints>,
+    /// Each running replica's latest checkpoint as its sidecar reports it, when the executor
+    /// asked (during operations, and now and then at rest): shown in the status. `None` for a
+    /// replica: it answered that it has none (a new version's replica, say).
+    pub replica_checkpoints: Option<BTreeMap<i32, Option<CheckpointInfo>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

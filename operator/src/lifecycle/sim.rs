@@ -123,6 +123,7 @@ impl Sim {
             missing: self.missing.clone(),
             outcomes,
             checkpoints,
+            replica_checkpoints: None,
         }
     }
 

@@ -22,6 +22,28 @@ pub fn summarize(
         status::set_at(&mut st.conditions, t, v, reason, message, generation, now)
     };
     st.observed_generation = generation;
+    if let Some(latest) = &obs.replica_checkpoints {
+        for (&replica, c) in latest {
+            let Some(c) = c else {
+                st.replica_checkpoints.retain(|r| r.replica != replica);
+                continue;
+            };
+            let entry = crate::crd::ReplicaCheckpoint {
+                replica,
+                id: c.id as i64,
+                time: super::plan::time(c.created_at),
+            };
+            match st
+                .replica_checkpoints
+                .iter_mut()
+                .find(|r| r.replica == replica)
+            {
+                Some(r) => *r = entry,
+                None => st.replica_checkpoints.push(entry),
+            }
+        }
+        st.replica_checkpoints.sort_by_key(|r| r.replica);
+    }
     st.selector = Some(objects::selector(job));
     let deployed = st.deployment.clone();
     st.deployed_spec_hash = deployed.as_ref().map(|d| d.hash.clone());
@@ -36,6 +58,15 @@ pub fn summarize(
     let all_ready = deployed.is_some()
         && (0..p).all(|i| obs.pods.get(&i).is_some_and(|pod| ours(&pod) && pod.ready))
         && st.replicas == p;
+    st.replica_checkpoints.retain(|r| r.replica < p);
+    st.last_checkpoint = st
+        .replica_checkpoints
+        .iter()
+        .max_by(|a, b| a.time.cmp(&b.time))
+        .map(|r| crate::crd::CheckpointRef {
+            id: r.id,
+            time: r.time.clone(),
+        });
     let valid = obs.spec_problems.is_empty();
     let suspended = st.operation.is_none() && st.phase == Some(Phase::Suspended);
 

@@ -733,3 +733,55 @@ fn a_failing_pod_does_not_hide_the_rollback_that_it_caused() {
     assert_ne!(degraded(&sim).reason, "ReplicaFailing");
     assert!(sim.has_event("RolledBack"));
 }
+
+#[test]
+fn each_replicas_latest_checkpoint_is_shown_in_the_status() {
+    use super::model::CheckpointInfo;
+    let sim = running(wc().parallelism(2));
+    let mut obs = sim.observed(vec![], None);
+    let later = sim.now + k8s_openapi::jiff::SignedDuration::from_secs(3);
+    obs.replica_checkpoints = Some(std::collections::BTreeMap::from([
+        (
+            0,
+            Some(CheckpointInfo {
+                id: 7,
+                created_at: sim.now,
+            }),
+        ),
+        (
+            1,
+            Some(CheckpointInfo {
+                id: 5,
+                created_at: later,
+            }),
+        ),
+    ]));
+    let plan = super::plan(&sim.job, &sim.status, &obs, sim.now, &sim.settings);
+    let shown: Vec<(i32, i64)> = plan
+        .status
+        .replica_checkpoints
+        .iter()
+        .map(|r| (r.replica, r.id))
+        .collect();
+    assert_eq!(shown, [(0, 7), (1, 5)]);
+    assert_eq!(
+        plan.status.last_checkpoint.as_ref().map(|c| c.id),
+        Some(5),
+        "the newest by time"
+    );
+    // Asked again later without an answer: what was shown stays.
+    let obs = sim.observed(vec![], None);
+    let again = super::plan(&sim.job, &plan.status, &obs, sim.now, &sim.settings);
+    assert_eq!(again.status.replica_checkpoints.len(), 2);
+    // A replica that answers it has none (a new version's) is no longer shown with the old one's.
+    let mut obs = sim.observed(vec![], None);
+    obs.replica_checkpoints = Some(std::collections::BTreeMap::from([(1, None)]));
+    let after = super::plan(&sim.job, &again.status, &obs, sim.now, &sim.settings);
+    let shown: Vec<i32> = after
+        .status
+        .replica_checkpoints
+        .iter()
+        .map(|r| r.replica)
+        .collect();
+    assert_eq!(shown, [0]);
+}
