@@ -977,3 +977,44 @@ async fn retention_keeps_the_checkpoint_files_a_savepoint_references_until_its_c
     let mut c = Client::connect(&restored.socket).await.unwrap();
     assert_values(&mut c, 0..1000, Some(0), 200).await;
 }
+
+#[tokio::test]
+async fn local_recovery_does_not_reuse_a_file_whose_bytes_changed_on_the_volume() {
+    let s3 = S3Server::s3s_fs("stator");
+    let url = "s3://stator/jobs/changed";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), url);
+    args.extend(s3.sidecar_args(None));
+    let mut sidecar = start(dir.path(), &args);
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    // More WAL than a checkpoint copies: the checkpoint flushes it into SST files.
+    write_values(&mut client, 0..20_000, 0, 1000).await;
+    checkpoint(&sidecar);
+    drop(client);
+    sidecar.kill9();
+    // Bit rot (or a stray writer) in the middle of an SST, its size unchanged. The checkpoint's
+    // local copy is a hard link of it, so neither may be reused.
+    let sst = std::fs::read_dir(sidecar.data_dir.join("db"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("an SST file");
+    let mut bytes = std::fs::read(&sst).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&sst, &bytes).unwrap();
+    sidecar.spawn();
+    sidecar.wait_ready();
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    assert_values(&mut client, 0..20_000, Some(0), 1000).await;
+    assert_eq!(
+        sidecar.metric("stator_sidecar_restores_total{source=\"local\"}"),
+        0.0,
+        "the changed file was downloaded again, not reused"
+    );
+    assert!(sidecar.metric("stator_sidecar_restore_downloaded_bytes_total") > 0.0);
+}

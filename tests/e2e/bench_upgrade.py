@@ -111,9 +111,18 @@ def run(size_mb: int, volume: str, cluster, s3, op, n: int) -> dict:
     def completed() -> float:
         return sum(metric(metrics(u), "stator_sidecar_checkpoints_total", 'outcome="completed"') for u in urls)
 
-    # Start 9 s after a checkpoint that follows the fill: about 1% of the keys changed since.
-    first = completed()
-    wait_until(lambda: completed() > first, timeout=300, what="a checkpoint after the fill")
+    def uploaded_by_checkpoints() -> float:
+        return sum(metric(metrics(u), "stator_sidecar_uploaded_bytes_total", 'kind="checkpoint"') for u in urls)
+
+    # Start 9 s after a checkpoint once the fill's compactions have settled (a checkpoint uploads
+    # under 5% of the state, besides the live WAL that every checkpoint copies, up to 16 MiB a
+    # replica): about 1% of the keys changed since that checkpoint.
+    deadline = time.monotonic() + 600
+    while True:
+        first, sent = completed(), uploaded_by_checkpoints()
+        wait_until(lambda: completed() > first, timeout=300, what="a checkpoint after the fill")
+        if uploaded_by_checkpoints() - sent < 0.05 * size_mb * 1e6 + 2 * 16 * 2**20 or time.monotonic() > deadline:
+            break
     time.sleep(CHECKPOINT_INTERVAL - 1)
     before = metrics(op.http)
     t = time.monotonic()

@@ -65,6 +65,9 @@ pub struct Sim {
     pub violations: Vec<String>,
     /// The steps that ended, with their durations.
     pub steps_ended: Vec<(Step, f64)>,
+    /// Savepoints the operator made self-contained (or tried to), in order.
+    pub copies: Vec<String>,
+    pub copy_fails: bool,
 }
 
 pub fn t0() -> Timestamp {
@@ -97,6 +100,8 @@ impl Sim {
             locations: BTreeMap::new(),
             violations: Vec::new(),
             steps_ended: Vec::new(),
+            copies: Vec::new(),
+            copy_fails: false,
         }
     }
 
@@ -510,10 +515,17 @@ impl Sim {
                     ok,
                 })
             }
-            Effect::CompleteSavepoint { location } => Some(Outcome::Completed {
-                location: location.clone(),
-                result: Ok((0, 0)),
-            }),
+            Effect::CompleteSavepoint { location } => {
+                self.copies.push(location.clone());
+                Some(Outcome::Completed {
+                    location: location.clone(),
+                    result: if self.copy_fails {
+                        Err("CopyObject refused".into())
+                    } else {
+                        Ok((3, 1000))
+                    },
+                })
+            }
             Effect::Dispose { location } => {
                 let n = self.savepoints.remove(location).map_or(0, |s| s.len());
                 Some(Outcome::Disposed {

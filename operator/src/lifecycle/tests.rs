@@ -785,3 +785,66 @@ fn each_replicas_latest_checkpoint_is_shown_in_the_status() {
         .collect();
     assert_eq!(shown, [0]);
 }
+
+#[test]
+fn an_upgrade_savepoint_is_made_self_contained_once_the_upgrade_is_done() {
+    let mut sim = running(wc());
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    assert!(sim.status.operation.is_some());
+    let upgrade = sim
+        .status
+        .savepoints
+        .iter()
+        .find(|s| s.reason == "upgrade")
+        .cloned()
+        .expect("the upgrade's savepoint is recorded");
+    assert_eq!(
+        upgrade.self_contained,
+        Some(false),
+        "it references its checkpoints' files at first"
+    );
+    assert!(
+        sim.copies.is_empty(),
+        "no copy competes with the upgrade: {:?}",
+        sim.copies
+    );
+    sim.settle(60);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert_eq!(sim.copies, [upgrade.location.clone()], "copied once");
+    let after = sim
+        .status
+        .savepoints
+        .iter()
+        .find(|s| s.location == upgrade.location)
+        .unwrap();
+    assert_eq!(after.self_contained, Some(true));
+    sim.reconcile();
+    assert_eq!(sim.copies.len(), 1, "not copied again");
+}
+
+#[test]
+fn a_savepoint_copy_that_fails_is_retried_a_minute_later_and_told() {
+    let mut sim = running(wc());
+    sim.copy_fails = true;
+    sim.job.spec.app.image = "app:2".into();
+    sim.settle(60);
+    assert_eq!(sim.copies.len(), 1);
+    assert!(sim.has_event("SavepointCopyFailed"));
+    let wake = sim.reconcile();
+    assert_eq!(sim.copies.len(), 1, "not retried at once");
+    assert!(
+        matches!(wake, Wake::After(d) if d <= std::time::Duration::from_secs(60)),
+        "{wake:?}"
+    );
+    sim.copy_fails = false;
+    sim.tick(61);
+    sim.reconcile();
+    assert_eq!(sim.copies.len(), 2, "retried after a minute");
+    assert!(
+        sim.status
+            .savepoints
+            .iter()
+            .all(|s| s.self_contained == Some(true))
+    );
+}

@@ -391,8 +391,11 @@ impl Coordinator {
         self.metrics.write_pause.observe(cut.pause.as_secs_f64());
         let cache: HashMap<(String, u64), String> = self.lock_state().sha_cache.clone();
         let dir = local.to_owned();
+        let data_dir = self.config.data_dir.clone();
         let files = tokio::task::spawn_blocking(move || -> Result<_, SnapshotError> {
             let mut out = Vec::new();
+            // Hard links of the database's files: the same identities local recovery sees.
+            let mut known = super::file_hashes::Index::new();
             for entry in std::fs::read_dir(&dir).map_err(local_err(&dir))? {
                 let entry = entry.map_err(local_err(&dir))?;
                 let path = entry.path();
@@ -406,9 +409,15 @@ impl Coordinator {
                             .1
                     }
                 };
+                if name.ends_with(".sst") || name.ends_with(".blob") {
+                    if let Some(id) = super::file_hashes::identity(&path) {
+                        known.insert(id, sha.clone());
+                    }
+                }
                 out.push((name, size, sha));
             }
             out.sort();
+            super::file_hashes::store(&data_dir, &known);
             Ok(out)
         })
         .await??;
@@ -702,7 +711,13 @@ impl Coordinator {
         if stop && self.own.is_some() {
             // Phase one, while writes go on: an incremental checkpoint uploads what changed since
             // the last one, so that the fenced phase uploads only what changed since this one.
+            // No compaction starts from here on (it would make new files to upload while fenced).
             let started = Instant::now();
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.pause_compactions(Duration::from_secs(10))
+            })
+            .await;
             // Flushed, so that the fenced cut's WAL holds only the writes since.
             match self.checkpoint_flushed(None, true).await {
                 Ok(c) => tracing::info!(
@@ -719,6 +734,8 @@ impl Coordinator {
                 ),
             }
         }
+        // A checkpoint under way finishes first, while writes still go on.
+        let one = self.snapshot_lock.lock().await;
         if stop {
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || store.fence()).await;
@@ -730,10 +747,8 @@ impl Coordinator {
         }
         let started = Instant::now();
         let local = self.config.data_dir.join("savepoints").join(&id);
-        let result = {
-            let _one = self.snapshot_lock.lock().await;
-            self.savepoint_inner(&id, operation, &target, &local).await
-        };
+        let result = self.savepoint_inner(&id, operation, &target, &local).await;
+        drop(one);
         let _ = std::fs::remove_dir_all(&local);
         let now = manifest::rfc3339(crate::store::encoding::now_ms());
         let mut copy = false;

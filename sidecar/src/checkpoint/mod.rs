@@ -67,3 +67,49 @@ pub(crate) fn from_manifest_operator_state(
         },
     })
 }
+
+/// SHA-256 of the immutable files on this replica's volume, by file identity (device, inode,
+/// size, modification time), kept in `<data-dir>/file-hashes.json`: written after each cut, read
+/// by local recovery so that a file this volume already hashed is reused without reading it
+/// again. A file changed in any way has another identity and is hashed again.
+pub mod file_hashes {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    const FILE: &str = "file-hashes.json";
+
+    pub type Index = HashMap<String, String>;
+
+    /// The identity of the file at `path`, if it can be read.
+    pub fn identity(path: &Path) -> Option<String> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(format!(
+            "{}:{}:{}:{}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        ))
+    }
+
+    pub fn load(data_dir: &Path) -> Index {
+        std::fs::read(data_dir.join(FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the index with `entries` (written beside, then renamed: never half written).
+    pub fn store(data_dir: &Path, entries: &Index) {
+        let temp = data_dir.join(format!("{FILE}.tmp"));
+        let written = serde_json::to_vec(entries)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&temp, b))
+            .and_then(|()| std::fs::rename(&temp, data_dir.join(FILE)));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot write the file hash index; local recovery will hash files again");
+        }
+    }
+}

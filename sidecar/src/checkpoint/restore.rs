@@ -503,11 +503,15 @@ async fn build(
     }
     let total: u64 = jobs.iter().map(|(_, f, _)| f.size).sum();
     let progress = Arc::new(Progress::default());
-    let candidates = if req.local_recovery {
-        local_candidates(req.data_dir)
+    let (candidates, known) = if req.local_recovery {
+        (
+            local_candidates(req.data_dir),
+            super::file_hashes::load(req.data_dir),
+        )
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), Default::default())
     };
+    let known = Arc::new(known);
     let ticker = {
         let progress = progress.clone();
         tokio::spawn(async move {
@@ -533,6 +537,7 @@ async fn build(
                 source,
                 path,
                 candidates: candidates.clone(),
+                known: known.clone(),
                 verified: Some(verified.clone()),
                 progress: progress.clone(),
             })
@@ -654,13 +659,19 @@ fn clear_except(dir: &Path, keep: &str) -> Result<(), RestoreError> {
 }
 
 /// Whether `path` holds exactly the file `f` describes.
-fn holds(path: &Path, f: &FileEntry) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.len() == f.size)
-        && stator_storage::sha256_file(path)
-            .map(|(_, s)| s)
-            .ok()
-            .as_deref()
-            == Some(f.sha256.as_str())
+fn holds(path: &Path, f: &FileEntry, known: &super::file_hashes::Index) -> bool {
+    if !std::fs::metadata(path).is_ok_and(|m| m.len() == f.size) {
+        return false;
+    }
+    // Hashed when this volume cut it, and unchanged since (same inode, size and time).
+    if let Some(sha) = super::file_hashes::identity(path).and_then(|id| known.get(&id)) {
+        return *sha == f.sha256;
+    }
+    stator_storage::sha256_file(path)
+        .map(|(_, s)| s)
+        .ok()
+        .as_deref()
+        == Some(f.sha256.as_str())
 }
 
 /// Puts the verified file `from` at `to`: SST files are immutable and can be shared (hard link);
@@ -715,6 +726,8 @@ struct Fetch {
     path: PathBuf,
     /// Local files by name that may hold it (local recovery).
     candidates: BTreeMap<String, Vec<PathBuf>>,
+    /// Hashes of local files this volume already computed, by file identity.
+    known: Arc<super::file_hashes::Index>,
     /// Where verified downloads are kept by content, if they are.
     verified: Option<PathBuf>,
     progress: Arc<Progress>,
@@ -729,6 +742,7 @@ async fn fetch_one(job: Fetch) -> Result<bool, RestoreError> {
         source,
         path,
         candidates,
+        known,
         verified,
         progress,
     } = job;
@@ -736,11 +750,11 @@ async fn fetch_one(job: Fetch) -> Result<bool, RestoreError> {
     let cached = verified.as_ref().map(|v| v.join(&f.sha256));
     local_copies.extend(cached.clone());
     if !local_copies.is_empty() {
-        let (target, f2) = (path.clone(), f.clone());
+        let (target, f2, known) = (path.clone(), f.clone(), known.clone());
         let reused = tokio::task::spawn_blocking(move || {
             local_copies
                 .iter()
-                .any(|c| holds(c, &f2) && place(c, &target, &f2).is_ok())
+                .any(|c| holds(c, &f2, &known) && place(c, &target, &f2).is_ok())
         })
         .await?;
         if reused {
@@ -861,6 +875,7 @@ pub async fn download_verified(
             source: fallback,
             path: dir.join(&f.name),
             candidates: BTreeMap::new(),
+            known: Default::default(),
             verified: None,
             progress: progress.clone(),
         })

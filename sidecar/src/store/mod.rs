@@ -543,9 +543,43 @@ impl Store {
         self.fenced.store(true, Ordering::SeqCst);
     }
 
-    /// Lifts a fence (a stop-with-savepoint that failed: the replica keeps serving).
+    /// Lifts a fence (a stop-with-savepoint that failed: the replica keeps serving), and lets
+    /// compactions run again.
     pub fn unfence(&self) {
         self.fenced.store(false, Ordering::SeqCst);
+        self.set_auto_compactions(true);
+    }
+
+    /// Starts no new compaction and waits up to `wait` for the running ones to finish: a
+    /// stop-with-savepoint does this before its first phase, so that no file compacted after that
+    /// phase has to be uploaded while writes are fenced. [`Store::unfence`] undoes it.
+    pub fn pause_compactions(&self, wait: std::time::Duration) {
+        self.set_auto_compactions(false);
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline
+            && self
+                .db
+                .property_int_value("rocksdb.num-running-compactions")
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+                > 0
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn set_auto_compactions(&self, on: bool) {
+        let value = if on { "false" } else { "true" };
+        for name in self.family_names() {
+            if let Some(cf) = self.db.cf_handle(&name)
+                && let Err(e) = self
+                    .db
+                    .set_options_cf(&cf, &[("disable_auto_compactions", value)])
+            {
+                tracing::warn!(family = %name, error = %e, "cannot switch automatic compactions");
+            }
+        }
     }
 
     pub fn is_fenced(&self) -> bool {
