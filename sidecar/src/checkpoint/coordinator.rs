@@ -409,10 +409,10 @@ impl Coordinator {
                             .1
                     }
                 };
-                if name.ends_with(".sst") || name.ends_with(".blob") {
-                    if let Some(id) = super::file_hashes::identity(&path) {
-                        known.insert(id, sha.clone());
-                    }
+                if (name.ends_with(".sst") || name.ends_with(".blob"))
+                    && let Some(id) = super::file_hashes::identity(&path)
+                {
+                    known.insert(id, sha.clone());
                 }
                 out.push((name, size, sha));
             }
