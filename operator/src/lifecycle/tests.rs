@@ -811,7 +811,11 @@ fn an_upgrade_savepoint_is_made_self_contained_once_the_upgrade_is_done() {
     );
     sim.settle(60);
     assert_eq!(sim.status.phase, Some(Phase::Running));
-    assert_eq!(sim.copies, std::slice::from_ref(&upgrade.location), "copied once");
+    assert_eq!(
+        sim.copies,
+        std::slice::from_ref(&upgrade.location),
+        "copied once"
+    );
     let after = sim
         .status
         .savepoints
