@@ -93,6 +93,7 @@ impl Server {
             credentials_dir: Some(self.dir.path().join("creds")),
             multipart_threshold: 6 << 20,
             part_size: 5 << 20,
+            copy_part_threshold: 8 << 20,
             ..Default::default()
         }
     }
