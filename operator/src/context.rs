@@ -37,6 +37,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// When each job's replicas were last asked for their latest checkpoints.
     pub checkpoints_asked: Mutex<HashMap<String, std::time::Instant>>,
+    /// When each job's last operation ended.
+    pub operation_ended: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn owned_by<K: Resource>(job: &StreamJob, o: &K) -> bool {

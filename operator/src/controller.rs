@@ -406,6 +406,7 @@ pub async fn run(
         tokens: Default::default(),
         failures: Default::default(),
         checkpoints_asked: Default::default(),
+        operation_ended: Default::default(),
     });
     Controller::for_stream(jobs, jobs_reader)
         .with_config(runtime::Config::default().concurrency(concurrency))

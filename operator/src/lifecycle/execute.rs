@@ -91,7 +91,9 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
     let mut replica_checkpoints = ask_checkpoints(ctx, &current).await;
     for _ in 0..MAX_CHAIN {
         let mut pods = overlay.apply(pod_views(ctx, &current));
-        observe_serving(ctx, &current, &mut pods).await;
+        if asks_readiness(ctx, &current, &status) {
+            observe_serving(ctx, &current, &mut pods).await;
+        }
         let observed = Observed {
             pods,
             claims: claim_indices(ctx, &current),
@@ -235,6 +237,28 @@ async fn ask_checkpoints(
         }
     }
     Some(out)
+}
+
+/// How long after an operation the replicas' readiness is still asked of their sidecars: until
+/// the kubelet's readiness probe has caught up (its period is 2 s), so the phase does not flap.
+const READINESS_AFTERGLOW: Duration = Duration::from_secs(10);
+
+/// Whether a replica's readiness is asked of its sidecar rather than taken from its Ready
+/// condition: while an operation waits for its new replicas, and shortly after. Elsewhere the
+/// kubelet's probes decide (an app that exits at once must not count as ready for a moment).
+fn asks_readiness(ctx: &Context, job: &StreamJob, st: &StreamJobStatus) -> bool {
+    if st
+        .operation
+        .as_ref()
+        .is_some_and(|o| o.step == crate::crd::Step::WaitingReady)
+    {
+        return true;
+    }
+    ctx.operation_ended
+        .lock()
+        .ok()
+        .and_then(|ended| ended.get(&Context::key(job)).copied())
+        .is_some_and(|t| t.elapsed() < READINESS_AFTERGLOW)
 }
 
 /// Marks as ready the running pods that are not Ready but serve: every app container is ready
@@ -603,7 +627,12 @@ async fn perform(
                 ok,
                 seconds,
                 pause,
-            } => ctx.metrics.operation(reason, *ok, *seconds, *pause),
+            } => {
+                if let Ok(mut ended) = ctx.operation_ended.lock() {
+                    ended.insert(Context::key(job), std::time::Instant::now());
+                }
+                ctx.metrics.operation(reason, *ok, *seconds, *pause)
+            }
             Effect::SavepointEnded {
                 reason,
                 ok,

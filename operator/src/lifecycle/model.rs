@@ -35,9 +35,10 @@ pub struct PodView {
     /// The spec hash the pod was built from.
     pub spec_hash: Option<String>,
     pub phase: PodPhase,
-    /// Its Ready condition is True, or every app container is ready and its sidecar answered
-    /// ready when the operator asked (the Ready condition follows at the kubelet's next readiness
-    /// probe; nothing waits for that probe).
+    /// Its Ready condition is True, or (while an operation waits for its new replicas, and
+    /// shortly after) every app container is ready and its sidecar answered ready when the
+    /// operator asked: the Ready condition follows at the kubelet's next readiness probe, and the
+    /// operation does not wait for it.
     pub ready: bool,
     /// It has a deletion timestamp: it is stopping.
     pub deleting: bool,
