@@ -55,47 +55,28 @@ impl Planner<'_> {
         };
         let stop = op.kind != OperationKind::Savepoint;
         let p = layout::parallelism(self.job, &d);
-        let answers: BTreeMap<i32, SavepointAnswer> = self
-            .obs
-            .outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Savepoint {
-                    replica,
-                    operation,
-                    answer,
-                    ..
-                } if *operation == op.id => Some((*replica, answer.clone())),
-                _ => None,
-            })
-            .collect();
-        // The first replica to fence starts the write pause.
-        let fenced_at = self
-            .obs
-            .outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Savepoint {
-                    operation,
-                    fenced_at,
-                    ..
-                } if *operation == op.id => *fenced_at,
-                _ => None,
-            })
-            .min();
-        let uploaded: u64 = self
-            .obs
-            .outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Savepoint {
-                    operation,
-                    uploaded_bytes,
-                    ..
-                } if *operation == op.id => *uploaded_bytes,
-                _ => None,
-            })
-            .sum();
+        // This operation's answers; the first replica to fence starts the write pause.
+        let mut answers: BTreeMap<i32, SavepointAnswer> = BTreeMap::new();
+        let mut fenced_at: Option<k8s_openapi::jiff::Timestamp> = None;
+        let mut uploaded = 0u64;
+        for o in &self.obs.outcomes {
+            if let Outcome::Savepoint {
+                replica,
+                operation,
+                answer,
+                fenced_at: fenced,
+                uploaded_bytes,
+            } = o
+                && *operation == op.id
+            {
+                answers.insert(*replica, answer.clone());
+                fenced_at = match (fenced_at, *fenced) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                uploaded += uploaded_bytes.unwrap_or(0);
+            }
+        }
         if answers.is_empty() {
             for i in 0..p {
                 let running = self
