@@ -46,9 +46,8 @@ def main() -> int:
             wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
             st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
             step(f"  upgraded in {time.monotonic() - t:.1f}s from savepoint {st['restoredFrom']}")
-            for p in wc.pods():
-                from scenario import resumed_at  # noqa: PLC0415
-                step(f"  {p['metadata']['name']} resumed at record {resumed_at(wc.app_log(p['metadata']['name']))}")
+            for i, position in enumerate(wc.resume_positions()):
+                step(f"  {wc.name}-{i} resumed at record {position}")
             t = time.monotonic()
             step("kubectl scale sj/wordcount --replicas=3: a rescale through a savepoint")
             cluster.kubectl("scale", "sj/wordcount", "--replicas=3", namespace=ns)

@@ -84,6 +84,16 @@ class Wordcount:
     def app_log(self, pod: str) -> str:
         return self.cluster.kubectl("logs", pod, "-c", "app", namespace=self.ns, check=False).stdout
 
+    def resume_positions(self, timeout: float = 60) -> list[int]:
+        """The record each replica's app resumed at, in pod order. A Ready pod's app may not have
+        logged it yet (Ready needs the app started and the sidecar serving, not a line printed),
+        so this waits for every line."""
+        def logged():
+            positions = [resumed_at(self.app_log(p["metadata"]["name"]))
+                         for p in sorted(self.pods(), key=lambda p: p["metadata"]["name"])]
+            return positions if positions and None not in positions else None
+        return wait_until(logged, timeout=timeout, what="every app to log where it resumed")
+
     def events(self, reason: str) -> list[dict]:
         return [e for e in self.cluster.get("events", namespace=self.ns)["items"] if e.get("reason") == reason]
 

@@ -33,7 +33,7 @@ def test_upgrade_and_rescales_keep_exactly_the_state(cluster, namespace, s3, ope
     st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
     upgrade = [s for s in st["savepoints"] if s["reason"] == "upgrade"]
     assert len(upgrade) == 1 and st["restoredFrom"] == upgrade[0]["location"]
-    assert all(resumed_at(wc.app_log(p["metadata"]["name"])) > 0 for p in wc.pods()), "the new version resumed"
+    assert all(x > 0 for x in wc.resume_positions()), "the new version resumed"
     assert wc.events("UpgradeComplete")
     # The savepoint was taken in two phases and referenced the old version's checkpoint files;
     # once the upgrade is done the operator copies them into it, server-side, and drops the holds.
@@ -96,7 +96,7 @@ def test_suspend_then_resume_keeps_the_state(cluster, namespace, s3, operator):
     wc.patch({"suspend": False})
     st = wc.wait_running(replicas=2)
     assert st["restoredFrom"] == suspend_point
-    assert all(resumed_at(wc.app_log(p["metadata"]["name"])) > 0 for p in wc.pods())
+    assert all(x > 0 for x in wc.resume_positions())
     assert_exact(wc)
 
 
@@ -245,6 +245,4 @@ def test_a_job_created_again_under_its_name_starts_empty_not_from_the_old_ones_s
     again.apply()
     st = again.wait_running(replicas=2)
     assert st["jobId"] != old and not st.get("restoredFrom")
-    positions = [wait_until(lambda p=p: resumed_at(again.app_log(p["metadata"]["name"])) is not None, timeout=60,
-                            what="the app to start") and resumed_at(again.app_log(p["metadata"]["name"])) for p in again.pods()]
-    assert positions == [0, 0], "a new incarnation never restores the old one's checkpoints"
+    assert again.resume_positions() == [0, 0], "a new incarnation never restores the old one's checkpoints"

@@ -92,7 +92,8 @@ def test_example_runs_ready_replica_pods_with_the_sidecar_and_writes_state(clust
 def test_deleted_pod_comes_back_with_its_state(cluster, namespace, operator):
     cluster.apply(load("wordcount-local.yaml"), namespace=namespace)
     cluster.wait("sj/wordcount-local", "condition=Ready", namespace, timeout="180s")
-    first = app_log(cluster, namespace, "wordcount-local-0")
+    first = wait_until(lambda: "resuming at record" in (log := app_log(cluster, namespace, "wordcount-local-0")) and log,
+                       timeout=60, what="the app to report where it resumed")
     assert "resuming at record 0" in first, first
     old_uid = cluster.get("pod", "wordcount-local-0", namespace)["metadata"]["uid"]
     time.sleep(5)  # let the app count a few thousand records
