@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -27,9 +27,13 @@ struct World {
     metrics: Arc<Metrics>,
 }
 
-fn world() -> &'static World {
-    static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| {
+/// Inputs answered against one store before a fresh one replaces it. A store that only grows
+/// makes every later input slower (more files to search, more state to scan) and the run crawl;
+/// a few thousand inputs are plenty to mix the writes of some with the reads of others.
+const INPUTS_PER_STORE: u64 = 20_000;
+
+impl World {
+    fn new() -> World {
         let dir = tempfile::tempdir().expect("a temporary directory");
         // Replica 0 of 2: half the keys are foreign, so WRONG_KEY_GROUP paths are reached too.
         let layout = Layout::new(2, 128).expect("a valid layout");
@@ -60,11 +64,21 @@ fn world() -> &'static World {
             store,
             metrics: Metrics::new(),
         }
-    })
+    }
 }
 
+static WORLD: Mutex<Option<(World, u64)>> = Mutex::new(None);
+
 fuzz_target!(|data: &[u8]| {
-    let w = world();
+    let mut slot = WORLD.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.as_ref().is_none_or(|(_, n)| *n >= INPUTS_PER_STORE) {
+        // The old store is dropped (RocksDB closed, its directory removed) before the new opens.
+        *slot = None;
+        *slot = Some((World::new(), 0));
+    }
+    let (w, n) = slot.as_mut().expect("a world was just made");
+    *n += 1;
+    let w = &*w;
     let mut input = BytesMut::from(data);
     let mut output = BytesMut::new();
     let mut answers = BytesMut::new();

@@ -2,7 +2,7 @@
 //! batch that fails changes nothing.
 
 use bytes::Bytes;
-use rocksdb::{ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 use stator_core::keygroup::owner_of_group;
 use stator_core::limits::{
     DEFAULT_PAGE_ENTRIES, LIST_ELEMENT_OVERHEAD, MAX_ANSWER_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES,
@@ -355,7 +355,7 @@ impl Store {
             n => n.min(MAX_PAGE_ENTRIES),
         } as usize;
         let prefix = map_prefix(group, key);
-        let mut read_opts = ReadOptions::default();
+        let mut read_opts = super::scan_options();
         if let Some(upper) = prefix_successor(&prefix) {
             read_opts.set_iterate_upper_bound(upper);
         }

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rocksdb::{
-    ColumnFamilyDescriptor, IngestExternalFileOptions, Options, ReadOptions, SstFileWriter,
-};
+use rocksdb::{ColumnFamilyDescriptor, IngestExternalFileOptions, Options, SstFileWriter};
 
 use super::encoding::{self, now_ms};
 use super::{Db, META_CF, OPERATOR_CF, OperatorStateDecl, StateDecl, Store, StoreError};
@@ -170,7 +168,7 @@ impl Store {
             let sst = scratch.join(format!("ingest-{i}.sst"));
             let mut writer = SstFileWriter::create(&opts);
             writer.open(&sst)?;
-            let mut read = ReadOptions::default();
+            let mut read = super::scan_options();
             read.set_iterate_lower_bound(encoding::group_prefix(range.start).to_vec());
             read.set_iterate_upper_bound(encoding::group_prefix(range.end + 1).to_vec());
             let mut it = source_db.raw_iterator_cf_opt(&source_cf, read);
@@ -253,7 +251,7 @@ pub fn dump_state(dir: &Path, decl: &StateDecl) -> Result<Vec<DumpEntry>, StoreE
     };
     let now = now_ms();
     let mut out = Vec::new();
-    let mut it = db.raw_iterator_cf(&cf);
+    let mut it = db.raw_iterator_cf_opt(&cf, super::scan_options());
     it.seek_to_first();
     while it.valid() {
         if let (Some(k), Some(v)) = (it.key(), it.value())

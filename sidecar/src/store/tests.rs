@@ -72,7 +72,7 @@ fn compaction_filter_drops_expired_entries_physically() {
         let cf = store.db.cf_handle(name).unwrap();
         store
             .db
-            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+            .iterator_cf_opt(&cf, super::scan_options(), rocksdb::IteratorMode::Start)
             .count()
     };
     assert_eq!(
