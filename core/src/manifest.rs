@@ -238,6 +238,11 @@ pub struct Hold {
     pub savepoint: String,
     /// Keys relative to the checkpoint directory (`shared/...`).
     pub objects: Vec<String>,
+    /// When the hold was written (ms since the epoch; 0 in holds written before this field).
+    /// Retention drops a hold this old whose savepoint has no manifest: its sidecar died before
+    /// the savepoint completed, and nothing else would ever release it.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 impl Hold {

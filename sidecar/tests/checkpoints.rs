@@ -10,7 +10,7 @@ use common::Sidecar;
 use common::s3::{Proxy, S3Server};
 use serde_json::Value;
 use stator_client::{Batch, Client, proto::ErrorCode};
-use stator_core::manifest::Manifest;
+use stator_core::manifest::{Hold, Manifest};
 use stator_storage::Location;
 
 fn json(body: &str) -> Value {
@@ -840,6 +840,118 @@ async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
             + sidecar.metric("stator_sidecar_restores_total{source=\"local\"}"),
         1.0
     );
+}
+
+#[tokio::test]
+async fn a_hold_whose_savepoint_never_completed_is_dropped_once_it_is_an_hour_old() {
+    let s3 = S3Server::s3s_fs("stator");
+    let url = "s3://stator/jobs/orphan";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), url);
+    args.extend(s3.sidecar_args(None));
+    args.extend(["--retained-checkpoints".into(), "1".into()]);
+    let mut sidecar = Sidecar::new_in(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    sidecar
+        .env
+        .push(("STATOR_FAULT_SKIP_SAVEPOINT_COPIES".into(), "true".into()));
+    sidecar.spawn();
+    sidecar.wait_ready();
+    let mut client = Client::connect(&sidecar.socket).await.unwrap();
+    write_values(&mut client, 0..1000, 0, 200).await;
+    checkpoint(&sidecar);
+    let savepoint_url = format!("{url}/savepoints/orphan");
+    let done = savepoint(&sidecar, &savepoint_url, false);
+    assert_eq!(done["selfContained"], false, "{done}");
+    let own = Location::parse(url, &s3.options())
+        .await
+        .unwrap()
+        .child("checkpoints/replica-0-of-1");
+    let sp = Location::parse(&savepoint_url, &s3.options())
+        .await
+        .unwrap()
+        .child("replica-0-of-1");
+    let m = Manifest::parse(&sp.get("manifest.json").await.unwrap()).unwrap();
+    let held: Vec<String> = m
+        .files
+        .iter()
+        .filter_map(|f| f.source.as_ref())
+        .map(|s| {
+            s.rsplit_once("/checkpoints/replica-0-of-1/")
+                .unwrap()
+                .1
+                .to_owned()
+        })
+        .collect();
+    // As if the sidecar had died after writing the hold and before the manifest.
+    sp.delete("manifest.json").await.unwrap();
+    let holds = own.list("holds/").await.unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    let hold_key = holds[0].key.clone();
+
+    // Two more checkpoints of new writes: the held files are in no retained checkpoint.
+    write_values(&mut client, 0..1000, 1, 200).await;
+    let second = checkpoint(&sidecar);
+    let m2 = read_manifest(&own_at(&s3, url).await, "", second).await;
+    write_values(&mut client, 0..1000, 2, 200).await;
+    let third = checkpoint(&sidecar);
+    let latest = read_manifest(&own_at(&s3, url).await, "", third).await;
+    let live: HashSet<&str> = latest.files.iter().map(|f| f.object.as_str()).collect();
+    let only_held: Vec<&String> = held.iter().filter(|o| !live.contains(o.as_str())).collect();
+    assert!(!only_held.is_empty(), "{held:?}");
+    // Retention has run (the second checkpoint's own files are collected) and kept what the
+    // young hold names: its savepoint may still be writing its manifest.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for f in m2
+        .files
+        .iter()
+        .filter(|f| !live.contains(f.object.as_str()) && !held.contains(&f.object))
+    {
+        while own.exists(&f.object).await.unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "{} was never collected",
+                f.object
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for o in &only_held {
+        assert!(
+            own.exists(o).await.unwrap(),
+            "{o} was collected under a young hold"
+        );
+    }
+    assert!(own.exists(&hold_key).await.unwrap());
+
+    // Two hours later (the hold rewritten as written then), the next retention drops the hold
+    // and collects what only it kept.
+    let mut hold = Hold::parse(&own.get(&hold_key).await.unwrap()).unwrap();
+    assert!(hold.created_ms > 0, "{hold:?}");
+    hold.created_ms -= 2 * 3600 * 1000;
+    own.put(&hold_key, hold.to_json().into()).await.unwrap();
+    write_values(&mut client, 0..10, 3, 200).await;
+    checkpoint(&sidecar);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while own.exists(&hold_key).await.unwrap() || first_existing(&own, &only_held).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the old hold of a savepoint without a manifest was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first of `objects` that still exists, if any.
+async fn first_existing(own: &Location, objects: &[&String]) -> Option<String> {
+    for o in objects {
+        if own.exists(o).await.unwrap() {
+            return Some((*o).clone());
+        }
+    }
+    None
 }
 
 #[tokio::test]

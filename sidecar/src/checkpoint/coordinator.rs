@@ -513,6 +513,7 @@ impl Coordinator {
             referenced.extend(last.files.iter().map(|f| f.object.clone()));
         }
         // Files that savepoints reference until their server-side copies are made.
+        let now = crate::store::now_ms();
         for o in own.list(&format!("{HOLDS_DIR}/")).await? {
             let bytes = own.get(&o.key).await?;
             let hold = Hold::parse(&bytes).map_err(|e| StorageError::Remote {
@@ -521,6 +522,17 @@ impl Coordinator {
                 message: e.to_string(),
                 transient: false,
             })?;
+            let old = hold.created_ms > 0
+                && now.saturating_sub(hold.created_ms) > ORPHAN_HOLD_AFTER.as_millis() as u64;
+            if old && !savepoint_committed(&hold, &self.config.s3).await? {
+                tracing::warn!(
+                    hold = %own.url_of(&o.key),
+                    savepoint = %hold.savepoint,
+                    "deleting a hold whose savepoint never completed (its sidecar stopped between the two)"
+                );
+                own.delete(&o.key).await?;
+                continue;
+            }
             referenced.extend(hold.objects);
         }
         let garbage: Vec<String> = own
@@ -871,6 +883,7 @@ impl Coordinator {
                 let hold = Hold {
                     savepoint: target.url(),
                     objects: held,
+                    created_ms: crate::store::now_ms(),
                 };
                 own.put(&name, Bytes::from(hold.to_json())).await?;
                 Some((own.clone(), name))
@@ -973,3 +986,15 @@ pub(crate) async fn read_manifest(dir: &Location, id: u64) -> Result<Manifest, S
 
 #[cfg(test)]
 mod tests;
+
+/// How old a hold must be before retention asks whether its savepoint ever completed: a
+/// savepoint writes its manifest right after its hold, and an operation waits minutes at most.
+const ORPHAN_HOLD_AFTER: Duration = Duration::from_secs(3600);
+
+/// Whether the savepoint a hold was written for has its manifest.
+async fn savepoint_committed(hold: &Hold, s3: &S3Options) -> Result<bool, StorageError> {
+    Location::parse(&hold.savepoint, s3)
+        .await?
+        .exists(MANIFEST_FILE)
+        .await
+}

@@ -29,7 +29,8 @@ pub use ops::{BatchError, ListPage, MapPage, WriteOp};
 pub use snapshot::{Cut, DumpEntry, dump_state};
 pub use timers::{Domain, Timer, TimerPage, TimerStatus, dump_timers};
 
-use encoding::{decode_value, is_live, list_elements, now_ms};
+pub(crate) use encoding::now_ms;
+use encoding::{decode_value, is_live, list_elements};
 
 pub type Db = DBWithThreadMode<MultiThreaded>;
 
