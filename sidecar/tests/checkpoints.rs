@@ -842,122 +842,22 @@ async fn stop_with_savepoint_refuses_writes_and_holds_every_acknowledged_one() {
     );
 }
 
-#[tokio::test]
-async fn a_hold_whose_savepoint_never_completed_is_dropped_once_it_is_an_hour_old() {
-    let s3 = S3Server::s3s_fs("stator");
-    let url = "s3://stator/jobs/orphan";
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = base_args(dir.path(), url);
-    args.extend(s3.sidecar_args(None));
-    args.extend(["--retained-checkpoints".into(), "1".into()]);
-    let mut sidecar = Sidecar::new_in(
-        dir.path(),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    sidecar
-        .env
-        .push(("STATOR_FAULT_SKIP_SAVEPOINT_COPIES".into(), "true".into()));
-    sidecar.spawn();
-    sidecar.wait_ready();
-    let mut client = Client::connect(&sidecar.socket).await.unwrap();
-    write_values(&mut client, 0..1000, 0, 200).await;
-    checkpoint(&sidecar);
-    let savepoint_url = format!("{url}/savepoints/orphan");
-    let done = savepoint(&sidecar, &savepoint_url, false);
-    assert_eq!(done["selfContained"], false, "{done}");
-    let own = Location::parse(url, &s3.options())
-        .await
-        .unwrap()
-        .child("checkpoints/replica-0-of-1");
-    let sp = Location::parse(&savepoint_url, &s3.options())
-        .await
-        .unwrap()
-        .child("replica-0-of-1");
-    let m = Manifest::parse(&sp.get("manifest.json").await.unwrap()).unwrap();
-    let held: Vec<String> = m
-        .files
-        .iter()
-        .filter_map(|f| f.source.as_ref())
-        .map(|s| {
-            s.rsplit_once("/checkpoints/replica-0-of-1/")
-                .unwrap()
-                .1
-                .to_owned()
-        })
-        .collect();
-    // As if the sidecar had died after writing the hold and before the manifest.
-    sp.delete("manifest.json").await.unwrap();
-    let holds = own.list("holds/").await.unwrap();
-    assert_eq!(holds.len(), 1, "{holds:?}");
-    let hold_key = holds[0].key.clone();
-
-    // Two more checkpoints of new writes: the held files are in no retained checkpoint.
-    write_values(&mut client, 0..1000, 1, 200).await;
-    let second = checkpoint(&sidecar);
-    let m2 = read_manifest(&own_at(&s3, url).await, "", second).await;
-    write_values(&mut client, 0..1000, 2, 200).await;
-    let third = checkpoint(&sidecar);
-    let latest = read_manifest(&own_at(&s3, url).await, "", third).await;
-    let live: HashSet<&str> = latest.files.iter().map(|f| f.object.as_str()).collect();
-    let only_held: Vec<&String> = held.iter().filter(|o| !live.contains(o.as_str())).collect();
-    assert!(!only_held.is_empty(), "{held:?}");
-    // Retention has run (the second checkpoint's own files are collected) and kept what the
-    // young hold names: its savepoint may still be writing its manifest.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for f in m2
-        .files
-        .iter()
-        .filter(|f| !live.contains(f.object.as_str()) && !held.contains(&f.object))
-    {
-        while own.exists(&f.object).await.unwrap() {
-            assert!(
-                Instant::now() < deadline,
-                "{} was never collected",
-                f.object
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    for o in &only_held {
-        assert!(
-            own.exists(o).await.unwrap(),
-            "{o} was collected under a young hold"
-        );
-    }
-    assert!(own.exists(&hold_key).await.unwrap());
-
-    // Two hours later (the hold rewritten as written then), the next retention drops the hold
-    // and collects what only it kept.
-    let mut hold = Hold::parse(&own.get(&hold_key).await.unwrap()).unwrap();
-    assert!(hold.created_ms > 0, "{hold:?}");
-    hold.created_ms -= 2 * 3600 * 1000;
-    own.put(&hold_key, hold.to_json().into()).await.unwrap();
-    write_values(&mut client, 0..10, 3, 200).await;
-    checkpoint(&sidecar);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while own.exists(&hold_key).await.unwrap() || first_existing(&own, &only_held).await.is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the old hold of a savepoint without a manifest was kept"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A sidecar (one checkpoint retained) that took a savepoint referencing every file of its
+/// checkpoint, with the copies that would make it self-contained not made.
+struct HeldSavepoint {
+    _dir: tempfile::TempDir,
+    sidecar: Sidecar,
+    client: Client,
+    /// The replica's checkpoint directory.
+    own: Location,
+    /// The savepoint's replica directory.
+    sp: Location,
+    savepoint_url: String,
+    /// The checkpoint objects the savepoint references (`shared/...`).
+    held: Vec<String>,
 }
 
-/// The first of `objects` that still exists, if any.
-async fn first_existing(own: &Location, objects: &[&String]) -> Option<String> {
-    for o in objects {
-        if own.exists(o).await.unwrap() {
-            return Some((*o).clone());
-        }
-    }
-    None
-}
-
-#[tokio::test]
-async fn retention_keeps_the_checkpoint_files_a_savepoint_references_until_its_copies_are_made() {
-    let s3 = S3Server::s3s_fs("stator");
-    let url = "s3://stator/jobs/held";
+async fn held_savepoint(s3: &S3Server, url: &str, name: &str) -> HeldSavepoint {
     let dir = tempfile::tempdir().unwrap();
     let mut args = base_args(dir.path(), url);
     args.extend(s3.sidecar_args(None));
@@ -975,7 +875,7 @@ async fn retention_keeps_the_checkpoint_files_a_savepoint_references_until_its_c
     write_values(&mut client, 0..1000, 0, 200).await;
     checkpoint(&sidecar);
     // Nothing changed since the checkpoint: the savepoint references every file of it.
-    let savepoint_url = format!("{url}/savepoints/held");
+    let savepoint_url = format!("{url}/savepoints/{name}");
     let done = savepoint(&sidecar, &savepoint_url, false);
     assert_eq!(done["selfContained"], false, "{done}");
     let own = Location::parse(url, &s3.options())
@@ -999,39 +899,50 @@ async fn retention_keeps_the_checkpoint_files_a_savepoint_references_until_its_c
         })
         .collect();
     assert!(!held.is_empty(), "{m:?}");
+    HeldSavepoint {
+        _dir: dir,
+        sidecar,
+        client,
+        own,
+        sp,
+        savepoint_url,
+        held,
+    }
+}
 
-    // New writes, two more checkpoints: with one checkpoint retained, the first one's files
-    // are garbage for retention, but the savepoint's copies are not made yet.
-    write_values(&mut client, 0..1000, 1, 200).await;
-    let second = checkpoint(&sidecar);
-    let m2 = read_manifest(&own_at(&s3, url).await, "", second).await;
-    write_values(&mut client, 0..1000, 2, 200).await;
-    checkpoint(&sidecar);
-    let latest = Manifest::parse(
-        &own.get(&format!(
-            "chk-{:020}/manifest.json",
-            json(&sidecar.get("/v1/checkpoints").1)["latest"]["id"]
-                .as_u64()
-                .unwrap()
-        ))
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+/// New writes and two more checkpoints, so that with one checkpoint retained the first one's
+/// files are garbage for retention; waits until retention has run (the second checkpoint's own
+/// WAL, which nothing needs, is collected). Returns the held objects no retained checkpoint
+/// references.
+async fn checkpoint_past_the_held_files(
+    h: &mut HeldSavepoint,
+    s3: &S3Server,
+    url: &str,
+) -> Vec<String> {
+    write_values(&mut h.client, 0..1000, 1, 200).await;
+    let second = checkpoint(&h.sidecar);
+    let m2 = read_manifest(&own_at(s3, url).await, "", second).await;
+    write_values(&mut h.client, 0..1000, 2, 200).await;
+    let third = checkpoint(&h.sidecar);
+    let latest = read_manifest(&own_at(s3, url).await, "", third).await;
     let live: HashSet<&str> = latest.files.iter().map(|f| f.object.as_str()).collect();
-    let only_held: Vec<&String> = held.iter().filter(|o| !live.contains(o.as_str())).collect();
+    let only_held: Vec<String> = h
+        .held
+        .iter()
+        .filter(|o| !live.contains(o.as_str()))
+        .cloned()
+        .collect();
     assert!(
         !only_held.is_empty(),
         "some referenced file is in no retained checkpoint (the WAL changed)"
     );
-    // Retention has run: the second checkpoint's own WAL, which nothing needs, is collected.
     let deadline = Instant::now() + Duration::from_secs(30);
     for f in m2
         .files
         .iter()
-        .filter(|f| !live.contains(f.object.as_str()) && !held.contains(&f.object))
+        .filter(|f| !live.contains(f.object.as_str()) && !h.held.contains(&f.object))
     {
-        while own.exists(&f.object).await.unwrap() {
+        while h.own.exists(&f.object).await.unwrap() {
             assert!(
                 Instant::now() < deadline,
                 "{} was never collected",
@@ -1040,12 +951,82 @@ async fn retention_keeps_the_checkpoint_files_a_savepoint_references_until_its_c
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    only_held
+}
+
+/// The first of `objects` that still exists in `dir`, if any.
+async fn first_existing(dir: &Location, objects: &[String]) -> Option<String> {
+    for o in objects {
+        if dir.exists(o).await.unwrap() {
+            return Some(o.clone());
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_hold_whose_savepoint_never_completed_is_dropped_once_it_is_an_hour_old() {
+    let s3 = S3Server::s3s_fs("stator");
+    let url = "s3://stator/jobs/orphan";
+    let mut h = held_savepoint(&s3, url, "orphan").await;
+    // As if the sidecar had died after writing the hold and before the manifest.
+    h.sp.delete("manifest.json").await.unwrap();
+    let holds = h.own.list("holds/").await.unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    let hold_key = holds[0].key.clone();
+    // Retention has run and kept what the young hold names: its savepoint may still be writing
+    // its manifest.
+    let only_held = checkpoint_past_the_held_files(&mut h, &s3, url).await;
     for o in &only_held {
         assert!(
-            own.exists(o).await.unwrap(),
+            h.own.exists(o).await.unwrap(),
+            "{o} was collected under a young hold"
+        );
+    }
+    assert!(h.own.exists(&hold_key).await.unwrap());
+
+    // Two hours later (the hold rewritten as written then), the next retention drops the hold
+    // and collects what only it kept.
+    let mut hold = Hold::parse(&h.own.get(&hold_key).await.unwrap()).unwrap();
+    assert!(hold.created_ms > 0, "{hold:?}");
+    hold.created_ms -= 2 * 3600 * 1000;
+    h.own.put(&hold_key, hold.to_json().into()).await.unwrap();
+    write_values(&mut h.client, 0..10, 3, 200).await;
+    checkpoint(&h.sidecar);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.own.exists(&hold_key).await.unwrap()
+        || first_existing(&h.own, &only_held).await.is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old hold of a savepoint without a manifest was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn retention_keeps_the_checkpoint_files_a_savepoint_references_until_its_copies_are_made() {
+    let s3 = S3Server::s3s_fs("stator");
+    let url = "s3://stator/jobs/held";
+    let mut h = held_savepoint(&s3, url, "held").await;
+    // The savepoint's copies are not made yet: retention keeps what it references.
+    let only_held = checkpoint_past_the_held_files(&mut h, &s3, url).await;
+    for o in &only_held {
+        assert!(
+            h.own.exists(o).await.unwrap(),
             "{o} was collected while a savepoint needs it"
         );
     }
+    let HeldSavepoint {
+        _dir,
+        mut sidecar,
+        client,
+        own,
+        sp,
+        savepoint_url,
+        ..
+    } = h;
     drop(client);
 
     // The savepoint restores as it is (from its checkpoint's files).
