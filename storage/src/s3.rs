@@ -138,21 +138,17 @@ impl S3Store {
     }
 
     async fn multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), StorageError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.remote("start multipart upload of", key, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_owned();
-        let result = async {
-            let mut parts = Vec::new();
-            let mut offset = 0u64;
-            let mut number = 1i32;
-            while offset < size {
-                let len = self.part_size.min(size - offset);
+        let ops = PartOps {
+            start: "start multipart upload of",
+            part: "upload part of",
+            complete: "complete multipart upload of",
+        };
+        self.in_parts(
+            key,
+            size,
+            self.part_size,
+            ops,
+            |upload_id, number, offset, len| async move {
                 let body = ByteStream::read_from()
                     .path(path)
                     .offset(offset)
@@ -170,17 +166,54 @@ impl S3Store {
                     .upload_part()
                     .bucket(&self.bucket)
                     .key(key)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .part_number(number)
                     .content_length(len as i64)
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| self.remote("upload part of", key, e))?;
+                    .map_err(|e| self.remote(ops.part, key, e))?;
+                Ok(part.e_tag().map(str::to_owned))
+            },
+        )
+        .await
+    }
+
+    /// A multipart upload of `size` bytes to `key`, `part` bytes at a time: `send_part(upload
+    /// id, part number, offset, length)` sends one part and returns its ETag. Completes the
+    /// upload, or aborts it on any error. A completion whose reply was lost after the store
+    /// applied it (the SDK's retry finds no upload) counts when the object has the size.
+    async fn in_parts<F, Fut>(
+        &self,
+        key: &str,
+        size: u64,
+        part: u64,
+        ops: PartOps,
+        send_part: F,
+    ) -> Result<(), StorageError>
+    where
+        F: Fn(String, i32, u64, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, StorageError>>,
+    {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.remote(ops.start, key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let result = async {
+            let mut parts = Vec::new();
+            let (mut offset, mut number) = (0u64, 1i32);
+            while offset < size {
+                let len = part.min(size - offset);
+                let e_tag = send_part(upload_id.clone(), number, offset, len).await?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
-                        .set_e_tag(part.e_tag().map(str::to_owned))
+                        .set_e_tag(e_tag)
                         .build(),
                 );
                 offset += len;
@@ -201,9 +234,7 @@ impl S3Store {
                 .await;
             match completed {
                 Ok(_) => Ok(()),
-                // The SDK retried a completion whose reply was lost after the store applied it:
-                // the upload is gone because it became the object.
-                Err(e) => match self.remote("complete multipart upload of", key, e) {
+                Err(e) => match self.remote(ops.complete, key, e) {
                     StorageError::NotFound { url } => {
                         if self.size_of(key).await? == Some(size) {
                             Ok(())
@@ -230,6 +261,14 @@ impl S3Store {
     }
 }
 
+/// What the steps of a multipart upload are called in errors.
+#[derive(Clone, Copy)]
+struct PartOps {
+    start: &'static str,
+    part: &'static str,
+    complete: &'static str,
+}
+
 /// `bucket/key` as the `x-amz-copy-source` header wants it: percent-encoded but for `/`.
 fn copy_source(bucket: &str, key: &str) -> String {
     let mut out = String::with_capacity(bucket.len() + key.len() + 1);
@@ -246,74 +285,37 @@ fn copy_source(bucket: &str, key: &str) -> String {
 impl S3Store {
     /// Copies an object in parts of at least the part size (at most 10,000 parts).
     async fn copy_in_parts(&self, from: &str, to: &str, size: u64) -> Result<(), StorageError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(to)
-            .send()
-            .await
-            .map_err(|e| self.remote("start multipart copy to", to, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let ops = PartOps {
+            start: "start multipart copy to",
+            part: "copy a part to",
+            complete: "complete multipart copy to",
+        };
         let part = self.part_size.max(size.div_ceil(10_000));
-        let result = async {
-            let mut parts = Vec::new();
-            let (mut offset, mut number) = (0u64, 1i32);
-            while offset < size {
-                let len = part.min(size - offset);
+        self.in_parts(
+            to,
+            size,
+            part,
+            ops,
+            |upload_id, number, offset, len| async move {
                 let copied = self
                     .client
                     .upload_part_copy()
                     .bucket(&self.bucket)
                     .key(to)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .part_number(number)
                     .copy_source(copy_source(&self.bucket, from))
                     .copy_source_range(format!("bytes={offset}-{}", offset + len - 1))
                     .send()
                     .await
-                    .map_err(|e| self.remote("copy a part to", to, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(
-                            copied
-                                .copy_part_result()
-                                .and_then(|r| r.e_tag())
-                                .map(str::to_owned),
-                        )
-                        .build(),
-                );
-                offset += len;
-                number += 1;
-            }
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(to)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| self.remote("complete multipart copy to", to, e))?;
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(to)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-        }
-        result
+                    .map_err(|e| self.remote(ops.part, to, e))?;
+                Ok(copied
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_owned))
+            },
+        )
+        .await
     }
 
     /// The size of `key`, or `None` when it does not exist.
