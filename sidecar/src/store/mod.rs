@@ -230,7 +230,8 @@ impl CfOptions {
         base.set_block_based_table_factory(&table);
         base.set_write_buffer_manager(&write_buffers);
         // One memtable may not be larger than the budget they all share.
-        base.set_write_buffer_size(rocks.write_buffer_bytes.min(rocks.memtable_budget_bytes));
+        let write_buffer_bytes = rocks.write_buffer_bytes.min(rocks.memtable_budget_bytes);
+        base.set_write_buffer_size(write_buffer_bytes);
         // A whole-key bloom filter in the memtable lets point reads of flushed keys skip the
         // memtable's skiplist search.
         base.set_memtable_prefix_bloom_ratio(0.02);
@@ -245,7 +246,7 @@ impl CfOptions {
         });
         Self {
             base,
-            write_buffer_bytes: rocks.write_buffer_bytes.min(rocks.memtable_budget_bytes),
+            write_buffer_bytes,
             cache,
             write_buffers,
         }
