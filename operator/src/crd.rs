@@ -61,6 +61,9 @@ pub struct StreamJobSpec {
     /// How a change of the deployed spec carries state over.
     #[serde(default)]
     pub upgrade_mode: UpgradeMode,
+    /// How the new version's pods replace the old ones in a savepoint upgrade.
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
     /// Savepoints on demand, on a schedule, and their history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint: Option<SavepointSpec>,
@@ -363,6 +366,22 @@ pub enum UpgradeMode {
     LastState,
 }
 
+/// How the new version's pods replace the old ones.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UpgradeStrategy {
+    /// Stop the old pods (after the savepoint), then create the new ones, which restore the
+    /// savepoint.
+    #[default]
+    Recreate,
+    /// Blue/green: the new version's pods start beside the old ones and restore the bulk of the
+    /// state from the old version's latest checkpoints while it still serves; then the old version
+    /// takes its savepoint (fenced) and the new pods fetch only what changed since and go live.
+    /// Costs a second set of pods for the length of the handover. Used for savepoint upgrades at
+    /// the same parallelism on emptyDir volumes (other changes take the recreate path).
+    WarmHandover,
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SavepointSpec {
@@ -549,6 +568,46 @@ pub struct Deployment {
     /// only at its next upgrade, never by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar_image: Option<String>,
+    /// Which set of pod names it runs under: absent, `<job>-<index>`; a warm handover brings
+    /// the new version up beside the old one under the other set, `<job>-blue-<index>` or
+    /// `<job>-green-<index>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
+}
+
+/// A set of pod names, so that two versions can run side by side during a warm handover.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Slot {
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Slot> {
+        match s {
+            "blue" => Some(Slot::Blue),
+            "green" => Some(Slot::Green),
+            _ => None,
+        }
+    }
+
+    /// The set a warm handover from `current` brings the new version up under.
+    pub fn next(current: Option<Slot>) -> Slot {
+        match current {
+            Some(Slot::Green) => Slot::Blue,
+            _ => Slot::Green,
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -567,8 +626,14 @@ pub enum OperationKind {
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Step {
+    /// A warm handover's first step: the new version's pods restore the bulk of the state from
+    /// the old version's latest checkpoints while the old version serves.
+    Warming,
     /// Taking the savepoint (with stop: writes fenced first).
     Savepointing,
+    /// A warm handover after the savepoint: the old pods stop, the new ones restore only what
+    /// the savepoint added and go live.
+    Promoting,
     /// Deleting the old version's pods.
     Stopping,
     /// Creating the new version's pods.
@@ -615,6 +680,25 @@ pub struct Operation {
     /// since their final checkpoints may have come since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recheck_lineage: Option<String>,
+    /// A warm handover: the old version's checkpoint location its new pods restore the bulk
+    /// from while it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_from: Option<String>,
+}
+
+impl Operation {
+    /// The pod set of a warm handover whose new pods run beside the old ones now (from their
+    /// creation until they are promoted).
+    pub fn standby_slot(&self) -> Option<Slot> {
+        let beside = matches!(
+            self.step,
+            Step::Warming | Step::Savepointing | Step::Promoting
+        );
+        self.warm_from
+            .as_ref()
+            .filter(|_| beside)
+            .and(self.target.as_ref()?.slot)
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -27,6 +27,7 @@ pub fn job(name: &str) -> JobBuilder {
             max_parallelism: 128,
             state: StateSpec::default(),
             upgrade_mode: UpgradeMode::Savepoint,
+            upgrade_strategy: Default::default(),
             savepoint: None,
             initial_savepoint: None,
             suspend: false,
@@ -70,6 +71,11 @@ impl JobBuilder {
 }
 
 impl JobBuilder {
+    pub fn warm_handover(mut self) -> Self {
+        self.0.spec.upgrade_strategy = crate::crd::UpgradeStrategy::WarmHandover;
+        self
+    }
+
     pub fn mode(mut self, m: UpgradeMode) -> Self {
         self.0.spec.upgrade_mode = m;
         self

@@ -231,7 +231,9 @@ impl Metrics {
 
     pub fn step(&self, reason: &str, step: Step, seconds: f64) {
         let step = match step {
+            Step::Warming => "warming",
             Step::Savepointing => "savepointing",
+            Step::Promoting => "promoting",
             Step::Stopping => "stopping",
             Step::Starting => "starting",
             Step::WaitingReady => "waiting_ready",

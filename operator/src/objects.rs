@@ -22,7 +22,7 @@ use kube::Resource;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{Compression, StateKind, StreamJob, WebIdentitySpec};
+use crate::crd::{Compression, Slot, StateKind, StreamJob, WebIdentitySpec};
 
 pub const SIDECAR_CONTAINER: &str = "stator-sidecar";
 pub const APP_CONTAINER: &str = "app";
@@ -43,6 +43,11 @@ pub const SIDECAR_UID: i64 = 65532;
 
 pub const LABEL_JOB: &str = "stator.dev/job";
 pub const LABEL_REPLICA: &str = "stator.dev/replica";
+/// The pod set (`blue` or `green`) of a pod a warm handover brought up; absent on `<job>-<index>`.
+pub const LABEL_SLOT: &str = "stator.dev/slot";
+/// On a pod created to warm up beside the old version: where its sidecar restores the bulk of
+/// the state from before it is promoted.
+pub const ANNOTATION_WARM_FROM: &str = "stator.dev/warm-from";
 pub const ANNOTATION_SPEC_HASH: &str = "stator.dev/spec-hash";
 pub const ANNOTATION_RESTORE_FROM: &str = "stator.dev/restore-from";
 
@@ -63,6 +68,10 @@ pub struct PodInputs<'a> {
     pub restore_from: Option<&'a str>,
     /// Where the replicas checkpoint: the job's state location plus the deployment's lineage.
     pub state_location: Option<&'a str>,
+    /// The deployment's pod set.
+    pub slot: Option<Slot>,
+    /// A warm handover's standby pod: its sidecar restores from here and waits to be promoted.
+    pub warm_from: Option<&'a str>,
 }
 
 pub fn selector_labels(job: &StreamJob) -> BTreeMap<String, String> {
@@ -112,7 +121,15 @@ fn meta(job: &StreamJob, name: String) -> ObjectMeta {
 }
 
 pub fn pod_name(job: &StreamJob, index: i32) -> String {
-    format!("{}-{index}", job.name_any())
+    slot_pod_name(job, None, index)
+}
+
+/// Replica `index`'s pod in pod set `slot`.
+pub fn slot_pod_name(job: &StreamJob, slot: Option<Slot>, index: i32) -> String {
+    match slot {
+        None => format!("{}-{index}", job.name_any()),
+        Some(s) => format!("{}-{}-{index}", job.name_any(), s.name()),
+    }
 }
 
 pub fn claim_name(job: &StreamJob, index: i32) -> String {
@@ -333,6 +350,9 @@ fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVa
     if let Some(from) = inputs.restore_from {
         out.push(env("STATOR_RESTORE_FROM", from));
     }
+    if let Some(from) = inputs.warm_from {
+        out.push(env("STATOR_WARM_FROM", from));
+    }
     if let Some(s3) = &s.state.s3 {
         if let Some(endpoint) = &s3.endpoint {
             out.push(env("STATOR_S3_ENDPOINT", endpoint.clone()));
@@ -426,16 +446,23 @@ fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVa
 pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
     let s = &job.spec;
     let overrides = s.pod.clone().unwrap_or_default();
-    let mut meta = meta(job, pod_name(job, index));
+    let name = slot_pod_name(job, inputs.slot, index);
+    let mut meta = meta(job, name.clone());
     let labels = meta.labels.get_or_insert_with(BTreeMap::new);
     for (k, v) in &overrides.labels {
         labels.entry(k.clone()).or_insert_with(|| v.clone());
     }
     labels.insert(LABEL_REPLICA.to_owned(), index.to_string());
+    if let Some(slot) = inputs.slot {
+        labels.insert(LABEL_SLOT.to_owned(), slot.name().to_owned());
+    }
     let mut annotations = overrides.annotations.clone();
     annotations.insert(ANNOTATION_SPEC_HASH.to_owned(), inputs.spec_hash.to_owned());
     if let Some(from) = inputs.restore_from {
         annotations.insert(ANNOTATION_RESTORE_FROM.to_owned(), from.to_owned());
+    }
+    if let Some(from) = inputs.warm_from {
+        annotations.insert(ANNOTATION_WARM_FROM.to_owned(), from.to_owned());
     }
     meta.annotations = Some(annotations);
 
@@ -564,7 +591,7 @@ pub fn pod(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Pod {
             containers: vec![app],
             volumes: Some(volumes),
             restart_policy: Some("Always".to_owned()),
-            hostname: Some(pod_name(job, index)),
+            hostname: Some(name),
             subdomain: Some(service_name(job)),
             node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
             tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
@@ -763,6 +790,8 @@ mod tests {
             spec_hash: hash,
             restore_from: None,
             state_location: Some("s3://bucket/jobs/default/wc/l1"),
+            slot: None,
+            warm_from: None,
         }
     }
 
@@ -1110,6 +1139,43 @@ mod tests {
             env_of(sidecar, "STATOR_RESTORE_FROM"),
             Some("s3://b/p/default/wc/savepoints/sp-1")
         );
+    }
+
+    #[test]
+    fn a_standby_pod_of_the_other_set_is_named_labelled_and_told_where_to_warm_from() {
+        let j = job("wc").location("s3://b/p").build();
+        let pod = pod(
+            &j,
+            1,
+            &PodInputs {
+                restore_from: Some("s3://b/p/default/wc/uid/savepoints/upgrade-3"),
+                slot: Some(Slot::Green),
+                warm_from: Some("s3://b/p/default/wc/uid/l1"),
+                ..inputs("h")
+            },
+        );
+        assert_eq!(pod.metadata.name.as_deref(), Some("wc-green-1"));
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_SLOT], "green");
+        assert_eq!(labels[LABEL_REPLICA], "1");
+        assert_eq!(
+            pod.metadata.annotations.as_ref().unwrap()[ANNOTATION_WARM_FROM],
+            "s3://b/p/default/wc/uid/l1"
+        );
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("wc-green-1"));
+        let sidecar = &spec.init_containers.unwrap()[0];
+        assert_eq!(
+            env_of(sidecar, "STATOR_WARM_FROM"),
+            Some("s3://b/p/default/wc/uid/l1")
+        );
+        assert_eq!(
+            env_of(sidecar, "STATOR_RESTORE_FROM"),
+            Some("s3://b/p/default/wc/uid/savepoints/upgrade-3")
+        );
+        // The first set keeps the names pods had before handovers existed.
+        assert_eq!(slot_pod_name(&j, None, 1), "wc-1");
+        assert_eq!(slot_pod_name(&j, Some(Slot::Blue), 0), "wc-blue-0");
     }
 
     #[test]

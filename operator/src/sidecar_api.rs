@@ -53,6 +53,21 @@ impl SavepointStatus {
     }
 }
 
+/// A standby sidecar's answer to `GET /v1/standby`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyStatus {
+    /// warming, warm, promoted or none.
+    pub state: String,
+}
+
+impl StandbyStatus {
+    /// It restored the bulk of the state (and may already have been promoted).
+    pub fn is_warm(&self) -> bool {
+        self.state == "warm" || self.state == "promoted"
+    }
+}
+
 /// How long a savepoint request waits at the sidecar for the savepoint to end.
 pub const SAVEPOINT_WAIT_MS: u64 = 2000;
 
@@ -165,6 +180,25 @@ impl SidecarApi {
             tokio::time::timeout(Duration::from_secs(1), ask).await,
             Ok(Ok(_))
         )
+    }
+
+    /// A standby sidecar's progress (`GET /v1/standby`): warming, warm, promoted, or none (not
+    /// a standby).
+    pub async fn standby(&self, addr: &str) -> Result<StandbyStatus, ApiError> {
+        let bytes = self.call(addr, "GET", "/v1/standby", None).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Tells a standby sidecar to restore what `location` (its configured restore point) adds
+    /// to the state it warmed up with, and serve. Idempotent; accepted while it still warms.
+    pub async fn promote(&self, addr: &str, location: &str) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "restoreFrom": location });
+        self.call(addr, "POST", "/v1/promote", Some(body))
+            .await
+            .map(|_| ())
     }
 
     /// Lets a fenced replica accept writes again (an abandoned stop-with-savepoint).

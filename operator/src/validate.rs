@@ -9,7 +9,7 @@ use stator_core::names::check_flag_state_name;
 
 use kube::ResourceExt;
 
-use crate::crd::{StreamJob, UpgradeMode};
+use crate::crd::{StreamJob, UpgradeMode, UpgradeStrategy};
 
 /// The longest name a pod or hostname may have (a DNS-1123 label).
 const MAX_LABEL: usize = 63;
@@ -57,6 +57,42 @@ pub fn storage_policy(job: &StreamJob, allow_file_locations: bool) -> Vec<String
         )
     })
     .collect()
+}
+
+/// A warm handover restores the new pods from storage beside the old ones, under the second set
+/// of pod names.
+fn check_warm_handover(job: &StreamJob) -> Vec<String> {
+    let s = &job.spec;
+    let mut problems = Vec::new();
+    if s.upgrade_mode != UpgradeMode::Savepoint {
+        problems.push(format!(
+            "upgradeStrategy warmHandover hands over through a savepoint: it needs upgradeMode savepoint, got {}",
+            serde_json::to_value(s.upgrade_mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        ));
+    }
+    if s.state.location.is_none() {
+        problems.push(
+            "upgradeStrategy warmHandover restores the new pods from storage: it needs state.location"
+                .to_owned(),
+        );
+    }
+    if s.state
+        .volume
+        .as_ref()
+        .is_some_and(|v| v.persistent_volume_claim.is_some())
+    {
+        problems.push("upgradeStrategy warmHandover runs the new pods beside the old ones, which hold the replicas' claims: use emptyDir volumes with it (with a persistentVolumeClaim the recreate strategy already restores only what changed, from the volume)".to_owned());
+    }
+    let name = job.name_any();
+    let longest = name.len() + "-green-".len() + (s.max_parallelism.max(1) - 1).to_string().len();
+    if longest > MAX_LABEL {
+        problems.push(format!(
+            "metadata.name {name:?} is too long for upgradeStrategy warmHandover: the new version's pod of replica {} would be named {name}-green-{} with {longest} characters; pod names and hostnames have at most {MAX_LABEL}",
+            s.max_parallelism - 1,
+            s.max_parallelism - 1
+        ));
+    }
+    problems
 }
 
 pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
@@ -158,6 +194,9 @@ pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
         problems
             .push("state.volume needs exactly one of emptyDir or persistentVolumeClaim".to_owned());
     }
+    if s.upgrade_strategy == UpgradeStrategy::WarmHandover {
+        problems.extend(check_warm_handover(job));
+    }
     for e in &s.app.env {
         if e.name.starts_with("STATOR_") {
             problems.push(format!(
@@ -177,6 +216,42 @@ pub fn validate(job: &StreamJob) -> Result<(), Vec<String>> {
 mod tests {
     use super::*;
     use crate::fixtures::job;
+
+    #[test]
+    fn a_warm_handover_needs_storage_savepoints_emptydir_and_room_in_the_pod_names() {
+        let ok = job("wc").location("s3://b/p").warm_handover().build();
+        assert_eq!(validate(&ok), Ok(()));
+        let err = validate(&job("wc").warm_handover().build()).unwrap_err();
+        assert!(err[0].contains("needs state.location"), "{err:?}");
+        let err = validate(
+            &job("wc")
+                .location("s3://b/p")
+                .mode(UpgradeMode::LastState)
+                .warm_handover()
+                .build(),
+        )
+        .unwrap_err();
+        assert!(
+            err[0].contains("needs upgradeMode savepoint, got lastState"),
+            "{err:?}"
+        );
+        let err = validate(
+            &job("wc")
+                .location("s3://b/p")
+                .claims(false)
+                .warm_handover()
+                .build(),
+        )
+        .unwrap_err();
+        assert!(err[0].contains("use emptyDir volumes"), "{err:?}");
+        // 57 + "-0" fits 63; 57 + "-green-127" does not.
+        let name = "a".repeat(57);
+        let mut long = job(&name).location("s3://b/p").build();
+        assert_eq!(validate(&long), Ok(()));
+        long.spec.upgrade_strategy = crate::crd::UpgradeStrategy::WarmHandover;
+        let err = validate(&long).unwrap_err();
+        assert!(err[0].contains("-green-127 with 67 characters"), "{err:?}");
+    }
 
     #[test]
     fn a_minimal_job_is_valid() {

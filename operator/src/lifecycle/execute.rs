@@ -17,11 +17,11 @@ use rand::Rng;
 
 use super::layout;
 use super::model::{
-    Checkpoints, Effect, Need, Observed, Outcome, PodPhase, PodView, SavepointAnswer, Wake,
+    Checkpoints, Effect, Need, Observed, Outcome, PodPhase, PodView, SavepointAnswer, Stray, Wake,
 };
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{Deployment, StreamJob, StreamJobStatus};
-use crate::objects::{self, ANNOTATION_SPEC_HASH, LABEL_REPLICA, PodInputs};
+use crate::crd::{Deployment, Slot, Step, StreamJob, StreamJobStatus};
+use crate::objects::{self, ANNOTATION_SPEC_HASH, LABEL_REPLICA, LABEL_SLOT, PodInputs};
 use crate::sidecar_api::{ApiError, SidecarApi};
 use crate::stored::{self, StoredError};
 
@@ -90,12 +90,24 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
     let missing = missing_references(ctx, &current).await?;
     let mut replica_checkpoints = ask_checkpoints(ctx, &current).await;
     for _ in 0..MAX_CHAIN {
-        let mut pods = overlay.apply(pod_views(ctx, &current));
+        let (mut pods, mut standby, strays) =
+            split_views(overlay.apply(pod_views(ctx, &current)), &status);
+        let live = live_slot(&status);
         if asks_readiness(ctx, &current, &status) {
-            observe_serving(ctx, &current, &mut pods).await;
+            observe_serving(ctx, &current, live, &mut pods).await;
+        }
+        if let Some(slot) = status.operation.as_ref().and_then(|o| o.standby_slot())
+            && status
+                .operation
+                .as_ref()
+                .is_some_and(|o| o.step == Step::Warming)
+        {
+            observe_warm(ctx, &current, slot, &mut standby).await;
         }
         let observed = Observed {
             pods,
+            standby,
+            strays,
             claims: claim_indices(ctx, &current),
             spec_problems: problems.clone(),
             missing: missing.clone(),
@@ -205,10 +217,12 @@ async fn ask_checkpoints(
     {
         return None;
     }
+    let live = job.status.as_ref().and_then(live_slot);
     let addrs: Vec<(i32, String)> = ctx
         .pods(job)
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| slot_of(p) == live)
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .filter_map(|p| Some((replica(p)?, admin_addr(p)?)))
         .collect();
@@ -264,10 +278,16 @@ fn asks_readiness(ctx: &Context, job: &StreamJob, st: &StreamJobStatus) -> bool 
 /// Marks as ready the running pods that are not Ready but serve: every app container is ready
 /// and the sidecar answers its readiness check now (asked directly, instead of waiting for the
 /// kubelet's next probe). A sidecar that cannot be asked is simply not known to serve.
-async fn observe_serving(ctx: &Context, job: &StreamJob, views: &mut BTreeMap<i32, PodView>) {
+async fn observe_serving(
+    ctx: &Context,
+    job: &StreamJob,
+    live: Option<Slot>,
+    views: &mut BTreeMap<i32, PodView>,
+) {
     let candidates: Vec<(i32, String)> = ctx
         .pods(job)
         .iter()
+        .filter(|pod| slot_of(pod) == live)
         .filter_map(|pod| {
             let i = replica(pod)?;
             let v = views.get(&i)?;
@@ -296,6 +316,46 @@ async fn observe_serving(ctx: &Context, job: &StreamJob, views: &mut BTreeMap<i3
     }
 }
 
+/// Marks as ready (warm) the running standby pods whose sidecar says it restored the bulk of the
+/// state and waits to be promoted (or was).
+async fn observe_warm(
+    ctx: &Context,
+    job: &StreamJob,
+    slot: Slot,
+    views: &mut BTreeMap<i32, PodView>,
+) {
+    let candidates: Vec<(i32, String)> = ctx
+        .pods(job)
+        .iter()
+        .filter(|pod| slot_of(pod) == Some(slot))
+        .filter_map(|pod| {
+            let i = replica(pod)?;
+            let v = views.get(&i)?;
+            if v.deleting || v.phase != PodPhase::Running {
+                return None;
+            }
+            Some((i, admin_addr(pod)?))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    let Ok(token) = token(job, ctx).await else {
+        return;
+    };
+    let api = SidecarApi::new(token);
+    let answers =
+        futures::future::join_all(candidates.iter().map(|(_, addr)| api.standby(addr))).await;
+    for ((i, _), answer) in candidates.iter().zip(answers) {
+        if let Some(v) = views.get_mut(i) {
+            v.ready = answer.is_ok_and(|s| s.is_warm());
+            if v.ready {
+                v.problem = None;
+            }
+        }
+    }
+}
+
 /// Whether every app container (not the sidecar, an init container) reports ready. The watch
 /// cache keeps no pod spec, so the statuses are what counts: the kubelet lists every container.
 fn apps_ready(pod: &Pod) -> bool {
@@ -309,7 +369,46 @@ fn replica(pod: &Pod) -> Option<i32> {
     pod.labels().get(LABEL_REPLICA)?.parse().ok()
 }
 
-fn pod_views(ctx: &Context, job: &StreamJob) -> BTreeMap<i32, PodView> {
+/// The pod set a pod belongs to (absent: the first, `<job>-<index>`).
+fn slot_of(pod: &Pod) -> Option<Slot> {
+    Slot::parse(pod.labels().get(LABEL_SLOT)?)
+}
+
+fn live_slot(st: &StreamJobStatus) -> Option<Slot> {
+    st.deployment.as_ref().and_then(|d| d.slot)
+}
+
+type Views = BTreeMap<(Option<Slot>, i32), PodView>;
+
+/// The deployed version's pods, a warm handover's standby pods, and the pods of any other set.
+fn split_views(
+    views: Views,
+    st: &StreamJobStatus,
+) -> (BTreeMap<i32, PodView>, BTreeMap<i32, PodView>, Vec<Stray>) {
+    let live = live_slot(st);
+    let standby = st
+        .operation
+        .as_ref()
+        .and_then(|o| o.standby_slot())
+        .filter(|s| Some(*s) != live);
+    let (mut pods, mut beside, mut strays) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    for ((slot, i), view) in views {
+        if slot == live {
+            pods.insert(i, view);
+        } else if slot.is_some() && slot == standby {
+            beside.insert(i, view);
+        } else {
+            strays.push(Stray {
+                slot,
+                replica: i,
+                deleting: view.deleting,
+            });
+        }
+    }
+    (pods, beside, strays)
+}
+
+fn pod_views(ctx: &Context, job: &StreamJob) -> Views {
     let mut out = BTreeMap::new();
     for pod in ctx.pods(job) {
         let Some(i) = replica(&pod) else { continue };
@@ -323,7 +422,7 @@ fn pod_views(ctx: &Context, job: &StreamJob) -> BTreeMap<i32, PodView> {
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         out.insert(
-            i,
+            (slot_of(&pod), i),
             PodView {
                 spec_hash: pod.annotations().get(ANNOTATION_SPEC_HASH).cloned(),
                 phase,
@@ -377,12 +476,12 @@ fn claim_indices(ctx: &Context, job: &StreamJob) -> std::collections::BTreeSet<i
 /// This reconcile's own writes, which the watch cache may not show yet.
 #[derive(Default)]
 struct Overlay {
-    created: BTreeMap<i32, String>,
-    deleted: Vec<i32>,
+    created: BTreeMap<(Option<Slot>, i32), String>,
+    deleted: Vec<(Option<Slot>, i32)>,
 }
 
 impl Overlay {
-    fn apply(&self, mut pods: BTreeMap<i32, PodView>) -> BTreeMap<i32, PodView> {
+    fn apply(&self, mut pods: Views) -> Views {
         for (&i, hash) in &self.created {
             pods.entry(i).or_insert(PodView {
                 spec_hash: Some(hash.clone()),
@@ -450,6 +549,7 @@ pub fn build_pod(
     ctx: &Context,
     d: &Deployment,
     i: i32,
+    warm_from: Option<&str>,
 ) -> Pod {
     let spec = layout::deployment_spec(job, d);
     let target = layout::with_spec(job, &spec);
@@ -463,6 +563,8 @@ pub fn build_pod(
         spec_hash: &d.hash,
         restore_from: d.restore_from.as_deref(),
         state_location: d.state_location.as_deref().or(legacy.as_deref()),
+        slot: d.slot,
+        warm_from,
     };
     objects::pod(&target, i, &inputs)
 }
@@ -535,26 +637,33 @@ async fn perform(
             Effect::CreatePod {
                 replica,
                 deployment,
+                warm_from,
             } => {
-                let pod = build_pod(job, st, ctx, deployment, *replica);
-                let name = objects::pod_name(job, *replica);
+                let pod = build_pod(job, st, ctx, deployment, *replica, warm_from.as_deref());
+                let name = objects::slot_pod_name(job, deployment.slot, *replica);
+                let key = (deployment.slot, *replica);
                 let pp = PostParams {
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..Default::default()
                 };
                 match pods.create(&pp, &pod).await {
                     Ok(_) => {
-                        overlay.created.insert(*replica, deployment.hash.clone());
+                        overlay.created.insert(key, deployment.hash.clone());
                         let p = layout::parallelism(job, deployment);
+                        let warm = if warm_from.is_some() {
+                            ", warming up beside the running version"
+                        } else {
+                            ""
+                        };
                         let note = format!(
-                            "created pod {name} (replica {replica} of {p}, lineage {})",
+                            "created pod {name} (replica {replica} of {p}, lineage {}{warm})",
                             deployment.lineage
                         );
                         ctx.publish(job, false, "CreatedPod", note).await;
                     }
                     // The cache has not seen it yet: it exists.
                     Err(kube::Error::Api(e)) if e.code == 409 => {
-                        overlay.created.insert(*replica, deployment.hash.clone());
+                        overlay.created.insert(key, deployment.hash.clone());
                     }
                     // Admission (Pod Security, a webhook), validation or a quota: permanent for
                     // this spec.
@@ -568,18 +677,19 @@ async fn perform(
                 }
             }
             Effect::DeletePod {
+                slot,
                 replica,
                 force,
                 why,
             } => {
-                let name = objects::pod_name(job, *replica);
+                let name = objects::slot_pod_name(job, *slot, *replica);
                 let dp = DeleteParams {
                     grace_period_seconds: force.then_some(0),
                     ..Default::default()
                 };
                 match pods.delete(&name, &dp).await {
                     Ok(_) => {
-                        overlay.deleted.push(*replica);
+                        overlay.deleted.push((*slot, *replica));
                         ctx.publish(
                             job,
                             false,
@@ -588,11 +698,15 @@ async fn perform(
                         )
                         .await;
                     }
-                    Err(kube::Error::Api(e)) if e.code == 404 => overlay.deleted.push(*replica),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        overlay.deleted.push((*slot, *replica))
+                    }
                     Err(e) => return Err(kube_err(format!("deleting pod {name}"))(e)),
                 }
             }
-            Effect::TriggerSavepoint { .. } | Effect::Unfence { .. } => sidecar_calls.push(effect),
+            Effect::TriggerSavepoint { .. } | Effect::Unfence { .. } | Effect::Promote { .. } => {
+                sidecar_calls.push(effect)
+            }
             Effect::Dispose { location } => {
                 let result = match stored::options(&ctx.client, job).await {
                     Ok(options) => stored::delete_all(location, &options)
@@ -658,11 +772,18 @@ async fn call_sidecars(
     calls: &[&Effect],
 ) -> Result<Vec<Outcome>, Error> {
     let api = SidecarApi::new(token(job, ctx).await?);
-    let addrs: BTreeMap<i32, String> = ctx
+    let live = job.status.as_ref().and_then(live_slot);
+    let all: BTreeMap<(Option<Slot>, i32), String> = ctx
         .pods(job)
         .iter()
-        .filter_map(|p| Some((replica(p)?, admin_addr(p)?)))
+        .filter_map(|p| Some(((slot_of(p), replica(p)?), admin_addr(p)?)))
         .collect();
+    let addrs: BTreeMap<i32, String> = all
+        .iter()
+        .filter(|((s, _), _)| *s == live)
+        .map(|((_, i), a)| (*i, a.clone()))
+        .collect();
+    let all = &all;
     let api = &api;
     let addrs = &addrs;
     let answers = futures::future::join_all(calls.iter().map(|effect| async move {
@@ -706,6 +827,16 @@ async fn call_sidecars(
                     },
                 };
                 Some((false, Outcome::Unfenced { replica: *replica, ok }))
+            }
+            Effect::Promote { slot, replica, location, operation } => {
+                let result = match all.get(&(*slot, *replica)) {
+                    None => Err(format!("replica {replica}'s new pod has no address")),
+                    Some(addr) => api.promote(addr, location).await.map_err(|e| e.to_string()),
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(job = %job.name_any(), replica, error = %e, "could not promote a standby replica");
+                }
+                Some((false, Outcome::Promoted { replica: *replica, operation: operation.clone(), result }))
             }
             _ => None,
         }

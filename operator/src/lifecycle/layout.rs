@@ -91,6 +91,8 @@ pub fn deployment(
                 .and_then(|s| s.image.clone())
                 .unwrap_or_else(|| settings.default_sidecar_image.clone()),
         ),
+        // Pod names change only in a warm handover.
+        slot: st.deployment.as_ref().and_then(|d| d.slot),
     }
 }
 

@@ -32,6 +32,6 @@ mod tests;
 
 pub use model::{
     CheckpointInfo, Checkpoints, Effect, Need, Observed, Outcome, Plan, PodPhase, PodView,
-    SavepointAnswer, Settings, Wake,
+    SavepointAnswer, Settings, Stray, Wake,
 };
 pub use plan::plan;

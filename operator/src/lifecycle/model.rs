@@ -6,13 +6,19 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{Deployment, Step, StreamJobStatus};
+use crate::crd::{Deployment, Slot, Step, StreamJobStatus};
 
 /// What the operator observed about one job's world before planning.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
-    /// The job's replica pods by replica index.
+    /// The job's replica pods by replica index: those of the deployed version's pod set.
     pub pods: BTreeMap<i32, PodView>,
+    /// During a warm handover, the new version's pods beside them (their set is the operation's
+    /// target's), by replica index; `ready` means warm: the sidecar restored the bulk and waits
+    /// to be promoted (or was promoted).
+    pub standby: BTreeMap<i32, PodView>,
+    /// Pods of any other set (a handover that ended, or was abandoned): deleted.
+    pub strays: Vec<Stray>,
     /// Replica indices that have a PersistentVolumeClaim.
     pub claims: BTreeSet<i32>,
     /// Problems with the spec (from `validate`); empty when it is valid.
@@ -45,6 +51,14 @@ pub struct PodView {
     /// Why it does not run, when only the pod says so: a container crash-looping (with its last
     /// words), an image that cannot be pulled, a configuration the kubelet refused, no node.
     pub problem: Option<String>,
+}
+
+/// A pod of neither the deployed version's set nor a handover's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    pub slot: Option<Slot>,
+    pub replica: i32,
+    pub deleting: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +101,13 @@ pub enum Outcome {
         replica: i32,
         ok: bool,
     },
+    /// A standby replica's answer to its promotion: `Ok` once it accepted it (it restores the
+    /// delta and serves), else why not (unreachable, still warming, refused).
+    Promoted {
+        replica: i32,
+        operation: String,
+        result: Result<(), String>,
+    },
     /// The API server refused the pod (admission, a 422, a quota): permanent for this spec.
     PodRejected {
         replica: i32,
@@ -124,16 +145,26 @@ pub enum Effect {
     DeleteClaim {
         replica: i32,
     },
-    /// Create replica `replica`'s pod of `deployment` (only when no pod of that index exists).
+    /// Create replica `replica`'s pod of `deployment` (only when no pod of that index exists in
+    /// its set). `warm_from`: a warm handover's standby pod, restoring from there first.
     CreatePod {
         replica: i32,
         deployment: Deployment,
+        warm_from: Option<String>,
     },
     /// `force`: with a grace period of 0, for a pod that outlived its grace period.
     DeletePod {
+        slot: Option<Slot>,
         replica: i32,
         force: bool,
         why: &'static str,
+    },
+    /// Tell a warm standby replica (of set `slot`) to restore `location`'s delta and serve.
+    Promote {
+        slot: Option<Slot>,
+        replica: i32,
+        location: String,
+        operation: String,
     },
     /// Start or poll (the same idempotent request) a savepoint on one replica.
     TriggerSavepoint {

@@ -6,17 +6,18 @@
 //! is already written down (write-ahead). Steps that need no wait return [`Wake::Now`] and the
 //! executor plans again in the same reconcile.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::jiff::{Timestamp, Unit};
 use kube::ResourceExt;
 
 use super::layout::{self, Carry, Source};
-use super::model::{Effect, Need, Observed, Outcome, Plan, PodPhase, Settings, Wake};
+use super::model::{Effect, Need, Observed, Outcome, Plan, PodPhase, PodView, Settings, Wake};
 use super::{retention, summary};
 use crate::crd::{
-    Deployment, Disposal, Operation, OperationKind, Phase, SavepointRef, Step, StreamJob,
-    StreamJobSpec, StreamJobStatus, UpgradeMode,
+    Deployment, Disposal, Operation, OperationKind, Phase, SavepointRef, Slot, Step, StreamJob,
+    StreamJobSpec, StreamJobStatus, UpgradeMode, UpgradeStrategy,
 };
 use crate::objects;
 use crate::status::{self, DEGRADED};
@@ -105,6 +106,7 @@ impl Planner<'_> {
             self.st.job_id = Some(id);
         }
         self.take_rejections();
+        self.strays();
         self.disposals();
         self.copies();
         match self.st.operation.clone() {
@@ -223,7 +225,8 @@ impl Planner<'_> {
                 Some(grace + STOP_MARGIN)
             }
             Step::Starting => None,
-            Step::WaitingReady => Some(
+            Step::Promoting => Some(UNFENCE_TIMEOUT),
+            Step::Warming | Step::WaitingReady => Some(
                 spec.rollback
                     .as_ref()
                     .map(|r| r.readiness_timeout_seconds)
@@ -261,6 +264,7 @@ impl Planner<'_> {
             deadline,
             failure: None,
             recheck_lineage: None,
+            warm_from: None,
         });
         self.wake(Wake::Now);
     }
@@ -338,6 +342,7 @@ impl Planner<'_> {
                 continue;
             };
             self.effects.push(Effect::DeletePod {
+                slot: self.live_slot(),
                 replica: i,
                 force: false,
                 why,
@@ -366,6 +371,7 @@ impl Planner<'_> {
             self.effects.push(Effect::CreatePod {
                 replica: i,
                 deployment: d.clone(),
+                warm_from: None,
             });
         }
     }
@@ -375,6 +381,7 @@ impl Planner<'_> {
         for (&i, pod) in &self.obs.pods {
             if force || !pod.deleting {
                 self.effects.push(Effect::DeletePod {
+                    slot: self.live_slot(),
                     replica: i,
                     force,
                     why: "stopping the job",
@@ -384,10 +391,42 @@ impl Planner<'_> {
         self.obs.pods.is_empty()
     }
 
+    /// The pod set of the deployed version (the one `obs.pods` holds).
+    pub fn live_slot(&self) -> Option<Slot> {
+        self.st.deployment.as_ref().and_then(|d| d.slot)
+    }
+
+    /// The pods observed for deployment `d`: a warm handover's standby set, or the deployed one.
+    pub fn pods_for(&self, d: &Deployment) -> &BTreeMap<i32, PodView> {
+        let standby = self.st.operation.as_ref().and_then(|o| o.standby_slot());
+        if standby.is_some() && d.slot == standby && d.slot != self.live_slot() {
+            &self.obs.standby
+        } else {
+            &self.obs.pods
+        }
+    }
+
+    /// Deletes the pods of a set no longer in use: a handover's new pods once it was abandoned,
+    /// the old version's once it handed over.
+    fn strays(&mut self) {
+        for s in &self.obs.strays {
+            if !s.deleting {
+                self.effects.push(Effect::DeletePod {
+                    slot: s.slot,
+                    replica: s.replica,
+                    force: false,
+                    why: "of a pod set no longer in use",
+                });
+            }
+        }
+    }
+
     /// The deployment whose pods are being created now.
     fn creating(&self) -> Option<Deployment> {
         match &self.st.operation {
-            Some(o) if matches!(o.step, Step::Starting | Step::WaitingReady) => o.target.clone(),
+            Some(o) if matches!(o.step, Step::Warming | Step::Starting | Step::WaitingReady) => {
+                o.target.clone()
+            }
             _ => self.st.deployment.clone(),
         }
     }
@@ -418,10 +457,9 @@ impl Planner<'_> {
                 attempts,
             });
         } else if let Some(r) = &self.st.rejection {
+            let pods = self.pods_for(&d);
             let all = (0..layout::parallelism(self.job, &d)).all(|i| {
-                self.obs
-                    .pods
-                    .get(&i)
+                pods.get(&i)
                     .is_some_and(|p| p.spec_hash.as_deref() == Some(d.hash.as_str()))
             });
             if r.spec_hash != d.hash || all {
@@ -807,6 +845,23 @@ impl Planner<'_> {
                 );
             }
         };
+        if mode == UpgradeMode::Savepoint
+            && ready
+            && storage
+            && spec.upgrade_strategy == UpgradeStrategy::WarmHandover
+        {
+            if !rescale {
+                self.warm_handover(d, &spec, reason);
+                let note = format!("{reason} to spec {hash} (warm handover)");
+                self.event(false, "UpgradeStarted", note);
+                return true;
+            }
+            self.event(
+                false,
+                "HandoverNotUsed",
+                "a rescale changes every replica's key groups, so the new pods cannot warm up from the old ones' checkpoints: taking the recreate path",
+            );
+        }
         match mode {
             UpgradeMode::Stateless => {
                 let n = self.next_n();
@@ -899,6 +954,33 @@ impl Planner<'_> {
         let note = format!("{reason} to spec {hash} ({mode:?} mode)");
         self.event(false, "UpgradeStarted", note);
         true
+    }
+
+    /// Starts a warm handover from `d`: the new version's pods come up under the other pod set
+    /// and restore from `d`'s checkpoints while `d` serves.
+    fn warm_handover(&mut self, d: &Deployment, spec: &StreamJobSpec, reason: &str) {
+        let n = self.next_n();
+        let sp = layout::savepoint_location(self.job, spec, &self.st, reason, n);
+        let mut target = layout::deployment(
+            self.job,
+            spec,
+            &self.st,
+            self.settings,
+            format!("l{n}"),
+            sp.clone(),
+        );
+        target.slot = Some(Slot::next(d.slot));
+        self.begin(
+            n,
+            OperationKind::Upgrade,
+            Step::Warming,
+            reason,
+            Some(target),
+            sp,
+        );
+        if let Some(o) = self.st.operation.as_mut() {
+            o.warm_from = d.state_location.clone();
+        }
     }
 
     fn start_carried(

@@ -1,14 +1,15 @@
 //! Random histories through the planner: spec changes, pod failures, sidecar answers, operator
 //! crashes (replaying the last persisted status) and clock jumps, checking the invariants at
 //! every step (see [`super::sim`]): at most one savepoint per operation, never two pods for one
-//! replica, never a restore from a point older than a checkpoint taken since, every operation
-//! within its deadlines, no replica left fenced.
+//! replica name and never two pods of one replica accepting writes (a warm handover's pods are
+//! promoted only after the old ones fenced), never a restore from a point older than a checkpoint
+//! taken since, every operation within its deadlines, no replica left fenced.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::sim::{SidecarSavepoints, Sim};
-use crate::crd::UpgradeMode;
+use crate::crd::{UpgradeMode, UpgradeStrategy};
 use crate::fixtures::job;
 
 fn history(seed: u64, steps: usize) -> Result<(), String> {
@@ -64,10 +65,25 @@ fn history(seed: u64, steps: usize) -> Result<(), String> {
                 sim.unfence_ok = !sim.unfence_ok;
                 format!("unfence ok {}", sim.unfence_ok)
             }
+            34..=36 => {
+                let s = [UpgradeStrategy::Recreate, UpgradeStrategy::WarmHandover]
+                    [rng.random_range(0..2)];
+                sim.job.spec.upgrade_strategy = s;
+                format!("strategy {s:?}")
+            }
+            37 => {
+                sim.promote_fails = !sim.promote_fails;
+                format!("promote fails {}", sim.promote_fails)
+            }
             20..=22 => {
-                let i = rng.random_range(0..3);
-                sim.pods.remove(&i);
-                format!("pod {i} vanishes")
+                let keys: Vec<_> = sim.pods.keys().copied().collect();
+                if keys.is_empty() {
+                    "no pod to vanish".to_owned()
+                } else {
+                    let k = keys[rng.random_range(0..keys.len())];
+                    sim.pods.remove(&k);
+                    format!("pod {k:?} vanishes")
+                }
             }
             23..=24 => {
                 sim.problems = if sim.problems.is_empty() {
@@ -119,6 +135,7 @@ fn history(seed: u64, steps: usize) -> Result<(), String> {
     sim.problems.clear();
     sim.sidecar = SidecarSavepoints::Complete;
     sim.unfence_ok = true;
+    sim.promote_fails = false;
     sim.job.spec.app.image = "app:final".into();
     sim.settle(2000);
     if !sim.violations.is_empty() {

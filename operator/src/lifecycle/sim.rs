@@ -9,9 +9,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::layout;
 use super::model::{
     CheckpointInfo, Checkpoints, Effect, Need, Observed, Outcome, PodPhase, PodView,
-    SavepointAnswer, Settings, Wake,
+    SavepointAnswer, Settings, Stray, Wake,
 };
-use crate::crd::{Step, StreamJob, StreamJobStatus, UpgradeMode};
+use crate::crd::{Deployment, Slot, Step, StreamJob, StreamJobStatus, UpgradeMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SidecarSavepoints {
@@ -32,7 +32,17 @@ pub struct SimPod {
     pub fenced: bool,
     /// What the pod's status says keeps it from running (a crash loop, an image pull error).
     pub problem: Option<String>,
+    /// What it was created to run.
+    pub deployment: Deployment,
+    /// A warm handover's standby pod: it serves nothing until promoted and warm.
+    pub standby: bool,
+    /// Its sidecar restored the bulk of the state (a standby pod, once running).
+    pub warm: bool,
+    pub promoted: bool,
 }
+
+/// A pod's key: its pod set and replica index (its name).
+pub type PodKey = (Option<Slot>, i32);
 
 /// One lineage's checkpoints: (parallelism, replica) -> (latest id, its time).
 pub type Lineage = BTreeMap<(i32, i32), (u64, Timestamp)>;
@@ -42,7 +52,7 @@ pub struct Sim {
     pub status: StreamJobStatus,
     pub now: Timestamp,
     pub settings: Settings,
-    pub pods: BTreeMap<i32, SimPod>,
+    pub pods: BTreeMap<PodKey, SimPod>,
     pub claims: BTreeSet<i32>,
     pub checkpoints: BTreeMap<String, Lineage>,
     /// savepoint location -> replica -> (operation id, time)
@@ -68,6 +78,8 @@ pub struct Sim {
     /// Savepoints the operator made self-contained (or tried to), in order.
     pub copies: Vec<String>,
     pub copy_fails: bool,
+    /// Standby sidecars refuse promotions (unreachable).
+    pub promote_fails: bool,
 }
 
 pub fn t0() -> Timestamp {
@@ -102,27 +114,45 @@ impl Sim {
             steps_ended: Vec::new(),
             copies: Vec::new(),
             copy_fails: false,
+            promote_fails: false,
         }
     }
 
+    /// The pods as the executor splits them: the deployed set, a handover's standby set (ready
+    /// meaning warm) and the rest.
     pub fn observed(&self, outcomes: Vec<Outcome>, checkpoints: Option<Checkpoints>) -> Observed {
+        let live = self.status.deployment.as_ref().and_then(|d| d.slot);
+        let standby = self
+            .status
+            .operation
+            .as_ref()
+            .and_then(|o| o.standby_slot())
+            .filter(|s| Some(*s) != live);
+        let (mut pods, mut beside, mut strays) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+        for (&(slot, i), p) in &self.pods {
+            let view = |ready: bool| PodView {
+                spec_hash: Some(p.hash.clone()),
+                phase: p.phase,
+                ready,
+                deleting: p.deleting,
+                problem: p.problem.clone(),
+            };
+            if slot == live {
+                pods.insert(i, view(p.ready && !p.fenced && !p.standby));
+            } else if slot.is_some() && slot == standby {
+                beside.insert(i, view(p.warm));
+            } else {
+                strays.push(Stray {
+                    slot,
+                    replica: i,
+                    deleting: p.deleting,
+                });
+            }
+        }
         Observed {
-            pods: self
-                .pods
-                .iter()
-                .map(|(&i, p)| {
-                    (
-                        i,
-                        PodView {
-                            spec_hash: Some(p.hash.clone()),
-                            phase: p.phase,
-                            ready: p.ready && !p.fenced,
-                            deleting: p.deleting,
-                            problem: p.problem.clone(),
-                        },
-                    )
-                })
-                .collect(),
+            pods,
+            standby: beside,
+            strays,
             claims: self.claims.clone(),
             spec_problems: self.problems.clone(),
             missing: self.missing.clone(),
@@ -197,21 +227,27 @@ impl Sim {
     /// Time passes: pods start and stop, running replicas checkpoint.
     pub fn tick(&mut self, seconds: i64) {
         self.now += SignedDuration::from_secs(seconds);
-        let gone: Vec<i32> = self
+        let gone: Vec<PodKey> = self
             .pods
             .iter()
             .filter(|(_, p)| p.deleting)
-            .map(|(&i, _)| i)
+            .map(|(&k, _)| k)
             .collect();
-        for i in gone {
-            self.pods.remove(&i);
+        for k in gone {
+            self.pods.remove(&k);
         }
         let now = self.now;
-        for (&i, p) in self.pods.iter_mut() {
+        for (&(_, i), p) in self.pods.iter_mut() {
             if p.phase == PodPhase::Pending {
                 p.phase = PodPhase::Running;
             }
-            p.ready = p.phase == PodPhase::Running && !self.broken.contains(&p.image);
+            if p.standby && p.phase == PodPhase::Running {
+                p.warm = true;
+                if p.promoted {
+                    p.standby = false;
+                }
+            }
+            p.ready = p.phase == PodPhase::Running && !p.standby && !self.broken.contains(&p.image);
             if p.ready
                 && !p.fenced
                 && let Some(l) = &p.location
@@ -251,10 +287,9 @@ impl Sim {
         }
         let p = layout::parallelism(&self.job, d);
         self.pods.len() as i32 == p
-            && self
-                .pods
-                .values()
-                .all(|x| x.hash == d.hash && (x.ready || self.broken.contains(&x.image)))
+            && self.pods.iter().all(|(k, x)| {
+                k.0 == d.slot && x.hash == d.hash && (x.ready || self.broken.contains(&x.image))
+            })
     }
 
     pub fn has_event(&self, reason: &str) -> bool {
@@ -287,18 +322,19 @@ impl Sim {
                 (self.now - d).get_seconds()
             ));
         }
+        self.check_writers();
         let in_savepoint = self.status.operation.as_ref().is_some_and(|o| {
             matches!(
                 o.step,
-                Step::Savepointing | Step::Unfencing | Step::Stopping
+                Step::Savepointing | Step::Unfencing | Step::Stopping | Step::Promoting
             )
         });
         if !in_savepoint {
-            let fenced: Vec<i32> = self
+            let fenced: Vec<PodKey> = self
                 .pods
                 .iter()
                 .filter(|(_, p)| p.fenced && !p.deleting)
-                .map(|(&i, _)| i)
+                .map(|(&k, _)| k)
                 .collect();
             if !fenced.is_empty() {
                 self.violation(format!(
@@ -306,6 +342,25 @@ impl Sim {
                     self.status.operation.as_ref().map(|o| o.step)
                 ));
             }
+        }
+    }
+
+    /// Never two pods of one replica accepting writes: a handover's new pod serves only once
+    /// the old one is fenced (or gone).
+    fn check_writers(&mut self) {
+        let mut writers: BTreeMap<i32, usize> = BTreeMap::new();
+        for (&(_, i), p) in &self.pods {
+            if p.phase == PodPhase::Running && !p.fenced && !p.standby {
+                *writers.entry(i).or_default() += 1;
+            }
+        }
+        let two: Vec<i32> = writers
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(i, _)| i)
+            .collect();
+        if !two.is_empty() {
+            self.violation(format!("replicas {two:?} have two pods accepting writes"));
         }
     }
 
@@ -383,7 +438,7 @@ impl Sim {
                 None
             }
             Effect::DeleteClaim { replica } => {
-                if self.pods.contains_key(replica) {
+                if self.pods.keys().any(|(_, i)| i == replica) {
                     self.violation(format!("claim {replica} deleted while its pod exists"));
                 }
                 self.claims.remove(replica);
@@ -392,6 +447,7 @@ impl Sim {
             Effect::CreatePod {
                 replica,
                 deployment,
+                warm_from,
             } => {
                 if let Some(m) = &self.reject_pods {
                     return Some(Outcome::PodRejected {
@@ -399,16 +455,27 @@ impl Sim {
                         message: m.clone(),
                     });
                 }
-                if self.pods.contains_key(replica) {
+                let key = (deployment.slot, *replica);
+                if self.pods.contains_key(&key) {
                     // The API server refuses a second pod of one name; the planner must not ask.
-                    self.violation(format!("a second pod for replica {replica}"));
+                    self.violation(format!("a second pod named for replica {key:?}"));
                     return None;
                 }
-                self.check_restore(*replica, deployment);
+                if warm_from.is_none() {
+                    self.check_restore(*replica, deployment);
+                } else if self
+                    .pods
+                    .iter()
+                    .any(|(k, p)| k.1 == *replica && k.0 != key.0 && p.fenced)
+                {
+                    self.violation(format!(
+                        "standby pod {key:?} created after the old version fenced"
+                    ));
+                }
                 let spec = layout::deployment_spec(&self.job, deployment);
                 self.created.push((*replica, deployment.hash.clone()));
                 self.pods.insert(
-                    *replica,
+                    key,
                     SimPod {
                         hash: deployment.hash.clone(),
                         image: spec.app.image.clone(),
@@ -419,13 +486,73 @@ impl Sim {
                         deleting: false,
                         fenced: false,
                         problem: None,
+                        deployment: deployment.clone(),
+                        standby: warm_from.is_some(),
+                        warm: false,
+                        promoted: false,
                     },
                 );
                 None
             }
-            Effect::DeletePod { replica, .. } => {
+            Effect::Promote {
+                slot,
+                replica,
+                location,
+                operation,
+            } => {
+                let key = (*slot, *replica);
+                let result = match self.pods.get(&key) {
+                    _ if self.promote_fails => Err("unreachable".to_owned()),
+                    Some(p) if p.phase == PodPhase::Running && !p.deleting => {
+                        Ok(p.deployment.clone())
+                    }
+                    _ => Err("no pod".to_owned()),
+                };
+                let result = match result {
+                    Ok(d) => {
+                        if d.restore_from.as_deref() != Some(location.as_str()) {
+                            self.violation(format!(
+                                "{key:?} promoted with {location}, created to restore {:?}",
+                                d.restore_from
+                            ));
+                        }
+                        let sp = self.savepoints.get(location).map_or(0, |s| s.len()) as i32;
+                        if sp != layout::parallelism(&self.job, &d) {
+                            self.violation(format!(
+                                "{key:?} promoted before savepoint {location} completed"
+                            ));
+                        }
+                        let old_writes = self.pods.iter().any(|(k, p)| {
+                            k.1 == *replica
+                                && k.0 != *slot
+                                && !p.fenced
+                                && p.phase == PodPhase::Running
+                        });
+                        if old_writes {
+                            self.violation(format!(
+                                "{key:?} promoted while the old pod of replica {replica} is not fenced"
+                            ));
+                        }
+                        self.check_restore(*replica, &d);
+                        if let Some(p) = self.pods.get_mut(&key) {
+                            p.promoted = true;
+                            if p.warm {
+                                p.standby = false;
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                Some(Outcome::Promoted {
+                    replica: *replica,
+                    operation: operation.clone(),
+                    result,
+                })
+            }
+            Effect::DeletePod { slot, replica, .. } => {
                 let now = self.now;
-                if let Some(p) = self.pods.get_mut(replica) {
+                if let Some(p) = self.pods.get_mut(&(*slot, *replica)) {
                     if !p.deleting
                         && !p.fenced
                         && p.phase == PodPhase::Running
@@ -462,7 +589,8 @@ impl Sim {
                     ));
                 }
                 let now = self.now;
-                let answer = match self.pods.get_mut(replica) {
+                let live = self.status.deployment.as_ref().and_then(|d| d.slot);
+                let answer = match self.pods.get_mut(&(live, *replica)) {
                     Some(p) if p.phase == PodPhase::Running && !p.deleting => {
                         let done = self
                             .savepoints
@@ -506,8 +634,9 @@ impl Sim {
                 })
             }
             Effect::Unfence { replica } => {
-                let ok = self.unfence_ok && self.pods.contains_key(replica);
-                if ok && let Some(p) = self.pods.get_mut(replica) {
+                let live = self.status.deployment.as_ref().and_then(|d| d.slot);
+                let ok = self.unfence_ok && self.pods.contains_key(&(live, *replica));
+                if ok && let Some(p) = self.pods.get_mut(&(live, *replica)) {
                     p.fenced = false;
                 }
                 Some(Outcome::Unfenced {

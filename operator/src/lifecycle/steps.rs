@@ -14,6 +14,8 @@ use crate::crd::{Deployment, Operation, OperationKind, Phase, Step};
 impl Planner<'_> {
     pub(super) fn drive(&mut self, op: Operation) {
         match op.step {
+            Step::Warming => self.warming(op),
+            Step::Promoting => self.promoting(op),
             Step::Savepointing => self.savepointing(op),
             Step::Unfencing => self.unfencing(op),
             Step::Stopping => self.stopping(op),
@@ -42,6 +44,175 @@ impl Planner<'_> {
         });
         self.st.operation = None;
         self.wake(Wake::Now);
+    }
+
+    // --- Warming (a warm handover) -----------------------------------------------------------
+
+    /// The new version's pods restore from the old version's checkpoints beside it; once every
+    /// one is warm, the old version takes its savepoint. Nothing is fenced yet, so giving up
+    /// costs the running version nothing.
+    fn warming(&mut self, op: Operation) {
+        let (Some(target), Some(from), Some(d)) = (
+            op.target.clone(),
+            op.warm_from.clone(),
+            self.st.deployment.clone(),
+        ) else {
+            return self.end(&op, false);
+        };
+        if self.job.spec.suspend || self.wants(&target.hash) {
+            let by = if self.job.spec.suspend {
+                "a suspend".to_owned()
+            } else {
+                format!("spec {}", self.desired_hash())
+            };
+            self.event(
+                false,
+                "Superseded",
+                format!(
+                    "warm handover to spec {} superseded by {by}: its pods are removed, the running version continues",
+                    target.hash
+                ),
+            );
+            return self.end(&op, false);
+        }
+        if !self.all_ready(&d) {
+            // The savepoint needs every old replica: start again once they are ready (or take
+            // the path for a version that is not ready).
+            self.event(
+                true,
+                "HandoverPaused",
+                "a replica of the running version is not ready, so no savepoint can be taken: the warm handover stops and the upgrade starts again",
+            );
+            return self.end(&op, false);
+        }
+        if let Some(r) = self
+            .st
+            .rejection
+            .clone()
+            .filter(|r| r.spec_hash == target.hash)
+        {
+            let why = format!("the API server refused its pods: {}", r.message);
+            return self.handover_failed(&op, &target, why);
+        }
+        let p = layout::parallelism(self.job, &target);
+        let mut warm = 0;
+        for i in 0..p {
+            match self.obs.standby.get(&i) {
+                None => self.effects.push(Effect::CreatePod {
+                    replica: i,
+                    deployment: target.clone(),
+                    warm_from: Some(from.clone()),
+                }),
+                Some(pod) if pod.deleting => {}
+                Some(pod) if pod.phase == PodPhase::Terminated => {
+                    let why = format!("the pod of replica {i} ended while warming up");
+                    return self.handover_failed(&op, &target, why);
+                }
+                Some(pod) if pod.ready => warm += 1,
+                Some(pod) => {
+                    if let Some(problem) = pod.problem.clone() {
+                        let why = format!("replica {i} cannot start: {problem}");
+                        return self.handover_failed(&op, &target, why);
+                    }
+                }
+            }
+        }
+        if warm == p {
+            return self.next_step(Step::Savepointing);
+        }
+        if self.past(op.deadline.as_deref()) {
+            let timeout = self.seconds_since(&op.step_started_at).round();
+            let why = format!("{warm} of {p} replicas warm after {timeout} s");
+            return self.handover_failed(&op, &target, why);
+        }
+        self.wake_by(op.deadline.as_deref());
+        let poll = self.poll(&op.step_started_at);
+        self.wake(Wake::After(poll));
+    }
+
+    /// The new version cannot come up beside the old one, which was never fenced and goes on
+    /// serving; the spec is not tried again until it changes.
+    fn handover_failed(&mut self, op: &Operation, target: &Deployment, why: String) {
+        let message = format!(
+            "warm handover to spec {} abandoned before the running version was fenced: {why}; the running version continues",
+            target.hash
+        );
+        self.event(true, "HandoverFailed", message.clone());
+        self.degraded("HandoverFailed", message);
+        self.st.failed_spec_hash = Some(target.hash.clone());
+        self.end(op, false);
+    }
+
+    // --- Promoting (a warm handover) ---------------------------------------------------------
+
+    /// The savepoint is complete and the old replicas are fenced: their pods go, and every warm
+    /// replica is told to restore the savepoint's delta and serve. Once each running one has
+    /// accepted (or the step's deadline passed: those that did not are replaced by pods that
+    /// restore the savepoint from scratch), the new version is the deployed one.
+    fn promoting(&mut self, op: Operation) {
+        let (Some(target), Some(location)) = (op.target.clone(), op.savepoint.clone()) else {
+            return self.end(&op, false);
+        };
+        for (&i, pod) in &self.obs.pods {
+            if !pod.deleting {
+                self.effects.push(Effect::DeletePod {
+                    slot: self.live_slot(),
+                    replica: i,
+                    force: false,
+                    why: "handed over to the new version",
+                });
+            }
+        }
+        let answers: BTreeMap<i32, &Result<(), String>> = self
+            .obs
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Promoted {
+                    replica,
+                    operation,
+                    result,
+                } if *operation == op.id => Some((*replica, result)),
+                _ => None,
+            })
+            .collect();
+        let running: Vec<i32> = self
+            .obs
+            .standby
+            .iter()
+            .filter(|(_, p)| p.phase == PodPhase::Running && !p.deleting)
+            .map(|(&i, _)| i)
+            .collect();
+        let accepted = |i: &i32| answers.get(i).is_some_and(|r| r.is_ok());
+        let past = self.past(op.deadline.as_deref());
+        if !past && answers.is_empty() && !running.is_empty() {
+            for &i in &running {
+                self.effects.push(Effect::Promote {
+                    slot: target.slot,
+                    replica: i,
+                    location: location.clone(),
+                    operation: op.id.clone(),
+                });
+            }
+            return self.wake(Wake::Now);
+        }
+        if !past && !running.iter().all(accepted) {
+            let poll = self.poll(&op.step_started_at);
+            return self.wake(Wake::After(poll));
+        }
+        // Pods that were not promoted would wait forever: they are replaced.
+        for (&i, pod) in &self.obs.standby {
+            if !accepted(&i) && !pod.deleting {
+                self.effects.push(Effect::DeletePod {
+                    slot: target.slot,
+                    replica: i,
+                    force: false,
+                    why: "not promoted in time: replaced by a pod restoring the savepoint",
+                });
+            }
+        }
+        self.st.deployment = Some(target);
+        self.next_step(Step::WaitingReady);
     }
 
     // --- Savepointing ---------------------------------------------------------------------------
@@ -125,6 +296,9 @@ impl Planner<'_> {
                 if o.fenced_at.is_none() {
                     o.fenced_at = fenced_at.map(super::plan::time);
                 }
+            }
+            if op.warm_from.is_some() {
+                return self.next_step(Step::Promoting);
             }
             return self.next_step(Step::Stopping);
         }
@@ -233,6 +407,7 @@ impl Planner<'_> {
             // A replica that cannot be unfenced is restarted: a new sidecar is not fenced.
             for &i in &fenced {
                 self.effects.push(Effect::DeletePod {
+                    slot: self.live_slot(),
                     replica: i,
                     force: false,
                     why: "still fenced after an abandoned savepoint",

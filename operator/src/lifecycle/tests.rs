@@ -405,10 +405,10 @@ fn resume_after_a_suspend_without_savepoint_continues_the_lineage() {
     sim.broken.insert("app:1".into());
     sim.job.spec.app.image = "app:1".into();
     sim.broken.clear();
-    sim.pods.get_mut(&0).unwrap().ready = false;
+    sim.pods.get_mut(&(None, 0)).unwrap().ready = false;
     sim.job.spec.app.image = "ghcr.io/stator/wordcount:1".into();
     sim.job.spec.suspend = true;
-    sim.pods.get_mut(&0).unwrap().phase = super::model::PodPhase::Pending;
+    sim.pods.get_mut(&(None, 0)).unwrap().phase = super::model::PodPhase::Pending;
     sim.settle(60);
     assert_eq!(sim.status.phase, Some(Phase::Suspended));
     assert_eq!(sim.status.resume_from, None);
@@ -650,7 +650,7 @@ fn a_replica_failing_after_the_job_ran_is_recovering_not_upgrading_and_says_why(
     let image = sim.job.spec.app.image.clone();
     sim.broken.insert(image.clone());
     let why = "container app is in CrashLoopBackOff, last exit code 2: unknown state \"countz\"";
-    sim.pods.get_mut(&1).unwrap().problem = Some(why.into());
+    sim.pods.get_mut(&(None, 1)).unwrap().problem = Some(why.into());
     sim.tick(1);
     sim.reconcile();
     assert_eq!(
@@ -677,7 +677,7 @@ fn a_replica_failing_after_the_job_ran_is_recovering_not_upgrading_and_says_why(
     assert_eq!(told, 1, "{:?}", sim.events);
     // It comes back: Running, and Degraded clears.
     sim.broken.remove(&image);
-    sim.pods.get_mut(&1).unwrap().problem = None;
+    sim.pods.get_mut(&(None, 1)).unwrap().problem = None;
     sim.settle(10);
     assert_eq!(sim.status.phase, Some(Phase::Running));
     assert_eq!(degraded(&sim).status, "False");
@@ -851,4 +851,164 @@ fn a_savepoint_copy_that_fails_is_retried_a_minute_later_and_told() {
             .iter()
             .all(|s| s.self_contained == Some(true))
     );
+}
+
+// --- warm handover ------------------------------------------------------------------------------
+
+fn slots(sim: &Sim) -> Vec<Option<crate::crd::Slot>> {
+    let mut s: Vec<_> = sim.pods.keys().map(|k| k.0).collect();
+    s.dedup();
+    s
+}
+
+#[test]
+fn a_warm_handover_warms_the_new_pods_beside_the_old_and_promotes_them_only_after_the_fence() {
+    use crate::crd::Slot;
+    let mut sim = running(wc().warm_handover());
+    let old = sim.status.deployment.clone().unwrap();
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    let op = sim.status.operation.clone().unwrap();
+    assert_eq!(op.step, Step::Warming);
+    assert_eq!(
+        op.warm_from, old.state_location,
+        "warms from the old lineage"
+    );
+    assert_eq!(op.target.as_ref().unwrap().slot, Some(Slot::Green));
+    assert_eq!(sim.pods.len(), 4, "two versions side by side");
+    assert!(
+        sim.pods.iter().all(|(k, p)| k.0.is_some() == p.standby),
+        "the new pods are standby pods"
+    );
+    assert!(
+        sim.pods.values().all(|p| !p.fenced),
+        "the old version still serves while the new one warms"
+    );
+    until(&mut sim, 60, "the handover", |s| {
+        s.status.operation.is_none()
+    });
+    let steps: Vec<Step> = sim.steps_ended.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        steps,
+        vec![
+            Step::Warming,
+            Step::Savepointing,
+            Step::Promoting,
+            Step::WaitingReady
+        ]
+    );
+    sim.settle(30);
+    let d = sim.status.deployment.clone().unwrap();
+    assert_eq!(d.slot, Some(Slot::Green));
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert_eq!(
+        slots(&sim),
+        vec![Some(Slot::Green)],
+        "the old pods are gone"
+    );
+    assert!(sim.has_event("UpgradeComplete"));
+    // The next handover goes back to the other set.
+    sim.job.spec.app.image = "app:3".into();
+    sim.settle(60);
+    assert_eq!(slots(&sim), vec![Some(Slot::Blue)]);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    no_violations(&sim);
+}
+
+#[test]
+fn a_new_version_that_cannot_start_beside_the_old_one_is_abandoned_without_a_fence() {
+    use crate::crd::Slot;
+    let mut sim = running(wc().warm_handover());
+    let good = sim.status.deployment.clone().unwrap();
+    sim.job.spec.app.image = "app:2".into();
+    sim.reconcile();
+    assert_eq!(sim.step(), Some(Step::Warming));
+    sim.pods.get_mut(&(Some(Slot::Green), 1)).unwrap().problem =
+        Some("ErrImagePull: app:2 not found".into());
+    sim.reconcile();
+    assert!(sim.status.operation.is_none());
+    assert_eq!(degraded_reason(&sim).as_deref(), Some("HandoverFailed"));
+    assert!(sim.savepoints.is_empty(), "no savepoint was taken");
+    sim.settle(30);
+    assert_eq!(sim.status.deployment.as_ref(), Some(&good));
+    assert_eq!(slots(&sim), vec![None], "the new pods are removed");
+    assert!(sim.pods.values().all(|p| !p.fenced && p.ready));
+    let ops = sim.status.operations;
+    sim.settle(30);
+    assert_eq!(
+        sim.status.operations, ops,
+        "not retried until the spec changes"
+    );
+    no_violations(&sim);
+}
+
+#[test]
+fn a_handed_over_version_that_never_becomes_ready_rolls_back_with_its_state() {
+    let mut sim = running(wc().warm_handover());
+    let good = sim.status.deployment.clone().unwrap().hash;
+    sim.broken.insert("app:bad".into());
+    sim.job.spec.app.image = "app:bad".into();
+    sim.settle(200);
+    assert!(sim.has_event("RollingBack"), "{:#?}", sim.events);
+    assert_eq!(sim.status.phase, Some(Phase::RolledBack));
+    assert_eq!(sim.status.deployment.as_ref().unwrap().hash, good);
+    assert!(sim.pods.values().all(|p| p.ready));
+    no_violations(&sim);
+}
+
+#[test]
+fn an_operator_killed_after_any_step_of_a_handover_resumes_it_without_a_second_savepoint() {
+    for crash in 0..8 {
+        let mut sim = running(wc().warm_handover());
+        sim.job.spec.app.image = "app:2".into();
+        for _ in 0..3 {
+            sim.reconcile_with_crash(Some(crash));
+            sim.tick(1);
+        }
+        sim.settle(120);
+        let st = &sim.status;
+        assert_eq!(st.phase, Some(Phase::Running), "crash after plan {crash}");
+        assert_eq!(
+            sim.savepoints.len(),
+            1,
+            "one savepoint (crash after {crash})"
+        );
+        assert_eq!(
+            slots(&sim),
+            vec![Some(crate::crd::Slot::Green)],
+            "crash after {crash}"
+        );
+        no_violations(&sim);
+    }
+}
+
+#[test]
+fn standby_pods_that_cannot_be_promoted_are_replaced_by_pods_restoring_the_savepoint() {
+    let mut sim = running(wc().warm_handover());
+    sim.promote_fails = true;
+    sim.job.spec.app.image = "app:2".into();
+    until(&mut sim, 30, "the promotion step", |s| {
+        s.step() == Some(Step::Promoting)
+    });
+    until(&mut sim, 120, "the deadline", |s| {
+        s.step() == Some(Step::WaitingReady)
+    });
+    sim.promote_fails = false;
+    sim.settle(60);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    assert!(sim.pods.values().all(|p| !p.standby && p.ready));
+    no_violations(&sim);
+}
+
+#[test]
+fn a_rescale_with_the_warm_handover_strategy_takes_the_recreate_path() {
+    let mut sim = running(wc().warm_handover());
+    sim.job.spec.parallelism = 3;
+    sim.reconcile();
+    assert!(sim.has_event("HandoverNotUsed"));
+    assert_eq!(sim.step(), Some(Step::Stopping));
+    sim.settle(60);
+    assert_eq!(slots(&sim), vec![None]);
+    assert_eq!(sim.pods.len(), 3);
+    no_violations(&sim);
 }
