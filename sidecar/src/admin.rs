@@ -29,6 +29,8 @@ pub struct AdminState {
     /// True once the store is open (and restored) and the socket serves.
     pub ready: AtomicBool,
     pub token: Option<String>,
+    /// Set when this sidecar starts as a warm standby.
+    pub standby: Option<Arc<crate::standby::Standby>>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -44,6 +46,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/v1/savepoints/{id}", get(get_savepoint))
         .route("/v1/unfence", axum::routing::post(unfence))
+        .route("/v1/standby", get(standby))
+        .route("/v1/promote", axum::routing::post(promote))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -198,6 +202,59 @@ async fn unfence(State(state): State<Arc<AdminState>>) -> Response {
         tracing::warn!("write fence lifted by the operator: the stop-with-savepoint was abandoned");
     }
     axum::Json(serde_json::json!({ "fenced": false, "wasFenced": was })).into_response()
+}
+
+/// A warm standby's progress: warming, warm or promoted; none for a sidecar that is not one.
+async fn standby(State(state): State<Arc<AdminState>>) -> Response {
+    let name = state.standby.as_ref().map_or("none", |s| s.state().name());
+    axum::Json(serde_json::json!({ "state": name })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromoteRequest {
+    restore_from: String,
+}
+
+/// Promotes a warm standby: it restores `restoreFrom` (which must be its configured restore
+/// point), fetching only what it adds to the warm state, and serves. Idempotent.
+async fn promote(
+    State(state): State<Arc<AdminState>>,
+    axum::Json(request): axum::Json<PromoteRequest>,
+) -> Response {
+    let Some(standby) = &state.standby else {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({"error": "this sidecar is not a warm standby"})),
+        )
+            .into_response();
+    };
+    let standby = standby.clone();
+    let location = request.restore_from;
+    // The promotion is written to the volume (and synced) before it is acknowledged.
+    let promoted = tokio::task::spawn_blocking(move || standby.promote(&location)).await;
+    match promoted {
+        Ok(Ok(())) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"state": "promoted"})),
+        )
+            .into_response(),
+        Ok(Err(e @ crate::standby::PromoteError::OtherLocation { .. })) => (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn list_savepoints(State(state): State<Arc<AdminState>>) -> Response {

@@ -104,6 +104,12 @@ pub struct Args {
     /// state location or its `checkpoints/` directory). Missing or corrupt: exit non-zero.
     #[arg(long, env = "STATOR_RESTORE_FROM")]
     pub restore_from: Option<String>,
+    /// Start as a warm standby (a warm handover's new pod): fetch the state at this location (the
+    /// running version's checkpoints) while the old version still serves, then wait until the
+    /// operator promotes this sidecar (`POST /v1/promote`), and only then restore
+    /// `--restore-from`, downloading just what it adds to what was fetched, and serve.
+    #[arg(long, env = "STATOR_WARM_FROM", requires = "restore_from")]
+    pub warm_from: Option<String>,
     /// S3-compatible endpoint URL (e.g. http://127.0.0.1:9000); AWS when unset.
     #[arg(long, env = "STATOR_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,

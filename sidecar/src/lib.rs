@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod protocol;
 pub mod run;
 pub mod server;
+pub mod standby;
 pub mod store;

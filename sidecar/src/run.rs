@@ -17,6 +17,7 @@ use crate::checkpoint::{Coordinator, SnapshotConfig};
 use crate::config::Args;
 use crate::metrics::Metrics;
 use crate::server;
+use crate::standby::Standby;
 use crate::store::{Placement, Store};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -41,12 +42,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin endpoint on {}", args.admin_addr))?;
+    let standby = match (&args.warm_from, &args.restore_from) {
+        (Some(_), Some(to)) => Some(Arc::new(Standby::new(&args.data_dir, to))),
+        _ => None,
+    };
     let admin_state = Arc::new(AdminState {
         store: Default::default(),
         coordinator: Default::default(),
         metrics: metrics.clone(),
         ready: Default::default(),
         token,
+        standby: standby.clone(),
     });
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(
@@ -67,6 +73,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let rocks = args.rocks_options();
+    if let (Some(standby), Some(warm_from)) = (&standby, &args.warm_from)
+        && !standby.is_promoted()
+    {
+        let started = std::time::Instant::now();
+        let fetched = restore::prefetch(
+            RestoreRequest {
+                placement,
+                data_dir: &args.data_dir,
+                state_location: state_location.as_ref(),
+                restore_from: Some(warm_from),
+                s3: &s3,
+                local_recovery: true,
+                concurrency: args.transfer_concurrency,
+                rocks: &rocks,
+                states: &states,
+                operator_states: &operator_states,
+            },
+            &metrics,
+        )
+        .await
+        .with_context(|| format!("cannot warm up from {warm_from}"))?;
+        standby.set_warm();
+        tracing::info!(
+            warm_from = %warm_from,
+            bytes = fetched,
+            ms = started.elapsed().as_millis() as u64,
+            "warm: waiting to be promoted"
+        );
+        tokio::select! {
+            _ = standby.promoted() => {}
+            _ = wait_for_signal() => {
+                tracing::info!("stopped before it was promoted");
+                shutdown.cancel();
+                admin_task.await??;
+                return Ok(());
+            }
+        }
+    }
     let restored = restore::restore(
         RestoreRequest {
             placement,
@@ -74,7 +118,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             state_location: state_location.as_ref(),
             restore_from: args.restore_from.as_deref(),
             s3: &s3,
-            local_recovery: args.local_recovery,
+            // A promoted standby's restore reuses what it fetched while warming.
+            local_recovery: args.local_recovery || standby.is_some(),
             concurrency: args.transfer_concurrency,
             rocks: &rocks,
             states: &states,

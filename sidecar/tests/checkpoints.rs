@@ -1111,3 +1111,99 @@ async fn local_recovery_does_not_reuse_a_file_whose_bytes_changed_on_the_volume(
     );
     assert!(sidecar.metric("stator_sidecar_restore_downloaded_bytes_total") > 0.0);
 }
+
+/// Polls a standby sidecar until it reports `state`.
+fn wait_standby(sidecar: &Sidecar, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The admin endpoint may not listen yet.
+        let answer = common::http_get(sidecar.admin, "/v1/standby", Some(common::TOKEN));
+        if let Ok((200, body)) = &answer
+            && json(body)["state"] == state
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {state} in 60 s: {answer:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_warm_standby_fetches_the_bulk_while_the_old_replica_serves_and_then_only_the_delta() {
+    let s3 = S3Server::s3s_fs("stator");
+    let old_lineage = "s3://stator/jobs/hand/l1";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), old_lineage);
+    args.extend(s3.sidecar_args(None));
+    let old = start(dir.path(), &args);
+    let mut client = Client::connect(&old.socket).await.unwrap();
+    // More than a checkpoint keeps as WAL (16 MiB), so the checkpoint holds the bulk in files
+    // the savepoint shares.
+    write_values(&mut client, 0..20_000, 0, 1000).await;
+    checkpoint(&old);
+
+    // The new version's sidecar warms up from the old lineage while the old one serves.
+    let savepoint_url = "s3://stator/jobs/hand/savepoints/upgrade-2";
+    let fresh = tempfile::tempdir().unwrap();
+    let mut args = base_args(fresh.path(), "s3://stator/jobs/hand/l2");
+    args.extend(s3.sidecar_args(None));
+    args.extend([
+        "--restore-from".into(),
+        savepoint_url.into(),
+        "--warm-from".into(),
+        old_lineage.into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut standby = Sidecar::new_in(fresh.path(), &args);
+    standby.spawn();
+    wait_standby(&standby, "warm");
+    let warmed = standby.metric("stator_sidecar_restore_downloaded_bytes_total");
+    assert!(warmed > 15_000_000.0, "the bulk was fetched: {warmed}");
+    assert_eq!(
+        common::http_get(standby.admin, "/readyz", None).unwrap().0,
+        503,
+        "a standby does not serve"
+    );
+    assert!(!standby.socket.exists(), "no socket before the promotion");
+
+    // The old replica goes on writing, then stops with its savepoint.
+    write_values(&mut client, 0..200, 1, 1000).await;
+    let mut batch = Batch::new();
+    batch.value_put("v", "last", "before the fence");
+    client.write(batch).await.unwrap();
+    let done = savepoint(&old, savepoint_url, true);
+    assert_eq!(done["stop"], true);
+    drop(client);
+
+    let (code, body) = standby.post(
+        "/v1/promote",
+        &serde_json::json!({"restoreFrom": "s3://stator/jobs/hand/savepoints/other"}).to_string(),
+    );
+    assert_eq!(code, 409, "a promotion to another point is refused: {body}");
+    let promote = serde_json::json!({"restoreFrom": savepoint_url}).to_string();
+    let (code, body) = standby.post("/v1/promote", &promote);
+    assert_eq!(code, 202, "{body}");
+    standby.wait_ready();
+    let delta = standby.metric("stator_sidecar_restore_downloaded_bytes_total") - warmed;
+    assert!(
+        delta < warmed / 10.0,
+        "after the promotion only the delta is downloaded: {delta} bytes after {warmed} while warming"
+    );
+    let mut client = Client::connect(&standby.socket).await.unwrap();
+    assert_values(&mut client, 0..200, Some(1), 1000).await;
+    assert_values(&mut client, 200..20_000, Some(0), 1000).await;
+    assert_eq!(
+        client.get("v", "last").await.unwrap().as_deref(),
+        Some(b"before the fence".as_slice())
+    );
+    drop(client);
+    let (code, _) = standby.post("/v1/promote", &promote);
+    assert_eq!(code, 202, "a promotion is idempotent");
+
+    // Restarted after its promotion, it serves again without waiting for another.
+    standby.terminate();
+    standby.spawn();
+    standby.wait_ready();
+    let mut client = Client::connect(&standby.socket).await.unwrap();
+    assert_values(&mut client, 0..200, Some(1), 1000).await;
+}

@@ -466,12 +466,25 @@ fn parse(dir: &Location, bytes: &[u8]) -> Result<Manifest, RestoreError> {
     parse_at(dir.url_of(MANIFEST_FILE), bytes)
 }
 
-/// Downloads (or reuses locally) and verifies the overlapping sources, then builds and opens the
-/// store. Returns the store and whether every file was reused locally.
-async fn build(
+/// What [`download`] fetched.
+struct Downloaded<'s> {
+    /// The sources overlapping this replica's key groups, biggest overlap first: source `k`'s
+    /// files are in `<restore dir>/src-k/`.
+    overlapping: Vec<(&'s Source, u32)>,
+    restore_dir: PathBuf,
+    files: usize,
+    reused: usize,
+    total: u64,
+}
+
+/// Downloads (or reuses locally) and verifies the files of the sources overlapping this
+/// replica's key groups into `<data dir>/restore/src-k/`. Every download is also kept under
+/// `restore/verified/` by content (and its identity recorded in the file hash index), so that a
+/// later restore that needs the same bytes reuses it without reading it again.
+async fn download<'s>(
     req: &RestoreRequest<'_>,
-    sources: &[Source],
-) -> Result<(Arc<Store>, bool), RestoreError> {
+    sources: &'s [Source],
+) -> Result<Downloaded<'s>, RestoreError> {
     let mine = req.placement.range;
     let mut overlapping: Vec<(&Source, u32)> = sources
         .iter()
@@ -554,12 +567,79 @@ async fn build(
         bytes = total,
         "restore files verified"
     );
+    Ok(Downloaded {
+        overlapping,
+        restore_dir,
+        files,
+        reused,
+        total,
+    })
+}
+
+/// Records the identity of every verified download, by its SHA-256 (its name), in the file
+/// hash index.
+fn record_verified(data_dir: &Path, verified: &Path) {
+    let mut known = super::file_hashes::load(data_dir);
+    let Ok(entries) = std::fs::read_dir(verified) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Some(id) = super::file_hashes::identity(&e.path()) {
+            known.insert(id, name);
+        }
+    }
+    super::file_hashes::store(data_dir, &known);
+}
+
+/// A warm standby's first restore: downloads and verifies what `req.restore_from` holds for this
+/// replica, without opening a store. The restore that follows (of a savepoint taken since) finds
+/// these bytes by content and downloads only what the savepoint added. Returns the bytes
+/// fetched.
+pub async fn prefetch(req: RestoreRequest<'_>, metrics: &Metrics) -> Result<u64, RestoreError> {
+    let from = req.restore_from.unwrap_or_default();
+    let location = Location::parse(from, req.s3).await?;
+    let (kind, sources) = find_sources(&location).await?;
+    check_max_parallelism(&sources, req.placement.layout.max_parallelism())?;
+    tracing::info!(
+        location = from,
+        kind,
+        replicas = sources.len(),
+        "warming up: fetching the state to be promoted from"
+    );
+    let fetched = download(&req, &sources).await;
+    metrics
+        .restore_downloaded_bytes
+        .inc_by(DOWNLOADED_BYTES.swap(0, Ordering::Relaxed));
+    let d = fetched?;
+    record_verified(req.data_dir, &d.restore_dir.join(VERIFIED_DIR));
+    Ok(d.total)
+}
+
+/// Downloads (or reuses locally) and verifies the overlapping sources, then builds and opens the
+/// store. Returns the store and whether every file was reused locally.
+async fn build(
+    req: &RestoreRequest<'_>,
+    sources: &[Source],
+) -> Result<(Arc<Store>, bool), RestoreError> {
+    let mine = req.placement.range;
+    let Downloaded {
+        overlapping,
+        restore_dir,
+        files,
+        reused,
+        total,
+    } = download(req, sources).await?;
     let phase = Instant::now();
 
     let db_dir = req.data_dir.join("db");
     remove_dir(&db_dir)?;
     let base_dir = restore_dir.join("src-0");
     std::fs::rename(&base_dir, &db_dir).map_err(local(&base_dir))?;
+    record_placed(req.data_dir, &db_dir, &overlapping[0].0.manifest);
     let store = open(req, &db_dir)?;
     let (base, _) = overlapping[0];
     let same_shape = base.manifest.key_groups == mine
@@ -609,6 +689,18 @@ async fn build(
     remove_dir(&restore_dir)?;
     RESTORED_BYTES.fetch_add(total, Ordering::Relaxed);
     Ok((store, reused == files && files > 0))
+}
+
+/// Records the identity of the verified files now in the database directory (a local recovery
+/// after a restart then reuses them without hashing them again).
+fn record_placed(data_dir: &Path, db_dir: &Path, manifest: &Manifest) {
+    let mut known = super::file_hashes::load(data_dir);
+    for f in &manifest.files {
+        if let Some(id) = super::file_hashes::identity(&db_dir.join(&f.name)) {
+            known.insert(id, f.sha256.clone());
+        }
+    }
+    super::file_hashes::store(data_dir, &known);
 }
 
 /// For a savepoint not yet self-contained: where each file's bytes are until it is copied (its
