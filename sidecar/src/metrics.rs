@@ -116,6 +116,8 @@ pub struct Metrics {
     pub restore_fallbacks: Counter,
     pub restored_bytes: Counter,
     pub restore_downloaded_bytes: Counter,
+    /// Downloaded by a warm standby before its promotion (not part of any pause).
+    pub warm_downloaded_bytes: Counter,
     pub latest_checkpoint_id: Gauge,
 }
 
@@ -247,6 +249,12 @@ impl Metrics {
             "Bytes of snapshot files downloaded at restore (the rest of restored_bytes was reused from the volume)",
             restore_downloaded_bytes.clone(),
         );
+        let warm_downloaded_bytes = Counter::default();
+        registry.register(
+            "warm_downloaded_bytes",
+            "Bytes a warm standby downloaded before it was promoted (its restore after the promotion counts in restore_downloaded_bytes)",
+            warm_downloaded_bytes.clone(),
+        );
         let latest_checkpoint_id = Gauge::default();
         registry.register(
             "latest_checkpoint_id",
@@ -263,6 +271,7 @@ impl Metrics {
             restore_fallbacks,
             restored_bytes,
             restore_downloaded_bytes,
+            warm_downloaded_bytes,
             latest_checkpoint_id,
             registry,
             ops,

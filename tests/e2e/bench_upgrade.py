@@ -1,7 +1,8 @@
 """Upgrade benchmark: how long a savepoint upgrade pauses writes and takes in all, for jobs holding
 about 10 MB, 100 MB (and, with --sizes, 1 GB) of state, with the replicas' data on emptyDir volumes
-(every restore downloads the state) and on PersistentVolumeClaims (local recovery reuses the files
-already on the volume).
+(every restore downloads the state), on emptyDir with the warm handover (the new pods fetch the state
+from the old version's checkpoints before the fence, then only the delta) and on
+PersistentVolumeClaims (local recovery reuses the files already on the volume).
 
 The app keeps writing during the run: after its fill it overwrites 0.1% of its keys per second, and
 the upgrade starts 9 s after a checkpoint, so about 1% of the keys changed since the last checkpoint.
@@ -10,7 +11,8 @@ the delta), so the pause depends on the delta, not on the state.
 
 Prints one table: the write pause (the operator's stator_operator_upgrade_pause_seconds: from the
 first replica's fence to every new replica ready), the pause by phase (the fenced part of the
-savepoint, stopping the old pods, starting the new ones and waiting for them to be ready), the
+savepoint, stopping the old pods or promoting the warm ones, starting the new ones and waiting for
+them to be ready; a handover's warming comes before the fence and is not paused), the
 total upgrade time (patch to every new replica ready), the bytes uploaded while fenced and downloaded
 by the restores, and as peers, in the same run against the same S3 server: a plain transfer (upload
 then download, 4-way parallel) of the delta's bytes, and a plain parallel download of the whole
@@ -36,7 +38,9 @@ from harness import Cluster, Processes, S3, wait_until  # noqa: E402
 from scenario import Wordcount, start_operator  # noqa: E402
 
 CHECKPOINT_INTERVAL = 10
-STEPS = ("savepointing", "stopping", "starting", "waiting_ready")
+STEPS = ("warming", "savepointing", "promoting", "stopping", "starting", "waiting_ready")
+# (volume, upgrade strategy) of each row; a warm handover runs on emptyDir only.
+VARIANTS = (("emptyDir", "recreate"), ("emptyDir", "warmHandover"), ("pvc", "recreate"))
 
 
 def metrics(url: str) -> str:
@@ -49,7 +53,9 @@ def metric(text: str, name: str, labels: str = "") -> float:
 
 
 def sidecar_urls(wc) -> list[str]:
-    return [f"http://{p['status']['podIP']}:9601" for p in wc.pods() if p.get("status", {}).get("podIP")]
+    """The admin endpoints of the job's pods that are not stopping (after an upgrade: the new ones)."""
+    return [f"http://{p['status']['podIP']}:9601" for p in wc.pods()
+            if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")]
 
 
 def state_objects(s3, location: str) -> list[tuple[str, int]]:
@@ -89,7 +95,7 @@ def plain_transfer(s3, nbytes: int) -> float:
     return time.monotonic() - t
 
 
-def run(size_mb: int, volume: str, cluster, s3, op, n: int) -> dict:
+def run(size_mb: int, volume: str, strategy: str, cluster, s3, op, n: int) -> dict:
     ns = cluster.create_namespace(f"bench{n}")
     wc = Wordcount(cluster, s3, ns, name="fill", parallelism=2)
     spec = wc.job["spec"]
@@ -102,6 +108,7 @@ def run(size_mb: int, volume: str, cluster, s3, op, n: int) -> dict:
     spec["rollback"]["readinessTimeoutSeconds"] = 900
     if volume == "pvc":
         spec["state"]["volume"] = {"persistentVolumeClaim": {"size": "10Gi"}}
+    spec["upgradeStrategy"] = strategy
     wc.apply()
     st = wc.wait_running(replicas=2, timeout=600)
     wait_until(lambda: all("filled" in wc.app_log(p["metadata"]["name"]) for p in wc.pods()), timeout=900,
@@ -136,16 +143,19 @@ def run(size_mb: int, volume: str, cluster, s3, op, n: int) -> dict:
 
     pause = delta("stator_operator_upgrade_pause_seconds_sum")
     steps = {s: delta("stator_operator_operation_step_seconds_sum", f'reason="upgrade",step="{s}"') for s in STEPS}
-    fenced_savepoint = max(pause - steps["stopping"] - steps["starting"] - steps["waiting_ready"], 0.0)
+    after_fence = steps["promoting"] + steps["stopping"] + steps["starting"] + steps["waiting_ready"]
+    fenced_savepoint = max(pause - after_fence, 0.0)
     uploaded = int(delta("stator_operator_savepoint_uploaded_bytes_total", 'reason="upgrade"'))
     downloaded = int(sum(metric(metrics(u), "stator_sidecar_restore_downloaded_bytes_total") for u in sidecar_urls(wc)))
     objects = state_objects(s3, st["restoredFrom"])
     download = plain_download(s3, objects)
     transfer = plain_transfer(s3, uploaded)
     cluster.delete_namespace(ns)
-    return {"size": size_mb, "volume": volume, "bytes": sum(s for _, s in objects), "total": total, "pause": pause,
+    return {"size": size_mb, "volume": volume, "strategy": strategy, "bytes": sum(s for _, s in objects),
+            "total": total, "pause": pause, "warming": steps["warming"],
             "phase_one": steps["savepointing"] - fenced_savepoint, "fenced": fenced_savepoint,
-            "stop": steps["stopping"], "start": steps["starting"] + steps["waiting_ready"],
+            "stop": steps["stopping"], "promote": steps["promoting"],
+            "start": steps["starting"] + steps["waiting_ready"],
             "uploaded": uploaded, "downloaded": downloaded, "transfer": transfer, "download": download}
 
 
@@ -161,22 +171,24 @@ def main() -> int:
             op = start_operator(cluster, processes)
             n = 0
             for size in [int(s) for s in args.sizes.split(",")]:
-                for volume in ("emptyDir", "pvc"):
+                for volume, strategy in VARIANTS:
                     n += 1
-                    print(f"measuring {size} MB on {volume} ...", file=sys.stderr, flush=True)
-                    rows.append(run(size, volume, cluster, s3, op, n))
+                    print(f"measuring {size} MB on {volume}, {strategy} ...", file=sys.stderr, flush=True)
+                    rows.append(run(size, volume, strategy, cluster, s3, op, n))
         finally:
             processes.stop()
     print("stator upgrade benchmark: 2 replicas, savepoint upgrade (image change) of an app that keeps writing, "
           "state in moto S3 on loopback")
-    print("| state | volume | state bytes | total s | write pause s | phase one (not paused) s | fenced savepoint s "
-          "| stop s | start and ready s | uploaded in pause | downloaded in pause | plain delta transfer s "
+    print("| state | volume | strategy | state bytes | total s | write pause s | warming (not paused) s "
+          "| phase one (not paused) s | fenced savepoint s | stop s | promote s | start and ready s "
+          "| uploaded in pause | downloaded in pause | plain delta transfer s "
           "| plain download of the state s | pause / (1 s + 1.3 x delta) | total - download s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         budget = 1.0 + 1.3 * r["transfer"]
-        print(f"| {r['size']} MB | {r['volume']} | {r['bytes']} | {r['total']:.2f} | {r['pause']:.2f} | "
-              f"{r['phase_one']:.2f} | {r['fenced']:.2f} | {r['stop']:.2f} | {r['start']:.2f} | {r['uploaded']} | "
+        print(f"| {r['size']} MB | {r['volume']} | {r['strategy']} | {r['bytes']} | {r['total']:.2f} | "
+              f"{r['pause']:.2f} | {r['warming']:.2f} | {r['phase_one']:.2f} | {r['fenced']:.2f} | {r['stop']:.2f} | "
+              f"{r['promote']:.2f} | {r['start']:.2f} | {r['uploaded']} | "
               f"{r['downloaded']} | {r['transfer']:.3f} | {r['download']:.2f} | {r['pause'] / budget:.2f} | "
               f"{r['total'] - r['download']:.2f} |")
     return 0

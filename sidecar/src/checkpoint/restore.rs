@@ -612,7 +612,7 @@ pub async fn prefetch(req: RestoreRequest<'_>, metrics: &Metrics) -> Result<u64,
     );
     let fetched = download(&req, &sources).await;
     metrics
-        .restore_downloaded_bytes
+        .warm_downloaded_bytes
         .inc_by(DOWNLOADED_BYTES.swap(0, Ordering::Relaxed));
     let d = fetched?;
     record_verified(req.data_dir, &d.restore_dir.join(VERIFIED_DIR));
