@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use stator_client::{Batch, Client, Error, ErrorCode, TimeDomain, key_group, proto};
@@ -129,18 +129,25 @@ struct Replica {
 
 impl Replica {
     async fn connect(socket: &PathBuf) -> anyhow::Result<Self> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        // The sidecar may restore for long (or, a warm handover's standby, wait to be promoted):
+        // wait for its socket as long as it takes, saying so every 10 s.
+        let started = std::time::Instant::now();
+        let mut said = None;
         let mut client = loop {
             match Client::connect(socket).await {
                 Ok(c) => break c,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    eprintln!(
-                        "wordcount: waiting for the sidecar at {}: {e}",
-                        socket.display()
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                Err(e) => {
+                    let waited = started.elapsed().as_secs() / 10;
+                    if said != Some(waited) {
+                        said = Some(waited);
+                        eprintln!(
+                            "wordcount: waiting for the sidecar at {} ({} s): {e}",
+                            socket.display(),
+                            started.elapsed().as_secs()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(e).context("the sidecar did not come up"),
             }
         };
         client

@@ -860,3 +860,77 @@ async fn call_sidecars(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Operation, OperationKind};
+
+    fn view() -> PodView {
+        PodView {
+            spec_hash: Some("h".into()),
+            phase: PodPhase::Running,
+            ready: true,
+            deleting: false,
+            problem: None,
+        }
+    }
+
+    fn status(live: Option<Slot>, step: Step, target: Option<Slot>) -> StreamJobStatus {
+        let deployment = |slot| Deployment {
+            slot,
+            ..Default::default()
+        };
+        StreamJobStatus {
+            deployment: Some(deployment(live)),
+            operation: Some(Operation {
+                kind: OperationKind::Upgrade,
+                step,
+                reason: "upgrade".into(),
+                target: Some(deployment(target)),
+                savepoint: None,
+                savepoint_complete: false,
+                fenced_at: None,
+                started_at: String::new(),
+                step_started_at: String::new(),
+                id: String::new(),
+                deadline: None,
+                failure: None,
+                recheck_lineage: None,
+                warm_from: Some("s3://b/jobs/l1".into()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_split_into_the_deployed_set_a_handovers_standby_set_and_strays() {
+        let views: Views = [
+            ((None, 0), view()),
+            ((None, 1), view()),
+            ((Some(Slot::Green), 0), view()),
+            ((Some(Slot::Blue), 1), view()),
+        ]
+        .into_iter()
+        .collect();
+        let st = status(None, Step::Warming, Some(Slot::Green));
+        let (pods, standby, strays) = split_views(views.clone(), &st);
+        assert_eq!(pods.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(standby.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(strays.len(), 1);
+        assert_eq!((strays[0].slot, strays[0].replica), (Some(Slot::Blue), 1));
+        // After the promotion the new set is the deployed one and the old set is stray.
+        let st = status(Some(Slot::Green), Step::WaitingReady, Some(Slot::Green));
+        let (pods, standby, strays) = split_views(views.clone(), &st);
+        assert_eq!(pods.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert!(standby.is_empty());
+        assert_eq!(strays.len(), 3);
+        // An operation that is not a handover has no standby set.
+        let mut st = status(None, Step::Stopping, None);
+        st.operation.as_mut().unwrap().warm_from = None;
+        let (pods, standby, strays) = split_views(views, &st);
+        assert_eq!(pods.len(), 2);
+        assert!(standby.is_empty());
+        assert_eq!(strays.len(), 2);
+    }
+}
