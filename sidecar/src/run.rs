@@ -92,8 +92,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
             &metrics,
         )
-        .await
-        .with_context(|| format!("cannot warm up from {warm_from}"))?;
+        .await;
+        let fetched = match fetched {
+            Ok(bytes) => bytes,
+            // A lineage that has not checkpointed yet (its replicas just started): nothing to
+            // fetch ahead; the restore after the promotion downloads everything.
+            Err(e @ restore::RestoreError::NothingThere(_)) => {
+                tracing::warn!(error = %e, "nothing to warm up from: the restore after the promotion fetches the whole state");
+                0
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot warm up from {warm_from}"))
+                );
+            }
+        };
         standby.set_warm();
         tracing::info!(
             warm_from = %warm_from,

@@ -108,6 +108,7 @@ impl Standby {
         let body = serde_json::json!({ "restoreFrom": location }).to_string();
         let written = (|| {
             use std::io::Write;
+            std::fs::create_dir_all(&self.data_dir)?;
             let mut f = std::fs::File::create(&temp)?;
             f.write_all(body.as_bytes())?;
             f.sync_all()?;

@@ -1207,3 +1207,36 @@ async fn a_warm_standby_fetches_the_bulk_while_the_old_replica_serves_and_then_o
     let mut client = Client::connect(&standby.socket).await.unwrap();
     assert_values(&mut client, 0..200, Some(1), 1000).await;
 }
+
+#[tokio::test]
+async fn a_standby_with_nothing_to_warm_up_from_waits_and_restores_everything_once_promoted() {
+    let s3 = S3Server::s3s_fs("stator");
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path(), "s3://stator/jobs/cold/l1");
+    args.extend(s3.sidecar_args(None));
+    let old = start(dir.path(), &args);
+    let mut client = Client::connect(&old.socket).await.unwrap();
+    write_values(&mut client, 0..500, 0, 100).await;
+    let savepoint_url = "s3://stator/jobs/cold/savepoints/upgrade-2";
+    // The lineage it warms from has no checkpoint yet (its replicas only just started).
+    let fresh = tempfile::tempdir().unwrap();
+    let mut args = base_args(fresh.path(), "s3://stator/jobs/cold/l2");
+    args.extend(s3.sidecar_args(None));
+    args.extend([
+        "--restore-from".into(),
+        savepoint_url.into(),
+        "--warm-from".into(),
+        "s3://stator/jobs/cold/l1".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut standby = Sidecar::new_in(fresh.path(), &args);
+    standby.spawn();
+    wait_standby(&standby, "warm");
+    savepoint(&old, savepoint_url, true);
+    drop(client);
+    let promote = serde_json::json!({"restoreFrom": savepoint_url}).to_string();
+    assert_eq!(standby.post("/v1/promote", &promote).0, 202);
+    standby.wait_ready();
+    let mut client = Client::connect(&standby.socket).await.unwrap();
+    assert_values(&mut client, 0..500, Some(0), 100).await;
+}

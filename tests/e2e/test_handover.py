@@ -1,6 +1,6 @@
 """The warm handover (upgradeStrategy warmHandover) end to end: the new version's pods come up under
 the other pod set and fetch the state while the old version serves; the old version then takes its
-savepoint and the new pods, promoted, restore only what it added. Exact counts prove that nothing
+savepoint and the new pods, promoted, restore only what it added (an upgrade and a rescale). Exact counts prove that nothing
 acknowledged before the fence is lost and nothing is counted twice; an operator killed at any step
 resumes the handover; a new version that cannot start leaves the old one serving, never fenced."""
 import signal
@@ -69,6 +69,14 @@ def test_a_warm_handover_brings_the_new_pods_up_beside_the_old_and_keeps_exactly
     # kubectl shows which set runs.
     shown = cluster.kubectl("get", "pods", "-L", "stator.dev/slot", namespace=namespace).stdout
     assert f"{wc.name}-green-0" in shown and "green" in shown.split(f"{wc.name}-green-0", 1)[1].splitlines()[0]
+    # A rescale is handed over the same way: three new pods fetch the two old replicas' key groups.
+    cluster.kubectl("scale", f"sj/{wc.name}", "--replicas=3", namespace=namespace)
+    st = wc.wait_running(replicas=3, previous_hash=st["deployedSpecHash"])
+    assert st["deployment"]["slot"] == "blue"
+    assert st["lastSavepoint"]["reason"] == "rescale" and st["lastSavepoint"]["parallelism"] == 2
+    wait_until(lambda: names(wc) == [f"{wc.name}-blue-{i}" for i in range(3)], timeout=60,
+               what="only the rescaled set to be left")
+    assert "promoted by the operator" in sidecar_log(wc, f"{wc.name}-blue-2")
     assert_exact(wc)
 
 

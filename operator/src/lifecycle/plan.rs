@@ -850,17 +850,12 @@ impl Planner<'_> {
             && storage
             && spec.upgrade_strategy == UpgradeStrategy::WarmHandover
         {
-            if !rescale {
-                self.warm_handover(d, &spec, reason);
-                let note = format!("{reason} to spec {hash} (warm handover)");
-                self.event(false, "UpgradeStarted", note);
-                return true;
-            }
-            self.event(
-                false,
-                "HandoverNotUsed",
-                "a rescale changes every replica's key groups, so the new pods cannot warm up from the old ones' checkpoints: taking the recreate path",
-            );
+            // A rescale too: each new replica fetches the old checkpoints that overlap its key
+            // groups, and its restore of the savepoint reuses them.
+            self.warm_handover(d, &spec, reason);
+            let note = format!("{reason} to spec {hash} (warm handover)");
+            self.event(false, "UpgradeStarted", note);
+            return true;
         }
         match mode {
             UpgradeMode::Stateless => {

@@ -516,8 +516,10 @@ impl Sim {
                                 d.restore_from
                             ));
                         }
-                        let sp = self.savepoints.get(location).map_or(0, |s| s.len()) as i32;
-                        if sp != layout::parallelism(&self.job, &d) {
+                        // Taken by every old replica (at the old parallelism).
+                        let sp = self.savepoints.get(location);
+                        let parts = sp.and_then(|s| s.keys().max()).map_or(0, |m| m + 1);
+                        if sp.is_none_or(|s| s.len() as i32 != parts) {
                             self.violation(format!(
                                 "{key:?} promoted before savepoint {location} completed"
                             ));

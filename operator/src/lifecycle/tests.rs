@@ -1001,14 +1001,22 @@ fn standby_pods_that_cannot_be_promoted_are_replaced_by_pods_restoring_the_savep
 }
 
 #[test]
-fn a_rescale_with_the_warm_handover_strategy_takes_the_recreate_path() {
+fn a_rescale_is_handed_over_warm_too() {
+    use crate::crd::Slot;
     let mut sim = running(wc().warm_handover());
     sim.job.spec.parallelism = 3;
     sim.reconcile();
-    assert!(sim.has_event("HandoverNotUsed"));
-    assert_eq!(sim.step(), Some(Step::Stopping));
+    assert_eq!(sim.step(), Some(Step::Warming));
+    assert_eq!(sim.pods.len(), 5, "3 new pods beside the 2 old ones");
     sim.settle(60);
-    assert_eq!(slots(&sim), vec![None]);
+    assert_eq!(slots(&sim), vec![Some(Slot::Green)]);
     assert_eq!(sim.pods.len(), 3);
+    assert_eq!(sim.status.phase, Some(Phase::Running));
+    let sp = sim.status.last_savepoint.clone().unwrap();
+    assert_eq!((sp.reason.as_str(), sp.parallelism), ("rescale", 2));
+    sim.job.spec.parallelism = 1;
+    sim.settle(60);
+    assert_eq!(slots(&sim), vec![Some(Slot::Blue)]);
+    assert_eq!(sim.pods.len(), 1);
     no_violations(&sim);
 }
