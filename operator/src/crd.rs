@@ -377,8 +377,9 @@ pub enum UpgradeStrategy {
     /// Blue/green: the new version's pods start beside the old ones and restore the bulk of the
     /// state from the old version's latest checkpoints while it still serves; then the old version
     /// takes its savepoint (fenced) and the new pods fetch only what changed since and go live.
-    /// Costs a second set of pods for the length of the handover. Used for savepoint upgrades at
-    /// the same parallelism on emptyDir volumes (other changes take the recreate path).
+    /// Costs a second set of pods for the length of the handover. Needs `upgradeMode: savepoint`,
+    /// a state location and emptyDir volumes; a change while not every replica is ready takes the
+    /// other path.
     WarmHandover,
 }
 
