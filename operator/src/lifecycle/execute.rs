@@ -284,36 +284,9 @@ async fn observe_serving(
     live: Option<Slot>,
     views: &mut BTreeMap<i32, PodView>,
 ) {
-    let candidates: Vec<(i32, String)> = ctx
-        .pods(job)
-        .iter()
-        .filter(|pod| slot_of(pod) == live)
-        .filter_map(|pod| {
-            let i = replica(pod)?;
-            let v = views.get(&i)?;
-            if v.ready || v.deleting || v.phase != PodPhase::Running || !apps_ready(pod) {
-                return None;
-            }
-            Some((i, admin_addr(pod)?))
-        })
-        .collect();
-    if candidates.is_empty() {
-        return;
-    }
-    let Ok(token) = token(job, ctx).await else {
-        return;
-    };
-    let api = SidecarApi::new(token);
-    let answers =
-        futures::future::join_all(candidates.iter().map(|(_, addr)| api.is_ready(addr))).await;
-    for ((i, _), ready) in candidates.iter().zip(answers) {
-        if let Some(v) = views.get_mut(i) {
-            v.ready = ready;
-            if ready {
-                v.problem = None;
-            }
-        }
-    }
+    let wanted = |pod: &Pod, v: &PodView| !v.ready && apps_ready(pod);
+    let ask = async |api: &SidecarApi, addr: &str| api.is_ready(addr).await;
+    mark_ready(ctx, job, live, views, wanted, ask).await;
 }
 
 /// Marks as ready (warm) the running standby pods whose sidecar says it restored the bulk of the
@@ -324,14 +297,29 @@ async fn observe_warm(
     slot: Slot,
     views: &mut BTreeMap<i32, PodView>,
 ) {
+    let ask =
+        async |api: &SidecarApi, addr: &str| api.standby(addr).await.is_ok_and(|s| s.is_warm());
+    mark_ready(ctx, job, Some(slot), views, |_, _| true, ask).await;
+}
+
+/// Sets `ready` to the sidecar's answer to `ask` for the running pods of set `slot` that are not
+/// stopping and that `wanted` selects.
+async fn mark_ready(
+    ctx: &Context,
+    job: &StreamJob,
+    slot: Option<Slot>,
+    views: &mut BTreeMap<i32, PodView>,
+    wanted: impl Fn(&Pod, &PodView) -> bool,
+    ask: impl AsyncFn(&SidecarApi, &str) -> bool,
+) {
     let candidates: Vec<(i32, String)> = ctx
         .pods(job)
         .iter()
-        .filter(|pod| slot_of(pod) == Some(slot))
+        .filter(|pod| slot_of(pod) == slot)
         .filter_map(|pod| {
             let i = replica(pod)?;
             let v = views.get(&i)?;
-            if v.deleting || v.phase != PodPhase::Running {
+            if v.deleting || v.phase != PodPhase::Running || !wanted(pod, v) {
                 return None;
             }
             Some((i, admin_addr(pod)?))
@@ -345,11 +333,11 @@ async fn observe_warm(
     };
     let api = SidecarApi::new(token);
     let answers =
-        futures::future::join_all(candidates.iter().map(|(_, addr)| api.standby(addr))).await;
-    for ((i, _), answer) in candidates.iter().zip(answers) {
+        futures::future::join_all(candidates.iter().map(|(_, addr)| ask(&api, addr))).await;
+    for ((i, _), ready) in candidates.iter().zip(answers) {
         if let Some(v) = views.get_mut(i) {
-            v.ready = answer.is_ok_and(|s| s.is_warm());
-            if v.ready {
+            v.ready = ready;
+            if ready {
                 v.problem = None;
             }
         }
