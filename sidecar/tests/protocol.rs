@@ -693,3 +693,35 @@ async fn a_burst_of_gets_of_large_values_is_answered_without_buffering_them_all(
         grown >> 20
     );
 }
+
+#[tokio::test]
+async fn a_client_can_wait_for_a_sidecar_that_is_not_up_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = common::Sidecar::new_in(dir.path(), &["--state", "v:value"]);
+    let socket = sidecar.socket.clone();
+    // Without waiting, a missing socket fails at once.
+    let Err(err) = Client::connect(&socket).await else {
+        panic!("connected to a socket that does not exist");
+    };
+    assert!(matches!(err, stator_client::Error::Connect { .. }), "{err}");
+    let waiting = tokio::spawn({
+        let socket = socket.clone();
+        async move { Client::connect_waiting(&socket, Duration::from_secs(60)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "still waiting for the socket");
+    sidecar.spawn();
+    let mut client = waiting
+        .await
+        .unwrap()
+        .expect("connected once the sidecar served");
+    assert_serving(&mut client).await;
+    // It gives up at its deadline with the connect error.
+    let missing = dir.path().join("nothing.sock");
+    let started = std::time::Instant::now();
+    let Err(err) = Client::connect_waiting(&missing, Duration::from_millis(300)).await else {
+        panic!("connected to a socket that does not exist");
+    };
+    assert!(matches!(err, stator_client::Error::Connect { .. }), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

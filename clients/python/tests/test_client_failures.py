@@ -35,6 +35,26 @@ def test_missing_socket_is_a_clean_connection_error(tmp_path):
     assert e.value.transient
 
 
+def test_a_client_can_wait_for_a_sidecar_whose_socket_is_not_there_yet(sidecar_factory, tmp_path):
+    import os
+    import threading
+    import time
+
+    sidecar = sidecar_factory(states=["v:value"])
+    hidden = sidecar.socket_path + ".later"
+    os.rename(sidecar.socket_path, hidden)  # as before the sidecar has restored its state
+    threading.Timer(0.5, os.rename, (hidden, sidecar.socket_path)).start()
+    started = time.monotonic()
+    with Client(sidecar.socket_path, wait=30) as client:
+        assert time.monotonic() - started >= 0.4, "it waited for the socket"
+        client.ping()
+    missing = tmp_path / "nobody.sock"
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="after waiting 0.3 s"):
+        Client(missing, wait=0.3)
+    assert time.monotonic() - started >= 0.3
+
+
 def test_socket_without_listener_is_a_clean_connection_error(tmp_path):
     path = str(tmp_path / "stale.sock")
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -73,6 +73,32 @@ impl Client {
         Ok(client)
     }
 
+    /// [`Client::connect`], waiting up to `max_wait` for the sidecar's socket to appear and
+    /// accept: a sidecar creates it only once its state is restored (a warm handover's standby
+    /// only once it is promoted), and the app container usually starts before. Retries every
+    /// 100 ms while the socket is missing or refuses; any other error, or the last one at the
+    /// deadline, is returned.
+    pub async fn connect_waiting(
+        path: impl AsRef<Path>,
+        max_wait: std::time::Duration,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            match Self::connect(path).await {
+                Err(Error::Connect { source, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Where this sidecar sits: replica index, parallelism, key-group range, declared states.
     pub fn hello(&self) -> &proto::HelloResponse {
         &self.hello

@@ -1,6 +1,7 @@
 //! Async Rust client for the Stator state sidecar.
 //!
-//! A [`Client`] owns one Unix-socket connection. Each call is one round trip; to pipeline, queue
+//! A [`Client`] owns one Unix-socket connection ([`Client::connect_waiting`] waits for the
+//! sidecar's socket, which appears only once the state is restored). Each call is one round trip; to pipeline, queue
 //! requests with [`Client::send`], then [`Client::flush`] and [`Client::recv`] the answers (they
 //! come in request order), or hand a list to [`Client::pipeline`]. Writes go in atomic
 //! [`Batch`]es. For concurrency, open one client per task: connections are cheap.

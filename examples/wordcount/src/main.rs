@@ -131,23 +131,23 @@ impl Replica {
     async fn connect(socket: &PathBuf) -> anyhow::Result<Self> {
         // The sidecar may restore for long (or, a warm handover's standby, wait to be promoted):
         // wait for its socket as long as it takes, saying so every 10 s.
-        let started = std::time::Instant::now();
-        let mut said = None;
+        let mut waited = 0u64;
         let mut client = loop {
-            match Client::connect(socket).await {
+            match Client::connect_waiting(socket, Duration::from_secs(10)).await {
                 Ok(c) => break c,
-                Err(e) => {
-                    let waited = started.elapsed().as_secs() / 10;
-                    if said != Some(waited) {
-                        said = Some(waited);
-                        eprintln!(
-                            "wordcount: waiting for the sidecar at {} ({} s): {e}",
-                            socket.display(),
-                            started.elapsed().as_secs()
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(stator_client::Error::Connect { source, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    waited += 10;
+                    eprintln!(
+                        "wordcount: waiting for the sidecar at {} ({waited} s): {source}",
+                        socket.display()
+                    );
                 }
+                Err(e) => return Err(e.into()),
             }
         };
         client

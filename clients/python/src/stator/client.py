@@ -312,6 +312,11 @@ class Client:
 
     ``timeout`` bounds each wait for the sidecar, in seconds (``None`` waits forever). A
     timeout closes the connection, since an answer might still arrive for the abandoned request.
+
+    ``wait`` is how long to wait, in seconds, for the sidecar's socket to appear and accept
+    (``None``: as long as it takes; default 0: fail at once). A sidecar creates its socket only
+    once its state is restored (a warm handover's standby only once it is promoted), and the
+    app container usually starts before: an app waits with ``Client(wait=None)``.
     """
 
     def __init__(
@@ -320,6 +325,7 @@ class Client:
         *,
         timeout: float | None = 30.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        wait: float | None = 0.0,
     ) -> None:
         if socket_path is None:
             socket_path = os.environ.get("STATOR_SOCKET")
@@ -333,21 +339,33 @@ class Client:
         self._next_id = 1
         self._max_frame_bytes = 0  # unknown until the hello
         self._sock: socket.socket | None = None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(self.socket_path)
-        except FileNotFoundError:
-            sock.close()
-            raise ConnectionFailed(
-                f"no sidecar socket at {self.socket_path} (is stator-sidecar running?)"
-            ) from None
-        except OSError as e:  # also timeouts
-            sock.close()
-            reason = e.strerror or str(e) or type(e).__name__
-            raise ConnectionFailed(
-                f"cannot connect to the sidecar at {self.socket_path}: {reason}"
-            ) from e
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self.socket_path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as e:
+                sock.close()
+                if deadline is None or time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                if isinstance(e, FileNotFoundError):
+                    waited = f" after waiting {wait:g} s" if wait else ""
+                    raise ConnectionFailed(
+                        f"no sidecar socket at {self.socket_path}{waited}"
+                        " (is stator-sidecar running?)"
+                    ) from None
+                raise ConnectionFailed(
+                    f"cannot connect to the sidecar at {self.socket_path}: {e.strerror or e}"
+                ) from e
+            except OSError as e:  # also timeouts
+                sock.close()
+                reason = e.strerror or str(e) or type(e).__name__
+                raise ConnectionFailed(
+                    f"cannot connect to the sidecar at {self.socket_path}: {reason}"
+                ) from e
         self._sock = sock
         try:
             self.info: ServerInfo = self.hello()
