@@ -73,26 +73,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let rocks = args.rocks_options();
+    let request = RestoreRequest {
+        placement,
+        data_dir: &args.data_dir,
+        state_location: state_location.as_ref(),
+        restore_from: args.restore_from.as_deref(),
+        s3: &s3,
+        // A promoted standby's restore reuses what it fetched while warming.
+        local_recovery: args.local_recovery || standby.is_some(),
+        concurrency: args.transfer_concurrency,
+        rocks: &rocks,
+        states: &states,
+        operator_states: &operator_states,
+    };
     if let (Some(standby), Some(warm_from)) = (&standby, &args.warm_from)
         && !standby.is_promoted()
     {
         let started = std::time::Instant::now();
-        let fetched = restore::prefetch(
-            RestoreRequest {
-                placement,
-                data_dir: &args.data_dir,
-                state_location: state_location.as_ref(),
-                restore_from: Some(warm_from),
-                s3: &s3,
-                local_recovery: true,
-                concurrency: args.transfer_concurrency,
-                rocks: &rocks,
-                states: &states,
-                operator_states: &operator_states,
-            },
-            &metrics,
-        )
-        .await;
+        let warm = RestoreRequest {
+            restore_from: Some(warm_from),
+            ..request
+        };
+        let fetched = restore::prefetch(warm, &metrics).await;
         let fetched = match fetched {
             Ok(bytes) => bytes,
             // A lineage that has not checkpointed yet (its replicas just started): nothing to
@@ -124,30 +126,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    let restored = restore::restore(
-        RestoreRequest {
-            placement,
-            data_dir: &args.data_dir,
-            state_location: state_location.as_ref(),
-            restore_from: args.restore_from.as_deref(),
-            s3: &s3,
-            // A promoted standby's restore reuses what it fetched while warming.
-            local_recovery: args.local_recovery || standby.is_some(),
-            concurrency: args.transfer_concurrency,
-            rocks: &rocks,
-            states: &states,
-            operator_states: &operator_states,
-        },
-        &metrics,
-    )
-    .await
-    .with_context(|| match &args.restore_from {
-        Some(from) => format!("cannot restore from {from}"),
-        None => format!(
-            "cannot open or restore the state store in {}",
-            args.data_dir.display()
-        ),
-    })?;
+    let restored =
+        restore::restore(request, &metrics)
+            .await
+            .with_context(|| match &args.restore_from {
+                Some(from) => format!("cannot restore from {from}"),
+                None => format!(
+                    "cannot open or restore the state store in {}",
+                    args.data_dir.display()
+                ),
+            })?;
     let store = restored.store;
     let coordinator = Coordinator::new(
         store.clone(),

@@ -101,6 +101,17 @@ pub mod file_hashes {
             .unwrap_or_default()
     }
 
+    /// Adds the identities of the files at these paths, with their SHA-256, to the index.
+    pub fn add(data_dir: &Path, files: impl IntoIterator<Item = (std::path::PathBuf, String)>) {
+        let mut known = load(data_dir);
+        for (path, sha) in files {
+            if let Some(id) = identity(&path) {
+                known.insert(id, sha);
+            }
+        }
+        store(data_dir, &known);
+    }
+
     /// Replaces the index with `entries` (written beside, then renamed: never half written).
     pub fn store(data_dir: &Path, entries: &Index) {
         let temp = data_dir.join(format!("{FILE}.tmp"));

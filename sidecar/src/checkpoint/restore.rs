@@ -100,6 +100,7 @@ fn local(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
 }
 
 /// What the sidecar starts from.
+#[derive(Clone, Copy)]
 pub struct RestoreRequest<'a> {
     pub placement: Placement,
     pub data_dir: &'a Path,
@@ -579,20 +580,14 @@ async fn download<'s>(
 /// Records the identity of every verified download, by its SHA-256 (its name), in the file
 /// hash index.
 fn record_verified(data_dir: &Path, verified: &Path) {
-    let mut known = super::file_hashes::load(data_dir);
     let Ok(entries) = std::fs::read_dir(verified) else {
         return;
     };
-    for e in entries.flatten() {
+    let downloads = entries.flatten().filter_map(|e| {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if let Some(id) = super::file_hashes::identity(&e.path()) {
-            known.insert(id, name);
-        }
-    }
-    super::file_hashes::store(data_dir, &known);
+        (!name.starts_with('.')).then(|| (e.path(), name))
+    });
+    super::file_hashes::add(data_dir, downloads);
 }
 
 /// A warm standby's first restore: downloads and verifies what `req.restore_from` holds for this
@@ -694,13 +689,11 @@ async fn build(
 /// Records the identity of the verified files now in the database directory (a local recovery
 /// after a restart then reuses them without hashing them again).
 fn record_placed(data_dir: &Path, db_dir: &Path, manifest: &Manifest) {
-    let mut known = super::file_hashes::load(data_dir);
-    for f in &manifest.files {
-        if let Some(id) = super::file_hashes::identity(&db_dir.join(&f.name)) {
-            known.insert(id, f.sha256.clone());
-        }
-    }
-    super::file_hashes::store(data_dir, &known);
+    let placed = manifest
+        .files
+        .iter()
+        .map(|f| (db_dir.join(&f.name), f.sha256.clone()));
+    super::file_hashes::add(data_dir, placed);
 }
 
 /// For a savepoint not yet self-contained: where each file's bytes are until it is copied (its
