@@ -86,12 +86,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
             match Self::connect(path).await {
-                Err(Error::Connect { source, .. })
-                    if matches!(
-                        source.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                    ) && tokio::time::Instant::now() < deadline =>
-                {
+                Err(e) if e.is_not_up_yet() && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 other => return other,

@@ -53,4 +53,13 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The sidecar's socket is missing or refuses connections: it is not up yet (it creates
+    /// the socket once the state is restored) and a later connect may succeed.
+    pub fn is_not_up_yet(&self) -> bool {
+        matches!(self, Error::Connect { source, .. } if matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ))
+    }
 }

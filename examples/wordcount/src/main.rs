@@ -135,16 +135,13 @@ impl Replica {
         let mut client = loop {
             match Client::connect_waiting(socket, Duration::from_secs(10)).await {
                 Ok(c) => break c,
-                Err(stator_client::Error::Connect { source, .. })
-                    if matches!(
-                        source.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
+                Err(e) if e.is_not_up_yet() => {
                     waited += 10;
+                    let why = std::error::Error::source(&e).map(ToString::to_string);
                     eprintln!(
-                        "wordcount: waiting for the sidecar at {} ({waited} s): {source}",
-                        socket.display()
+                        "wordcount: waiting for the sidecar at {} ({waited} s): {}",
+                        socket.display(),
+                        why.unwrap_or_else(|| e.to_string())
                     );
                 }
                 Err(e) => return Err(e.into()),
