@@ -366,10 +366,11 @@ fn live_slot(st: &StreamJobStatus) -> Option<Slot> {
     st.deployment.as_ref().and_then(|d| d.slot)
 }
 
-type Views = BTreeMap<(Option<Slot>, i32), PodView>;
+/// Every pod of a job, by set and replica index.
+pub(super) type Views = BTreeMap<(Option<Slot>, i32), PodView>;
 
 /// The deployed version's pods, a warm handover's standby pods, and the pods of any other set.
-fn split_views(
+pub(super) fn split_views(
     views: Views,
     st: &StreamJobStatus,
 ) -> (BTreeMap<i32, PodView>, BTreeMap<i32, PodView>, Vec<Stray>) {

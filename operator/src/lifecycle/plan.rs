@@ -378,17 +378,22 @@ impl Planner<'_> {
 
     /// Deletes every pod (with force past `deadline`); true once none is left.
     pub fn stop_all(&mut self, force: bool) -> bool {
+        self.delete_deployed(force, "stopping the job");
+        self.obs.pods.is_empty()
+    }
+
+    /// Deletes every pod of the deployed set not stopping already (every one with `force`).
+    pub fn delete_deployed(&mut self, force: bool, why: &'static str) {
         for (&i, pod) in &self.obs.pods {
             if force || !pod.deleting {
                 self.effects.push(Effect::DeletePod {
                     slot: self.live_slot(),
                     replica: i,
                     force,
-                    why: "stopping the job",
+                    why,
                 });
             }
         }
-        self.obs.pods.is_empty()
     }
 
     /// The pod set of the deployed version (the one `obs.pods` holds).

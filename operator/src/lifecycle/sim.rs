@@ -9,7 +9,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::layout;
 use super::model::{
     CheckpointInfo, Checkpoints, Effect, Need, Observed, Outcome, PodPhase, PodView,
-    SavepointAnswer, Settings, Stray, Wake,
+    SavepointAnswer, Settings, Wake,
 };
 use crate::crd::{Deployment, Slot, Step, StreamJob, StreamJobStatus, UpgradeMode};
 
@@ -122,33 +122,28 @@ impl Sim {
     /// meaning warm) and the rest.
     pub fn observed(&self, outcomes: Vec<Outcome>, checkpoints: Option<Checkpoints>) -> Observed {
         let live = self.status.deployment.as_ref().and_then(|d| d.slot);
-        let standby = self
-            .status
-            .operation
-            .as_ref()
-            .and_then(|o| o.standby_slot())
-            .filter(|s| Some(*s) != live);
-        let (mut pods, mut beside, mut strays) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
-        for (&(slot, i), p) in &self.pods {
-            let view = |ready: bool| PodView {
-                spec_hash: Some(p.hash.clone()),
-                phase: p.phase,
-                ready,
-                deleting: p.deleting,
-                problem: p.problem.clone(),
-            };
-            if slot == live {
-                pods.insert(i, view(p.ready && !p.fenced && !p.standby));
-            } else if slot.is_some() && slot == standby {
-                beside.insert(i, view(p.warm));
-            } else {
-                strays.push(Stray {
-                    slot,
-                    replica: i,
+        let views = self
+            .pods
+            .iter()
+            .map(|(&(slot, i), p)| {
+                // What the executor learns: a standby's sidecar says whether it is warm (asked
+                // only while it stands beside the deployed set), any other's whether it serves.
+                let ready = if p.standby {
+                    p.warm && slot != live
+                } else {
+                    p.ready && !p.fenced
+                };
+                let view = PodView {
+                    spec_hash: Some(p.hash.clone()),
+                    phase: p.phase,
+                    ready,
                     deleting: p.deleting,
-                });
-            }
-        }
+                    problem: p.problem.clone(),
+                };
+                ((slot, i), view)
+            })
+            .collect();
+        let (pods, beside, strays) = super::execute::split_views(views, &self.status);
         Observed {
             pods,
             standby: beside,

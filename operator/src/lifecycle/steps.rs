@@ -153,16 +153,7 @@ impl Planner<'_> {
         let (Some(target), Some(location)) = (op.target.clone(), op.savepoint.clone()) else {
             return self.end(&op, false);
         };
-        for (&i, pod) in &self.obs.pods {
-            if !pod.deleting {
-                self.effects.push(Effect::DeletePod {
-                    slot: self.live_slot(),
-                    replica: i,
-                    force: false,
-                    why: "handed over to the new version",
-                });
-            }
-        }
+        self.delete_deployed(false, "handed over to the new version");
         let answers: BTreeMap<i32, &Result<(), String>> = self
             .obs
             .outcomes
