@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -191,6 +192,24 @@ class Wordcount:
     def savepoint_dirs(self) -> set[str]:
         keys = self.s3.keys(f"{self.job_root()}/savepoints/")
         return {k.split("/savepoints/")[1].split("/")[0] for k in keys}
+
+
+def upgrade_killing_the_operator_at(cluster, processes, wc: Wordcount, op, step: str) -> dict:
+    """Starts an upgrade of the running `wc` (a new image), kills the operator `op` with SIGKILL
+    once the operation is at `step`, starts another and returns the status once the upgrade is
+    done, checking that exactly one savepoint was taken for it."""
+    before = wc.status()["deployedSpecHash"]
+    wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
+    cluster.watch_until(f"/apis/stator.dev/v1alpha1/namespaces/{wc.ns}/streamjobs", wc.name,
+                        lambda o: ((o.get("status") or {}).get("operation") or {}).get("step") == step, timeout=60)
+    op.proc.send_signal(signal.SIGKILL)
+    op.proc.wait()
+    start_operator(cluster, processes, name="operator-2")
+    st = wc.wait_running(replicas=2, previous_hash=before)
+    upgrade = [s for s in st["savepoints"] if s["reason"] == "upgrade"]
+    assert len(upgrade) == 1, st["savepoints"]
+    assert wc.savepoint_dirs() == {upgrade[0]["location"].rsplit("/", 1)[1]}, "exactly one savepoint was taken"
+    return st
 
 
 def resumed_at(log: str) -> int | None:

@@ -3,12 +3,11 @@ the other pod set and fetch the state while the old version serves; the old vers
 savepoint and the new pods, promoted, restore only what it added (an upgrade and a rescale). Exact counts prove that nothing
 acknowledged before the fence is lost and nothing is counted twice; an operator killed at any step
 resumes the handover; a new version that cannot start leaves the old one serving, never fenced."""
-import signal
 import time
 
 import pytest
 from harness import wait_until
-from scenario import Wordcount, start_operator
+from scenario import Wordcount, start_operator, upgrade_killing_the_operator_at
 from test_lifecycle import assert_exact
 
 NEXT_IMAGE = "ghcr.io/stator/stator-wordcount:0.2.0"
@@ -87,16 +86,8 @@ def test_an_operator_killed_during_a_warm_handover_resumes_it(cluster, namespace
     op = start_operator(cluster, processes, name="operator-1")
     wc = handover_job(cluster, s3, namespace)
     wc.apply()
-    st = wc.wait_running(replicas=2)
-    upgrade(wc)
-    cluster.watch_until(JOBS.format(ns=namespace), wc.name, lambda o: step_of(o) == step, timeout=60)
-    op.proc.send_signal(signal.SIGKILL)
-    op.proc.wait()
-    start_operator(cluster, processes, name="operator-2")
-    st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
-    upgrade_sp = [s for s in st["savepoints"] if s["reason"] == "upgrade"]
-    assert len(upgrade_sp) == 1, st["savepoints"]
-    assert wc.savepoint_dirs() == {upgrade_sp[0]["location"].rsplit("/", 1)[1]}, "exactly one savepoint"
+    wc.wait_running(replicas=2)
+    upgrade_killing_the_operator_at(cluster, processes, wc, op, step)
     wait_until(lambda: names(wc) == [f"{wc.name}-green-0", f"{wc.name}-green-1"], timeout=60,
                what="only the new set to be left")
     assert_exact(wc)

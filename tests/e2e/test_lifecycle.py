@@ -3,13 +3,12 @@ job's state, a broken image is rolled back, suspend and resume keep state, a fai
 from its checkpoint, and an operator killed at any step of an upgrade resumes it correctly."""
 import json
 import re
-import signal
 import time
 import urllib.request
 
 import pytest
 from harness import wait_until
-from scenario import Wordcount, resumed_at, start_operator
+from scenario import Wordcount, resumed_at, start_operator, upgrade_killing_the_operator_at
 
 
 @pytest.fixture
@@ -123,17 +122,8 @@ def test_operator_killed_at_a_step_of_an_upgrade_resumes_it(cluster, namespace, 
     op = start_operator(cluster, processes, name="operator-1")
     wc = Wordcount(cluster, s3, namespace)
     wc.apply()
-    st = wc.wait_running(replicas=2)
-    wc.patch({"app": {"image": "ghcr.io/stator/stator-wordcount:0.2.0", "args": wc.job["spec"]["app"]["args"]}})
-    cluster.watch_until(f"/apis/stator.dev/v1alpha1/namespaces/{namespace}/streamjobs", wc.name,
-                        lambda o: ((o.get("status") or {}).get("operation") or {}).get("step") == step, timeout=60)
-    op.proc.send_signal(signal.SIGKILL)
-    op.proc.wait()
-    start_operator(cluster, processes, name="operator-2")
-    st = wc.wait_running(replicas=2, previous_hash=st["deployedSpecHash"])
-    upgrade = [s for s in st["savepoints"] if s["reason"] == "upgrade"]
-    assert len(upgrade) == 1, st["savepoints"]
-    assert wc.savepoint_dirs() == {upgrade[0]["location"].rsplit("/", 1)[1]}, "exactly one savepoint was taken"
+    wc.wait_running(replicas=2)
+    upgrade_killing_the_operator_at(cluster, processes, wc, op, step)
     names = sorted(p["metadata"]["name"] for p in wc.pods())
     assert names == [f"{wc.name}-0", f"{wc.name}-1"], "no duplicate pods"
     assert_exact(wc)
