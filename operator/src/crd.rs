@@ -529,6 +529,13 @@ pub struct StreamJobStatus {
     pub rejection: Option<Rejection>,
 }
 
+impl StreamJobStatus {
+    /// The pod set the deployed version runs under (absent: `<job>-<index>`).
+    pub fn deployed_slot(&self) -> Option<Slot> {
+        self.deployment.as_ref().and_then(|d| d.slot)
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Disposal {

@@ -92,15 +92,13 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
     for _ in 0..MAX_CHAIN {
         let (mut pods, mut standby, strays) =
             split_views(overlay.apply(pod_views(ctx, &current)), &status);
-        let live = live_slot(&status);
+        let live = status.deployed_slot();
         if asks_readiness(ctx, &current, &status) {
             observe_serving(ctx, &current, live, &mut pods).await;
         }
-        if let Some(slot) = status.operation.as_ref().and_then(|o| o.standby_slot())
-            && status
-                .operation
-                .as_ref()
-                .is_some_and(|o| o.step == Step::Warming)
+        if let Some(op) = &status.operation
+            && op.step == Step::Warming
+            && let Some(slot) = op.standby_slot()
         {
             observe_warm(ctx, &current, slot, &mut standby).await;
         }
@@ -217,7 +215,7 @@ async fn ask_checkpoints(
     {
         return None;
     }
-    let live = job.status.as_ref().and_then(live_slot);
+    let live = job.status.as_ref().and_then(StreamJobStatus::deployed_slot);
     let addrs: Vec<(i32, String)> = ctx
         .pods(job)
         .iter()
@@ -362,10 +360,6 @@ fn slot_of(pod: &Pod) -> Option<Slot> {
     Slot::parse(pod.labels().get(LABEL_SLOT)?)
 }
 
-fn live_slot(st: &StreamJobStatus) -> Option<Slot> {
-    st.deployment.as_ref().and_then(|d| d.slot)
-}
-
 /// Every pod of a job, by set and replica index.
 pub(super) type Views = BTreeMap<(Option<Slot>, i32), PodView>;
 
@@ -374,7 +368,7 @@ pub(super) fn split_views(
     views: Views,
     st: &StreamJobStatus,
 ) -> (BTreeMap<i32, PodView>, BTreeMap<i32, PodView>, Vec<Stray>) {
-    let live = live_slot(st);
+    let live = st.deployed_slot();
     let standby = st
         .operation
         .as_ref()
@@ -761,7 +755,7 @@ async fn call_sidecars(
     calls: &[&Effect],
 ) -> Result<Vec<Outcome>, Error> {
     let api = SidecarApi::new(token(job, ctx).await?);
-    let live = job.status.as_ref().and_then(live_slot);
+    let live = job.status.as_ref().and_then(StreamJobStatus::deployed_slot);
     let all: BTreeMap<(Option<Slot>, i32), String> = ctx
         .pods(job)
         .iter()

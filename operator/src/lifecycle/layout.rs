@@ -92,7 +92,7 @@ pub fn deployment(
                 .unwrap_or_else(|| settings.default_sidecar_image.clone()),
         ),
         // Pod names change only in a warm handover.
-        slot: st.deployment.as_ref().and_then(|d| d.slot),
+        slot: st.deployed_slot(),
     }
 }
 

@@ -398,7 +398,7 @@ impl Planner<'_> {
 
     /// The pod set of the deployed version (the one `obs.pods` holds).
     pub fn live_slot(&self) -> Option<Slot> {
-        self.st.deployment.as_ref().and_then(|d| d.slot)
+        self.st.deployed_slot()
     }
 
     /// The pods observed for deployment `d`: a warm handover's standby set, or the deployed one.

@@ -121,7 +121,7 @@ impl Sim {
     /// The pods as the executor splits them: the deployed set, a handover's standby set (ready
     /// meaning warm) and the rest.
     pub fn observed(&self, outcomes: Vec<Outcome>, checkpoints: Option<Checkpoints>) -> Observed {
-        let live = self.status.deployment.as_ref().and_then(|d| d.slot);
+        let live = self.status.deployed_slot();
         let views = self
             .pods
             .iter()
@@ -586,7 +586,7 @@ impl Sim {
                     ));
                 }
                 let now = self.now;
-                let live = self.status.deployment.as_ref().and_then(|d| d.slot);
+                let live = self.status.deployed_slot();
                 let answer = match self.pods.get_mut(&(live, *replica)) {
                     Some(p) if p.phase == PodPhase::Running && !p.deleting => {
                         let done = self
@@ -631,7 +631,7 @@ impl Sim {
                 })
             }
             Effect::Unfence { replica } => {
-                let live = self.status.deployment.as_ref().and_then(|d| d.slot);
+                let live = self.status.deployed_slot();
                 let ok = self.unfence_ok && self.pods.contains_key(&(live, *replica));
                 if ok && let Some(p) = self.pods.get_mut(&(live, *replica)) {
                     p.fenced = false;
