@@ -337,11 +337,23 @@ class Cluster:
         return out
 
     def helm_uninstall(self, chart_dir: str, release: str, namespace: str, values: dict | None = None) -> None:
-        """Deletes what helm_install created (but the CRD, which `helm uninstall` keeps too)."""
-        rendered = render_chart(chart_dir, release, namespace, values)
-        if rendered["manifests"].strip():
-            self.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", input=rendered["manifests"],
-                         check=False)
+        """Deletes what helm_install created (but the CRD, which `helm uninstall` keeps too), in Helm's
+        uninstall order (the reverse of the install order: workloads before the RBAC they run with), and
+        waits for the workloads' pods to be gone before deleting the rest: a terminating operator still
+        renews or releases its lease, and with its Role already deleted that request would be refused,
+        which the e2e suite counts as a missing rule."""
+        objects = list(reversed(render_chart(chart_dir, release, namespace, values)["objects"]))
+        workloads = [o for o in objects if o.get("kind") in WORKLOAD_KINDS]
+        rest = [o for o in objects if o.get("kind") not in WORKLOAD_KINDS]
+        if workloads:
+            self.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-",
+                         input=yaml.safe_dump_all(workloads, sort_keys=False), check=False)
+            for ns in sorted({o["metadata"].get("namespace", namespace) for o in workloads}):
+                self.kubectl("wait", "--for=delete", "pod", "-l", f"app.kubernetes.io/instance={release}",
+                             "--timeout=120s", namespace=ns, check=False, timeout=150)
+        if rest:
+            self.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-",
+                         input=yaml.safe_dump_all(rest, sort_keys=False), check=False)
 
 
 HELM_INSTALL_ORDER = [
@@ -352,6 +364,9 @@ HELM_INSTALL_ORDER = [
     "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment", "HorizontalPodAutoscaler",
     "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress", "APIService", "MutatingWebhookConfiguration",
     "ValidatingWebhookConfiguration"]
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "Job", "CronJob"}
 
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass",
