@@ -231,8 +231,14 @@ def test_helm_install_with_default_values_runs_a_job_in_another_namespace(cluste
 
 
 def test_helm_install_for_chosen_namespaces_runs_a_job(cluster, namespace):
-    cluster.helm_install(str(REPO / "charts" / "stator"), "stator", namespace,
-                         values={"watchNamespaces": [namespace], "logFormat": "text"})
-    cluster.wait("deploy/stator", "condition=Available", namespace, timeout="120s")
-    cluster.apply(load("wordcount-local.yaml"), namespace=namespace)
-    cluster.wait("sj/wordcount-local", "condition=Ready", namespace, timeout="180s")
+    chart, values = str(REPO / "charts" / "stator"), {"watchNamespaces": [namespace], "logFormat": "text"}
+    try:
+        cluster.helm_install(chart, "stator", namespace, values=values)
+        cluster.wait("deploy/stator", "condition=Available", namespace, timeout="120s")
+        cluster.apply(load("wordcount-local.yaml"), namespace=namespace)
+        cluster.wait("sj/wordcount-local", "condition=Ready", namespace, timeout="180s")
+    finally:
+        # Uninstalled before the namespace goes: deleting the namespace deletes the operator's Role
+        # with the running pod, whose next lease renewal would be refused during a later test.
+        cluster.kubectl("delete", "sj", "--all", "--wait=true", "--timeout=120s", namespace=namespace, check=False)
+        cluster.helm_uninstall(chart, "stator", namespace, values)
