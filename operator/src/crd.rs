@@ -479,8 +479,8 @@ pub struct StreamJobStatus {
     /// The newest checkpoint any replica completed (of `replicaCheckpoints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointRef>,
-    /// Each replica's latest completed checkpoint, as its sidecar reported it: refreshed at
-    /// every step of an operation, and at rest every few minutes.
+    /// Each replica's latest completed checkpoint, as its sidecar reported it: refreshed every
+    /// 2 s during an operation, and at rest every checkpoint interval (10 s to 5 minutes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replica_checkpoints: Vec<ReplicaCheckpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

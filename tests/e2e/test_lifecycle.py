@@ -99,6 +99,40 @@ def test_suspend_then_resume_keeps_the_state(cluster, namespace, s3, operator):
     assert_exact(wc)
 
 
+def test_the_status_follows_each_replicas_latest_checkpoint_at_rest(cluster, namespace, s3, operator):
+    """At rest, `replicaCheckpoints` keeps up with the replicas' checkpoints (asked every
+    checkpoint interval, at least 10 s apart), and each entry names a checkpoint in storage."""
+    wc = Wordcount(cluster, s3, namespace, records=200_000)  # writes for the whole test
+    wc.apply()
+    wc.wait_running(replicas=2)
+
+    def both(st: dict) -> dict[int, dict] | None:
+        by_replica = {c["replica"]: c for c in st.get("replicaCheckpoints", [])}
+        return by_replica if sorted(by_replica) == [0, 1] else None
+    first = wait_until(lambda: both(wc.status()), timeout=30, what="both replicas' checkpoints in the status")
+    assert not wc.status().get("operation"), "at rest"
+
+    def advanced():
+        st = wc.status()
+        now = both(st)
+        return (st, now) if now and all(now[i]["id"] > first[i]["id"] for i in (0, 1)) else None
+    st, now = wait_until(advanced, timeout=45, what="the status to show newer checkpoints of a job at rest")
+    assert not st.get("operation") and st["phase"] == "Running", "nothing but the checkpoints changed"
+    lineage = st["deployment"]["stateLocation"].removeprefix(f"s3://{s3.bucket}/")
+    stored = set(s3.keys(f"{lineage}/checkpoints/"))
+    for i, c in now.items():
+        assert f"{lineage}/checkpoints/replica-{i}-of-2/chk-{c['id']:020}/manifest.json" in stored, c
+        age = time.time() - parse_time(c["time"])
+        assert -5 < age < 30, f"replica {i}'s checkpoint is {age:.0f} s old: {c}"
+    newest = max(c["time"] for c in now.values())
+    assert st["lastCheckpoint"] in [{"id": c["id"], "time": c["time"]} for c in now.values() if c["time"] == newest]
+
+
+def parse_time(rfc3339: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
 def test_a_failed_replica_recovers_from_its_checkpoint(cluster, namespace, s3, operator):
     wc = Wordcount(cluster, s3, namespace)
     wc.apply()

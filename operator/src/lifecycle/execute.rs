@@ -155,7 +155,7 @@ pub async fn run(job: &StreamJob, ctx: &Context, problems: Vec<String>) -> Resul
         match plan.wake {
             Wake::Now => continue,
             Wake::After(d) => return Ok(Action::requeue(jitter(d))),
-            Wake::Idle => return Ok(Action::requeue(jitter(IDLE))),
+            Wake::Idle => return Ok(Action::requeue(jitter(at_rest_every(&current)))),
         }
     }
     Ok(Action::requeue(Duration::from_millis(200)))
@@ -190,9 +190,22 @@ async fn persist(
     }
 }
 
-/// How often the replicas' latest checkpoints are asked for: during an operation, and at rest.
+/// How often the replicas' latest checkpoints are asked for during an operation.
 const CHECKPOINTS_DURING_OPERATIONS: Duration = Duration::from_secs(2);
-const CHECKPOINTS_AT_REST: Duration = Duration::from_secs(300);
+/// The least time between two asks of a job at rest, however short its checkpoint interval.
+const CHECKPOINTS_AT_REST_MIN: Duration = Duration::from_secs(10);
+
+/// How often a job at rest is reconciled, and its replicas' latest checkpoints asked for: every
+/// checkpoint interval (at least [`CHECKPOINTS_AT_REST_MIN`], at most [`IDLE`]), so that the
+/// status lags the replicas by about one interval; [`IDLE`] for a job that takes no checkpoints.
+fn at_rest_every(job: &StreamJob) -> Duration {
+    let state = &job.spec.state;
+    if state.location.is_none() || state.checkpoint_interval_seconds <= 0 {
+        return IDLE;
+    }
+    Duration::from_secs(state.checkpoint_interval_seconds as u64)
+        .clamp(CHECKPOINTS_AT_REST_MIN, IDLE)
+}
 
 /// Each running replica's latest checkpoint, asked of its sidecar, when it is time to ask again.
 async fn ask_checkpoints(
@@ -203,7 +216,7 @@ async fn ask_checkpoints(
     let every = if busy {
         CHECKPOINTS_DURING_OPERATIONS
     } else {
-        CHECKPOINTS_AT_REST
+        at_rest_every(job)
     };
     let key = Context::key(job);
     if ctx
@@ -211,7 +224,8 @@ async fn ask_checkpoints(
         .lock()
         .ok()?
         .get(&key)
-        .is_some_and(|t| t.elapsed() < every)
+        // A little early is on time: the requeue that brings this reconcile has 10% of jitter.
+        .is_some_and(|t| t.elapsed() < every.mul_f64(0.85))
     {
         return None;
     }
@@ -915,5 +929,35 @@ mod tests {
         assert_eq!(pods.len(), 2);
         assert!(standby.is_empty());
         assert_eq!(strays.len(), 2);
+    }
+
+    #[test]
+    fn a_job_at_rest_is_asked_for_its_checkpoints_every_checkpoint_interval_within_bounds() {
+        use crate::fixtures::job;
+        let every = |interval: i64, location: Option<&str>| {
+            let mut j = match location {
+                Some(l) => job("j").location(l).build(),
+                None => job("j").build(),
+            };
+            j.spec.state.checkpoint_interval_seconds = interval;
+            at_rest_every(&j).as_secs()
+        };
+        assert_eq!(every(60, Some("s3://b/jobs")), 60);
+        assert_eq!(
+            every(2, Some("s3://b/jobs")),
+            10,
+            "no more often than every 10 s"
+        );
+        assert_eq!(
+            every(3600, Some("s3://b/jobs")),
+            300,
+            "no less often than the safety requeue"
+        );
+        assert_eq!(
+            every(0, Some("s3://b/jobs")),
+            300,
+            "no periodic checkpoints: nothing to follow"
+        );
+        assert_eq!(every(60, None), 300, "no checkpoints without a location");
     }
 }
