@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import signal
+import shutil
 import sys
 import time
 import urllib.request
@@ -132,6 +133,7 @@ def main() -> None:
     import tempfile  # noqa: PLC0415
     tmp = tempfile.mkdtemp(prefix="stator-bench-scale-")
     rows = [run(int(n), args.rest, tmp) for n in args.jobs.split(",")]
+    shutil.rmtree(tmp, ignore_errors=True)  # kept on failure, for its logs
     cols = [("jobs", "jobs", "{:.0f}"), ("deploy_s", "all deployed s", "{:.1f}"),
             ("peer_list_s", "peer: list all s", "{:.2f}"), ("reads_per_min", "reads/min at rest", "{:.1f}"),
             ("writes_per_min", "writes/min at rest", "{:.1f}"), ("rss_mb", "RSS MB", "{:.0f}"),

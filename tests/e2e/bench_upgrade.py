@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -191,6 +192,7 @@ def main() -> int:
               f"{r['promote']:.2f} | {r['start']:.2f} | {r['uploaded']} | "
               f"{r['downloaded']} | {r['transfer']:.3f} | {r['download']:.2f} | {r['pause'] / budget:.2f} | "
               f"{r['total'] - r['download']:.2f} |")
+    shutil.rmtree(work, ignore_errors=True)  # gigabytes of state at the 1 GB size; kept on failure
     return 0
 
 

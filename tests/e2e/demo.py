@@ -7,6 +7,7 @@ every event-time timer the app set fired exactly once (no idle report lost or wr
 Run it with scripts/demo (which installs and builds first); on a real cluster set
 STATOR_E2E_KUBECONFIG (see tests/README.md)."""
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +28,16 @@ def step(msg: str) -> None:
 
 def main() -> int:
     work = tempfile.mkdtemp(prefix="stator-demo-")
+    rc = demo(work)
+    if rc == 0:
+        # The cluster's etcd, the pods' volumes and the logs: about 300 MB a run, not kept on success.
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        step(f"logs kept under {work}")
+    return rc
+
+
+def demo(work: str) -> int:
     records = int(os.environ.get("DEMO_RECORDS", "20000"))
     step(f"starting the local cluster (kube-apiserver, etcd, kube-controller-manager, the stand-in kubelet), "
          f"S3 (moto) and the operator as the chart's ServiceAccount (logs under {work})")

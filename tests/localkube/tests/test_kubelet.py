@@ -11,9 +11,10 @@ import urllib.request
 
 import pytest
 
+from localkube import LocalKube
 from localkube.kubelet import expand
 
-from .client import wait_for
+from .client import Client, wait_for
 
 
 def pod(name, containers, init=None, volumes=None, **spec):
@@ -245,6 +246,26 @@ def test_pvc_data_survives_pod_recreation(client, ns):
     p = wait_ready(client, ns, "job-0")
     data2 = http_json(p["status"]["podIP"], 8080, "/argv")[1].split("=", 1)[1]
     assert open(os.path.join(data2, "state")).read() == "kept"
+
+
+def test_a_stopped_cluster_removes_its_claims_host_path_volumes(tmp_path):
+    lk = LocalKube(workdir=str(tmp_path / "lk"), kubelet=False)
+    lk.start()
+    try:
+        c = Client(lk.kubeconfig)
+        c.post("/api/v1/namespaces/default/persistentvolumeclaims", {
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+        pvc = wait_for(lambda: (lambda b: b if b["status"].get("phase") == "Bound" else None)(
+            c.get("/api/v1/namespaces/default/persistentvolumeclaims/data").body), timeout=30, what="the claim bound")
+        pv = c.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}").body
+        path = pv["spec"]["hostPath"]["path"]
+        assert os.path.isdir(path) and lk.host_path_volumes() == [path]
+        with open(os.path.join(path, "state"), "w") as f:
+            f.write("a replica's files")
+    finally:
+        lk.stop()
+    assert not os.path.exists(path), "the volume outlived its cluster"
 
 
 def test_pod_with_missing_claim_is_unschedulable(client, ns):
