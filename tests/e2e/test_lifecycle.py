@@ -5,6 +5,7 @@ import json
 import re
 import time
 import urllib.request
+from datetime import datetime
 
 import pytest
 from harness import wait_until
@@ -129,8 +130,7 @@ def test_the_status_follows_each_replicas_latest_checkpoint_at_rest(cluster, nam
 
 
 def parse_time(rfc3339: str) -> float:
-    from datetime import datetime
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(rfc3339).timestamp()
 
 
 def test_a_failed_replica_recovers_from_its_checkpoint(cluster, namespace, s3, operator):

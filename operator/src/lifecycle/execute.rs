@@ -216,7 +216,8 @@ async fn ask_checkpoints(
     let every = if busy {
         CHECKPOINTS_DURING_OPERATIONS
     } else {
-        at_rest_every(job)
+        // A little early is on time: the requeue that brings this reconcile has 10% of jitter.
+        at_rest_every(job).mul_f64(0.85)
     };
     let key = Context::key(job);
     if ctx
@@ -224,8 +225,7 @@ async fn ask_checkpoints(
         .lock()
         .ok()?
         .get(&key)
-        // A little early is on time: the requeue that brings this reconcile has 10% of jitter.
-        .is_some_and(|t| t.elapsed() < every.mul_f64(0.85))
+        .is_some_and(|t| t.elapsed() < every)
     {
         return None;
     }
