@@ -26,9 +26,14 @@ struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Seconds measured per row and peer.
+    /// Seconds measured per row, peer and round.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Rounds per row: each round measures both peers (alternating which goes first), and the
+    /// table gives the median of the rounds' ratios and their range, so that one noisy cell on a
+    /// shared machine does not decide a row.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Pipeline depths to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     depths: Vec<usize>,
@@ -74,6 +79,13 @@ struct RowResult {
 impl RowResult {
     fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    /// Adds another round's counts and latencies to these.
+    fn absorb(&mut self, other: RowResult) {
+        self.ops += other.ops;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
     }
     fn percentile_us(&mut self, p: f64) -> f64 {
         if self.latencies.is_empty() {
@@ -313,17 +325,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         load(peer, &hot).await?;
     }
     println!(
-        "stator-bench: {} keys, {}-byte values, {:.1} s per cell, uniform random keys; sidecar/redis ratios: ops/s >1 and latency <1 favour the sidecar; RSS after the row",
-        args.keys, args.value_size, args.seconds
+        "stator-bench: {} keys, {}-byte values, {:.1} s per cell, {} rounds per row, uniform random keys; sidecar/redis ratios: ops/s >1 and latency <1 favour the sidecar; ops/s: the median round (ratio: the median of the rounds' ratios, and their range); latencies over all rounds; RSS after the row",
+        args.keys, args.value_size, args.seconds, args.rounds
     );
     println!(
-        "| workload | depth | conns | sidecar ops/s | redis ops/s | ops/s ratio | sidecar p50 us | redis p50 us | p50 ratio | sidecar p99 us | redis p99 us | p99 ratio | sidecar RSS MiB | redis RSS MiB | errors |"
+        "| workload | depth | conns | sidecar ops/s | redis ops/s | ops/s ratio | ratio range | sidecar p50 us | redis p50 us | p50 ratio | sidecar p99 us | redis p99 us | p99 ratio | sidecar RSS MiB | redis RSS MiB | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &workload in &args.workloads {
         for &depth in &args.depths {
             for &conns in &args.connections {
-                row(&peers, workload, depth, conns, &hot, args.seconds, "").await?;
+                row(&peers, workload, depth, conns, &hot, &args, "").await?;
             }
         }
     }
@@ -344,7 +356,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         for workload in [Workload::Get, Workload::Mix] {
             for (depth, conns) in [(1, 1), (16, 4)] {
-                row(&peers, workload, depth, conns, &cold, args.seconds, &label).await?;
+                row(&peers, workload, depth, conns, &cold, &args, &label).await?;
             }
         }
     }
@@ -354,29 +366,55 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Measures one row on both peers and prints it.
+/// Measures one row on both peers, `args.rounds` times, and prints it.
 async fn row(
     peers: &[Peer; 2],
     workload: Workload,
     depth: usize,
     conns: usize,
     space: &Keyspace,
-    seconds: f64,
+    args: &Args,
     label: &str,
 ) -> anyhow::Result<()> {
-    let mut s = measure(&peers[0], workload, depth, conns, space, seconds).await?;
-    let mut r = measure(&peers[1], workload, depth, conns, space, seconds).await?;
+    let (mut s, mut r) = (RowResult::default(), RowResult::default());
+    let (mut s_ops, mut r_ops, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        // Alternate which peer goes first, so that a drift of the machine within a row (a
+        // neighbour's load, the sidecar's compactions of the last row's writes) does not always
+        // fall on the same peer.
+        let (first, second) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
+        let a = measure(&peers[first], workload, depth, conns, space, args.seconds).await?;
+        let b = measure(&peers[second], workload, depth, conns, space, args.seconds).await?;
+        let (sr, rr) = if first == 0 { (a, b) } else { (b, a) };
+        eprintln!(
+            "{workload}{label} {depth} x {conns}, round {}/{}: sidecar {:.0} ops/s, redis {:.0} ops/s",
+            round + 1,
+            args.rounds,
+            sr.ops_per_sec(),
+            rr.ops_per_sec()
+        );
+        s_ops.push(sr.ops_per_sec());
+        r_ops.push(rr.ops_per_sec());
+        ratios.push(sr.ops_per_sec() / rr.ops_per_sec());
+        s.absorb(sr);
+        r.absorb(rr);
+    }
     let (s50, r50, s99, r99) = (
         s.percentile_us(0.5),
         r.percentile_us(0.5),
         s.percentile_us(0.99),
         r.percentile_us(0.99),
     );
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
     println!(
-        "| {workload}{label} | {depth} | {conns} | {:.0} | {:.0} | {:.2} | {s50:.1} | {r50:.1} | {:.2} | {s99:.1} | {r99:.1} | {:.2} | {:.0} | {:.0} | {} |",
-        s.ops_per_sec(),
-        r.ops_per_sec(),
-        s.ops_per_sec() / r.ops_per_sec(),
+        "| {workload}{label} | {depth} | {conns} | {:.0} | {:.0} | {:.2} | {lo:.2}-{hi:.2} | {s50:.1} | {r50:.1} | {:.2} | {s99:.1} | {r99:.1} | {:.2} | {:.0} | {:.0} | {} |",
+        median(&mut s_ops),
+        median(&mut r_ops),
+        median(&mut ratios),
         s50 / r50,
         s99 / r99,
         peers[0].rss_mib(),
@@ -384,4 +422,14 @@ async fn row(
         s.errors + r.errors,
     );
     Ok(())
+}
+
+/// The median (the mean of the middle two of an even count).
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
 }
