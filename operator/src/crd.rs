@@ -264,6 +264,20 @@ pub struct RocksDbSpec {
     pub memtable_budget_mb: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// The layout of each file's index and bloom filter (default `partitioned`): `whole` gives
+    /// point reads 4-11% more throughput while the state's indexes and filters (about 2 MiB per
+    /// million keys of small values) fit the block cache, and reads a whole file's index or
+    /// filter again after each eviction when they do not. A change applies to files written
+    /// after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_filters: Option<IndexFilters>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexFilters {
+    Partitioned,
+    Whole,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -22,7 +22,7 @@ use kube::Resource;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{Compression, Slot, StateKind, StreamJob, WebIdentitySpec};
+use crate::crd::{Compression, IndexFilters, Slot, StateKind, StreamJob, WebIdentitySpec};
 
 pub const SIDECAR_CONTAINER: &str = "stator-sidecar";
 pub const APP_CONTAINER: &str = "app";
@@ -403,6 +403,13 @@ fn sidecar_env(job: &StreamJob, index: i32, inputs: &PodInputs<'_>) -> Vec<EnvVa
                 Compression::Zstd => "zstd",
             };
             out.push(env("STATOR_COMPRESSION", c));
+        }
+        if let Some(layout) = r.index_filters {
+            let layout = match layout {
+                IndexFilters::Partitioned => "partitioned",
+                IndexFilters::Whole => "whole",
+            };
+            out.push(env("STATOR_INDEX_FILTERS", layout));
         }
     }
     if !s.state.states.is_empty() {
@@ -983,6 +990,42 @@ mod tests {
             tmp.and_then(|v| v.empty_dir).is_some(),
             "the app writes to an emptyDir /tmp"
         );
+    }
+
+    #[test]
+    fn the_specs_rocksdb_tuning_reaches_the_sidecar() {
+        let mut j = job("wc").location("s3://bucket/jobs").build();
+        let sidecar_env = |j: &StreamJob, name: &str| {
+            let spec = pod(j, 0, &inputs("h")).spec.unwrap();
+            env_of(&spec.init_containers.unwrap()[0], name).map(str::to_owned)
+        };
+        // Absent from the spec: the sidecar's own defaults.
+        for name in [
+            "STATOR_BLOCK_CACHE_MB",
+            "STATOR_COMPRESSION",
+            "STATOR_INDEX_FILTERS",
+        ] {
+            assert_eq!(sidecar_env(&j, name), None, "{name}");
+        }
+        j.spec.state.rocksdb = Some(crate::crd::RocksDbSpec {
+            block_cache_mb: Some(512),
+            write_buffer_mb: Some(32),
+            memtable_budget_mb: Some(256),
+            compression: Some(Compression::Zstd),
+            index_filters: Some(IndexFilters::Whole),
+        });
+        for (name, value) in [
+            ("STATOR_BLOCK_CACHE_MB", "512"),
+            ("STATOR_WRITE_BUFFER_MB", "32"),
+            ("STATOR_MEMTABLE_BUDGET_MB", "256"),
+            ("STATOR_COMPRESSION", "zstd"),
+            ("STATOR_INDEX_FILTERS", "whole"),
+        ] {
+            assert_eq!(sidecar_env(&j, name).as_deref(), Some(value), "{name}");
+        }
+        let parsed: crate::crd::RocksDbSpec =
+            serde_json::from_str(r#"{"indexFilters": "partitioned"}"#).unwrap();
+        assert_eq!(parsed.index_filters, Some(IndexFilters::Partitioned));
     }
 
     #[test]

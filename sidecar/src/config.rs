@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use clap::Parser;
 
-use crate::store::{Compression, Kind, OperatorStateDecl, Redistribution, RocksOptions, StateDecl};
+use crate::store::{
+    Compression, IndexFilters, Kind, OperatorStateDecl, Redistribution, RocksOptions, StateDecl,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,6 +84,11 @@ pub struct Args {
     /// Compression of RocksDB files: none, lz4 or zstd.
     #[arg(long, env = "STATOR_COMPRESSION", default_value = "lz4", value_parser = parse_compression)]
     pub compression: Compression,
+    /// The layout of each RocksDB file's index and bloom filter: `partitioned` (4 KiB pieces
+    /// loaded as needed; for states whose indexes and filters may exceed the block cache) or
+    /// `whole` (one block each; 4-11% more point reads when they stay cached).
+    #[arg(long, env = "STATOR_INDEX_FILTERS", default_value = "partitioned", value_parser = parse_index_filters)]
+    pub index_filters: IndexFilters,
     /// Disable the RocksDB write-ahead log (faster writes; a crash loses writes since the last
     /// flush, and the replica recovers from its latest checkpoint).
     #[arg(long, env = "STATOR_DISABLE_WAL", default_value_t = false)]
@@ -166,6 +173,16 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
     }
 }
 
+fn parse_index_filters(s: &str) -> Result<IndexFilters, String> {
+    match s {
+        "partitioned" => Ok(IndexFilters::Partitioned),
+        "whole" => Ok(IndexFilters::Whole),
+        other => Err(format!(
+            "unknown index and filter layout {other:?}; use partitioned or whole"
+        )),
+    }
+}
+
 impl Args {
     pub fn s3_options(&self) -> stator_storage::S3Options {
         stator_storage::S3Options {
@@ -181,6 +198,7 @@ impl Args {
         RocksOptions {
             block_cache_bytes: (self.block_cache_mb as usize) << 20,
             compression: self.compression,
+            index_filters: self.index_filters,
             write_buffer_bytes: (self.write_buffer_mb as usize) << 20,
             memtable_budget_bytes: (self.memtable_budget_mb as usize) << 20,
             wal: !self.disable_wal,

@@ -103,11 +103,27 @@ pub enum Compression {
     Zstd,
 }
 
+/// How each SST file's index and bloom filter are laid out in the block cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IndexFilters {
+    /// Cut into 4 KiB partitions under a small pinned top level: a get loads only the
+    /// partitions it needs, so a state whose indexes and filters exceed the block cache still
+    /// reads a few KiB per miss. The default.
+    #[default]
+    Partitioned,
+    /// One index block and one filter per file: a get skips the top level's search and a cache
+    /// lookup per level (4-11% more point reads in docs/BENCHMARKS.md), but a file's whole
+    /// filter and index (about 2 MiB per million keys of small values) are read again after
+    /// an eviction. For states whose indexes and filters stay in the block cache.
+    Whole,
+}
+
 /// RocksDB tuning a user may set.
 #[derive(Debug, Clone)]
 pub struct RocksOptions {
     pub block_cache_bytes: usize,
     pub compression: Compression,
+    pub index_filters: IndexFilters,
     pub write_buffer_bytes: usize,
     /// The memory all families' memtables share (one WriteBufferManager); writes wait while
     /// flushes bring it back under.
@@ -125,6 +141,7 @@ impl Default for RocksOptions {
         Self {
             block_cache_bytes: 64 << 20,
             compression: Compression::Lz4,
+            index_filters: IndexFilters::Partitioned,
             write_buffer_bytes: 64 << 20,
             memtable_budget_bytes: 128 << 20,
             wal: true,
@@ -214,17 +231,22 @@ impl CfOptions {
         let write_buffers =
             WriteBufferManager::new_write_buffer_manager(rocks.memtable_budget_bytes, true);
         table.set_bloom_filter(10.0, false);
-        // Index and filter blocks live in the block cache, so the cache bounds them, partitioned
-        // into 4 KiB pieces: a whole file's filter (over 1 MiB for a million keys) is larger than
-        // one shard of the cache, so it was evicted and read again by nearly every get once the
-        // cache was full (gets after a burst of writes fell from 265k to 19k ops/s). The top
-        // levels, and L0's filters and indexes, stay pinned.
+        // Index and filter blocks live in the block cache, so the cache bounds them; L0's stay
+        // pinned. Partitioned by default (see [`IndexFilters`]): with the LRU cache's 512 KiB
+        // shards a whole file's filter (over 1 MiB for a million keys) did not fit a shard, so
+        // nearly every get read it again once the cache was full (gets after a burst of writes
+        // fell from 265k to 19k ops/s). The clock cache's shards are at least 32 MiB, so whole
+        // blocks now fit; what partitions still buy is a small read per miss when a state's
+        // indexes and filters exceed the cache. Each file records its own layout, so changing
+        // this applies to new files and reads old ones as they are.
         table.set_cache_index_and_filter_blocks(true);
         table.set_cache_index_and_filter_blocks_with_high_priority(true);
-        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-        table.set_partition_filters(true);
-        table.set_metadata_block_size(4096);
-        table.set_pin_top_level_index_and_filter(true);
+        if rocks.index_filters == IndexFilters::Partitioned {
+            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_partition_filters(true);
+            table.set_metadata_block_size(4096);
+            table.set_pin_top_level_index_and_filter(true);
+        }
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut base = Options::default();
         base.set_block_based_table_factory(&table);

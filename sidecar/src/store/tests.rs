@@ -167,3 +167,57 @@ fn redeclaring_with_a_new_ttl_applies_to_later_writes() {
     assert_eq!(store.get("v", b"k").unwrap(), None);
     assert_eq!(store.states(), vec![decl("v", Kind::Value, 30)]);
 }
+
+/// The aggregated table properties of the value state `v`'s files.
+fn table_properties(store: &Store) -> String {
+    let cf = store
+        .db
+        .cf_handle(&cf_name(&decl("v", Kind::Value, 0)))
+        .unwrap();
+    store
+        .db
+        .property_value_cf(&cf, "rocksdb.aggregated-table-properties")
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn index_and_filter_layouts_apply_to_new_files_and_read_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let placement = || Placement::new(Layout::new(1, 128).unwrap(), 0).unwrap();
+    let states = [decl("v", Kind::Value, 0)];
+    let open_with = |index_filters| {
+        let rocks = RocksOptions {
+            index_filters,
+            ..RocksOptions::default()
+        };
+        Store::open(dir.path(), placement(), &rocks, &states, &[]).unwrap()
+    };
+    let batch = |from: usize| -> Vec<WriteOp> {
+        (from..from + 2000)
+            .map(|i| put("v", &format!("key-{i:06}"), &format!("value-{i}")))
+            .collect()
+    };
+
+    let store = open_with(IndexFilters::Whole);
+    store.write(&batch(0)).unwrap();
+    store.flush().unwrap();
+    let whole = table_properties(&store);
+    // RocksDB lists index partitions only for a file that has them.
+    assert!(whole.contains("# data blocks="), "{whole}");
+    assert!(!whole.contains("# index partitions="), "{whole}");
+    drop(store);
+
+    // The same files, opened with the default layout, are read as written; new files are
+    // partitioned.
+    let store = open_with(IndexFilters::Partitioned);
+    store.write(&batch(2000)).unwrap();
+    store.flush().unwrap();
+    let both = table_properties(&store);
+    assert!(both.contains("# index partitions="), "{both}");
+    for i in [0, 1999, 2000, 3999] {
+        let value = store.get("v", format!("key-{i:06}").as_bytes()).unwrap();
+        assert_eq!(value.as_deref(), Some(format!("value-{i}").as_bytes()));
+    }
+    assert_eq!(store.get("v", b"key-999999").unwrap(), None);
+}
