@@ -221,3 +221,64 @@ fn index_and_filter_layouts_apply_to_new_files_and_read_old_ones() {
     }
     assert_eq!(store.get("v", b"key-999999").unwrap(), None);
 }
+
+/// Every element of list `key`, read page by page.
+fn list_elements_in_pages(store: &Store, state: &str, key: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = store.list_page(state, key, offset, 0).unwrap();
+        out.extend(page.values);
+        if !page.has_more {
+            return out;
+        }
+        offset = page.next_offset;
+    }
+}
+
+#[test]
+fn an_append_past_the_list_limit_is_refused_clearly_and_loses_nothing() {
+    use stator_core::limits::{MAX_LIST_BYTES, MAX_VALUE_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &[decl("l", Kind::List, 0)]);
+    let append = |key: &'static [u8], fill: u8, len: usize| WriteOp::ListAppend {
+        state: "l".into(),
+        key: Bytes::from_static(key),
+        values: vec![Bytes::from(vec![fill; len])],
+    };
+    let big = MAX_VALUE_BYTES as usize;
+    // Seven of the largest elements fit the 64 MiB limit with their framing; the eighth does not.
+    let fits = MAX_LIST_BYTES / big - 1;
+    for i in 0..fits {
+        store.write(&[append(b"k", i as u8, big)]).unwrap();
+    }
+    let err = store
+        .write(&[append(b"other", 0, 1), append(b"k", 0xff, big)])
+        .unwrap_err();
+    assert_eq!(err.index, Some(1), "the refused op is named");
+    assert!(matches!(err.source, StoreError::TooLarge { .. }), "{err:?}");
+    assert_eq!(err.source.code(), stator_core::proto::ErrorCode::TooLarge);
+    let message = err.source.to_string();
+    assert!(
+        message.contains("list after this append") && message.contains(&MAX_LIST_BYTES.to_string()),
+        "{message}"
+    );
+    // The batch was refused whole, and the list is as it was: every element readable.
+    assert!(list_elements_in_pages(&store, "l", b"other").is_empty());
+    let list = list_elements_in_pages(&store, "l", b"k");
+    assert_eq!(list.len(), fits);
+    for (i, element) in list.iter().enumerate() {
+        assert!(element.len() == big && element.iter().all(|&b| b == i as u8));
+    }
+    // Small appends still fit under the limit, and a list that is set anew starts over.
+    store.write(&[append(b"k", 0xee, 16)]).unwrap();
+    store
+        .write(&[WriteOp::ListSet {
+            state: "l".into(),
+            key: Bytes::from_static(b"k"),
+            values: vec![Bytes::from_static(b"fresh")],
+        }])
+        .unwrap();
+    store.write(&[append(b"k", 0xff, big)]).unwrap();
+    assert_eq!(list_elements_in_pages(&store, "l", b"k").len(), 2);
+}
