@@ -104,12 +104,11 @@ pub enum Compression {
 }
 
 /// How each SST file's index and bloom filter are laid out in the block cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexFilters {
     /// Cut into 4 KiB partitions under a small pinned top level: a get loads only the
     /// partitions it needs, so a state whose indexes and filters exceed the block cache still
     /// reads a few KiB per miss. The default.
-    #[default]
     Partitioned,
     /// One index block and one filter per file: a get skips the top level's search and a cache
     /// lookup per level (4-11% more point reads in docs/BENCHMARKS.md), but a file's whole
